@@ -1,0 +1,74 @@
+//! `encrypt` and `decrypt` with the local key, for operators preparing and checking ciphertexts.
+
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use keyward::context::Pair;
+use keyward::{EncryptionContext, LocalKey};
+use secrecy::ExposeSecret as _;
+use zeroize::Zeroizing;
+
+use super::Failed;
+
+/// Encrypt a secret with a local key; prints the ciphertext in base64.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Encrypt {
+    /// The local key file.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// An encryption context pair the ciphertext is bound to (repeatable).
+    #[arg(long = "context", value_name = "K=V")]
+    context: Vec<Pair>,
+    /// The secret. Without it, the secret is read from stdin, byte for byte (prefer stdin: arguments show in
+    /// process lists and shell history).
+    #[arg(long, value_name = "TEXT")]
+    plaintext: Option<String>,
+}
+
+impl Encrypt {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let key = LocalKey::load(&self.key)?;
+        let context = EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?;
+        let plaintext = Zeroizing::new(match self.plaintext {
+            Some(text) => text.into_bytes(),
+            None => {
+                let mut buf = Vec::new();
+                std::io::stdin().read_to_end(&mut buf).context("cannot read the secret from stdin")?;
+                buf
+            }
+        });
+        let ciphertext = key.encrypt(&plaintext, &context)?;
+        println!("{}", base64::engine::general_purpose::STANDARD.encode(ciphertext));
+        Ok(())
+    }
+}
+
+/// Decrypt a base64 ciphertext with a local key; prints the plaintext, byte for byte.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Decrypt {
+    /// The local key file.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// An encryption context pair the ciphertext is bound to (repeatable).
+    #[arg(long = "context", value_name = "K=V")]
+    context: Vec<Pair>,
+    /// The ciphertext, in base64.
+    #[arg(value_name = "CIPHERTEXT_B64")]
+    ciphertext: String,
+}
+
+impl Decrypt {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let key = LocalKey::load(&self.key)?;
+        let context = EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?;
+        let ciphertext = base64::engine::general_purpose::STANDARD
+            .decode(self.ciphertext.trim())
+            .map_err(|e| anyhow::anyhow!("CIPHERTEXT_B64 is not base64: {e}"))?;
+        let plaintext = key.decrypt(&ciphertext, &context).map_err(|e| Failed(e.into()))?;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(plaintext.expose_secret()).and_then(|()| stdout.flush()).context("cannot write to stdout")?;
+        Ok(())
+    }
+}

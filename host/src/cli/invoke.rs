@@ -1,0 +1,83 @@
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use keyward::context::Pair;
+use keyward::sandbox::limits::{DEFAULT_MAX_DECRYPT_CALLS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB};
+use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, Limits, LocalKey};
+
+use super::Failed;
+
+/// Run a guest component once on an event, decrypting with a local key; prints the response JSON.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Invoke {
+    /// The guest component (.wasm).
+    #[arg(value_name = "COMPONENT")]
+    component: PathBuf,
+    /// The local key file the guest's ciphertexts were made with.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// An environment variable the guest sees (repeatable); it sees no others.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<Pair>,
+    /// An encryption context pair stamped onto every decrypt the guest makes (repeatable).
+    #[arg(long = "context", value_name = "K=V")]
+    context: Vec<Pair>,
+    /// The event JSON: a file, or `-` for stdin. Default: `{}`.
+    #[arg(long, value_name = "FILE|-")]
+    event: Option<PathBuf>,
+    /// Wall-clock limit of the invocation.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..=900_000))]
+    timeout_ms: u64,
+    /// Memory limit of the guest.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MEMORY_MB,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MEMORY_MB)))]
+    memory_mb: u32,
+    /// Most kms.decrypt calls the guest may make.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DECRYPT_CALLS)]
+    max_decrypt_calls: u32,
+    /// The function ARN the guest is told. Default: a local ARN named after the component file.
+    #[arg(long, value_name = "ARN")]
+    function_arn: Option<String>,
+}
+
+impl Invoke {
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let event = self.read_event()?;
+        let key = LocalKey::load(&self.key)?;
+        let mut limits = Limits::default().with_memory_mb(self.memory_mb).with_timeout_ms(self.timeout_ms);
+        limits.max_decrypt_calls = self.max_decrypt_calls;
+        let config = HostConfig {
+            limits,
+            guest_env: self.env.into_iter().map(Into::into).collect(),
+            stamped_context: EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?,
+        };
+        let host = Host::from_file(&self.component, Arc::new(key), config)?;
+        let arn = self.function_arn.unwrap_or_else(|| {
+            let name = self.component.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            format!("arn:aws:lambda:local:000000000000:function:{name}")
+        });
+        let invocation = host.invoke(&event, InvocationContext::local(arn)).await;
+        let response = invocation.result.map_err(|e| Failed(e.into()))?;
+        println!("{response}");
+        Ok(())
+    }
+
+    fn read_event(&self) -> anyhow::Result<String> {
+        let event = match &self.event {
+            None => return Ok("{}".to_string()),
+            Some(path) if path.as_os_str() == "-" => {
+                let mut buf = String::new();
+                std::io::stdin().read_to_string(&mut buf).context("cannot read the event from stdin")?;
+                buf
+            }
+            Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read event {}", path.display()))?,
+        };
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&event) {
+            anyhow::bail!("the event is not valid JSON (error at line {}, column {})", e.line(), e.column());
+        }
+        Ok(event)
+    }
+}

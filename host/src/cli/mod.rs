@@ -1,0 +1,76 @@
+//! Command-line interface: one module per subcommand, each a `clap` args struct with a `run` method.
+
+mod crypt;
+mod invoke;
+mod keygen;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run WebAssembly Lambda handlers that reach secrets only through a KMS capability of the host.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about)]
+struct Cli {
+    /// Log host events to stderr (-v: invocations, audit lines and guest output; -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Keygen(keygen::Keygen),
+    Encrypt(crypt::Encrypt),
+    Decrypt(crypt::Decrypt),
+    Invoke(invoke::Invoke),
+}
+
+/// Exit code for a failed guest or decrypt: the input was fine, the outcome was not.
+const EXIT_FAILED: u8 = 1;
+/// Exit code for unusable input: arguments, files, components, configuration.
+const EXIT_BAD_INPUT: u8 = 2;
+
+/// An error whose cause is the outcome, not the input (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct Failed(anyhow::Error);
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return report(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Keygen(cmd) => cmd.run(),
+            Command::Encrypt(cmd) => cmd.run(),
+            Command::Decrypt(cmd) => cmd.run(),
+            Command::Invoke(cmd) => cmd.run().await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints one line for the error and picks the exit code.
+fn report(error: &anyhow::Error) -> ExitCode {
+    eprintln!("keyward: error: {}", format!("{error:#}").replace('\n', " "));
+    ExitCode::from(if error.is::<Failed>() { EXIT_FAILED } else { EXIT_BAD_INPUT })
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "error",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

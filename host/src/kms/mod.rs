@@ -1,0 +1,63 @@
+//! Key services: the trait a decrypting backend implements, the errors every backend maps onto (the WIT `kms.error`
+//! variant), and the gate that applies the host's policy in front of any backend.
+
+mod gate;
+pub mod local;
+
+use async_trait::async_trait;
+use secrecy::SecretSlice;
+
+use crate::context::EncryptionContext;
+
+pub use gate::{DecryptRecord, KmsGate, MAX_CIPHERTEXT_BYTES};
+pub use local::LocalKey;
+
+/// Decrypted bytes. Zeroized on drop, and redacted in `Debug`; read with [`secrecy::ExposeSecret`].
+pub type Plaintext = SecretSlice<u8>;
+
+/// Why a decrypt failed, in the three kinds a guest can tell apart. Messages are for operators: they name keys,
+/// key ids and context keys, never plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KmsError {
+    /// A policy (the host's or the key's) refused the request.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// The ciphertext cannot be opened: malformed, tampered with, another key's, or another context's.
+    #[error("invalid-ciphertext: {0}")]
+    InvalidCiphertext(String),
+    /// The key service failed or could not be reached; a later retry may work.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl KmsError {
+    /// The WIT name of this kind of error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KmsError::Denied(_) => "denied",
+            KmsError::InvalidCiphertext(_) => "invalid-ciphertext",
+            KmsError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// What a backend returns: the plaintext and the id of the key that opened it (for the audit log).
+#[derive(Debug)]
+pub struct Decrypted {
+    /// The secret.
+    pub plaintext: Plaintext,
+    /// The id of the key that decrypted it.
+    pub key_id: String,
+}
+
+/// A service that decrypts ciphertexts bound to an encryption context: the local key, AWS KMS, or a test stub.
+///
+/// The context passed in is the *effective* one, with the host's stamped pairs already merged.
+#[async_trait]
+pub trait KmsBackend: Send + Sync + std::fmt::Debug {
+    /// Decrypts `ciphertext` under `context`.
+    ///
+    /// # Errors
+    /// A [`KmsError`] of the kind that matches the failure.
+    async fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Decrypted, KmsError>;
+}

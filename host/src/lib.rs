@@ -1,0 +1,25 @@
+//! keyward's host library: runs a Lambda handler written as a WebAssembly component in a sandbox whose only way
+//! to a secret is the `kms.decrypt` capability, served under the host's policy.
+//!
+//! ```text
+//! event JSON ─► Host::invoke ─► fresh instance ─► guest handle(event, ctx)
+//!                                                   │ kms.decrypt(ciphertext, context)
+//!                                                   ▼
+//!                              KmsGate: stamped context, size limits, audit
+//!                                                   ▼
+//!                              KmsBackend: LocalKey (AES-256-GCM) | AWS KMS | stub
+//! ```
+//!
+//! The CLI (`keyward`) and the Lambda runtime are thin shells around [`Host`].
+#![warn(missing_docs)]
+
+mod bindings;
+pub mod context;
+mod host;
+pub mod kms;
+pub mod sandbox;
+
+pub use context::EncryptionContext;
+pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext};
+pub use kms::{KmsBackend, KmsError, LocalKey};
+pub use sandbox::{InvokeError, LimitExceeded, Limits, LoadError};

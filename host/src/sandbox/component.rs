@@ -1,0 +1,140 @@
+//! Loading a guest: from bytes to a checked, pre-linked component, or one clear error naming what is wrong.
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::GuestState;
+use crate::bindings::{HANDLER_EXPORT, SecretHandlerPre};
+
+/// What guests may import, by `namespace:package/interface` (any version). Everything is granted empty: no
+/// preopened directories, no environment beyond what is configured, closed stdin.
+const ALLOWED_IMPORTS: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "keyward:lambda/kms",
+];
+
+/// Why a component cannot be run. Each message names the problem and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read component {path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file: it does not start with the \\0asm magic bytes")]
+    NotWasm,
+    /// A core module where a component is needed.
+    #[error(
+        "this is a core WebAssembly module, not a component: build the guest for the wasm32-wasip2 target \
+         (or wrap the module with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// A WebAssembly binary of a version or layer this host does not know.
+    #[error("unsupported WebAssembly binary (version/layer bytes {0:02x?}); keyward runs components")]
+    UnknownVersion([u8; 4]),
+    /// The component failed validation or compilation.
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    /// The component imports an interface keyward does not provide.
+    #[error(
+        "component imports `{0}`, which keyward does not provide; guests may import only wasi:cli, wasi:io, \
+         wasi:clocks, wasi:random, wasi:filesystem (with no directories) and keyward:lambda/kms"
+    )]
+    ForbiddenImport(String),
+    /// The component does not export the handler, or exports it with another shape.
+    #[error("component does not implement the keyward:lambda/secret-handler world: {0}")]
+    WrongWorld(String),
+    /// The engine could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// Checks and compiles `bytes`, then links it against everything the host provides.
+pub(crate) fn load(
+    engine: &Engine,
+    linker: &Linker<GuestState>,
+    bytes: &[u8],
+) -> Result<SecretHandlerPre<GuestState>, LoadError> {
+    check_header(bytes)?;
+    let component = Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid(one_line(&e)))?;
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if !ALLOWED_IMPORTS.contains(&unversioned(name)) {
+            return Err(LoadError::ForbiddenImport(name.to_string()));
+        }
+    }
+    if component.get_export_index(None, HANDLER_EXPORT).is_none() {
+        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| format!("`{name}`")).collect();
+        let found = if exports.is_empty() { "none".to_string() } else { exports.join(", ") };
+        return Err(LoadError::WrongWorld(format!("it does not export `{HANDLER_EXPORT}` (its exports: {found})")));
+    }
+    let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(one_line(&e)))?;
+    SecretHandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(one_line(&e)))
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8; 4] = b"\0asm";
+    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+    const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(LoadError::NotWasm);
+    }
+    match [bytes[4], bytes[5], bytes[6], bytes[7]] {
+        COMPONENT => Ok(()),
+        CORE_MODULE => Err(LoadError::CoreModule),
+        other => Err(LoadError::UnknownVersion(other)),
+    }
+}
+
+/// `wasi:cli/stdout@0.2.3` → `wasi:cli/stdout`.
+fn unversioned(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(name, _)| name)
+}
+
+/// An error and its causes on one line.
+pub(crate) fn one_line(error: &wasmtime::Error) -> String {
+    error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(matches!(check_header(b""), Err(LoadError::NotWasm)));
+        assert!(matches!(check_header(b"#!/bin/sh\necho hi\n"), Err(LoadError::NotWasm)));
+        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
+        assert!(matches!(check_header(b"\0asm\x0d\0\x01\0"), Ok(())));
+        assert!(matches!(check_header(b"\0asm\x02\0\0\0"), Err(LoadError::UnknownVersion(_))));
+    }
+
+    #[test]
+    fn versions_are_ignored_when_matching_imports() {
+        assert_eq!(unversioned("wasi:cli/stdout@0.2.3"), "wasi:cli/stdout");
+        assert_eq!(unversioned("keyward:lambda/kms"), "keyward:lambda/kms");
+    }
+}

@@ -1,0 +1,158 @@
+//! What one invocation may use, and the errors raised when it tries to use more.
+
+use std::time::Duration;
+
+/// Default linear-memory limit per instance.
+pub const DEFAULT_MEMORY_MB: u32 = 64;
+/// Default wall-clock limit per invocation.
+pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
+/// Default number of `kms.decrypt` calls per invocation.
+pub const DEFAULT_MAX_DECRYPT_CALLS: u32 = 32;
+/// Default response size limit: Lambda's own limit for synchronous responses.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
+/// Default bytes of stdout and of stderr kept per invocation for the host log; the rest is counted and dropped.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 64 * 1024;
+/// Default number of instances that may run at once on one host (Lambda runs one at a time).
+pub const DEFAULT_MAX_INSTANCES: u32 = 8;
+/// Largest memory limit that may be configured (Lambda's largest function has 10 GB in all).
+pub const MAX_MEMORY_MB: u32 = 4096;
+
+/// Per-invocation resource limits. Build with [`Limits::default`] and adjust fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes each linear memory of the guest may grow to.
+    pub memory_bytes: usize,
+    /// Wall-clock time an invocation may take, from instantiation to response.
+    pub timeout: Duration,
+    /// `kms.decrypt` calls one invocation may make.
+    pub max_decrypt_calls: u32,
+    /// Bytes the response may have.
+    pub max_response_bytes: usize,
+    /// Bytes of stdout, and of stderr, kept for the log.
+    pub max_output_bytes: usize,
+    /// Instances that may be live at once (sizes the pooling allocator).
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: mb(DEFAULT_MEMORY_MB),
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            max_decrypt_calls: DEFAULT_MAX_DECRYPT_CALLS,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            max_instances: DEFAULT_MAX_INSTANCES,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets the memory limit in MiB.
+    pub fn with_memory_mb(mut self, memory_mb: u32) -> Self {
+        self.memory_bytes = mb(memory_mb);
+        self
+    }
+
+    /// Sets the timeout in milliseconds.
+    pub fn with_timeout_ms(mut self, timeout_ms: u64) -> Self {
+        self.timeout = Duration::from_millis(timeout_ms);
+        self
+    }
+
+    /// Checks that every limit is usable.
+    ///
+    /// # Errors
+    /// A message naming the limit that is out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        let max_memory = mb(MAX_MEMORY_MB);
+        if self.memory_bytes < mb(1) || self.memory_bytes > max_memory {
+            return Err(format!("memory limit must be 1 to {MAX_MEMORY_MB} MiB, not {} bytes", self.memory_bytes));
+        }
+        if self.timeout.is_zero() {
+            return Err("timeout must be at least 1 ms".into());
+        }
+        if self.max_instances == 0 {
+            return Err("at least one instance must be allowed".into());
+        }
+        Ok(())
+    }
+}
+
+fn mb(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX).saturating_mul(1 << 20)
+}
+
+/// A limit the guest hit. Raised as a trap from inside the guest, then reported as the invocation's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    /// A linear memory tried to grow past the limit.
+    #[error("guest exceeded its memory limit of {limit_mb} MiB (it asked for {requested_mb} MiB)")]
+    Memory {
+        /// The limit.
+        limit_mb: usize,
+        /// The size it tried to reach.
+        requested_mb: usize,
+    },
+    /// A table tried to grow past the limit.
+    #[error("guest exceeded its table limit of {limit} elements")]
+    Table {
+        /// The limit.
+        limit: usize,
+    },
+    /// The guest ran out of time.
+    #[error("guest exceeded its time limit of {limit_ms} ms")]
+    Time {
+        /// The limit.
+        limit_ms: u64,
+    },
+    /// The guest called `kms.decrypt` too often.
+    #[error("guest exceeded its limit of {limit} kms.decrypt calls per invocation")]
+    DecryptCalls {
+        /// The limit.
+        limit: u32,
+    },
+    /// The response is too large.
+    #[error("guest response of {size} bytes exceeds the limit of {limit} bytes")]
+    ResponseSize {
+        /// The response's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Most elements a guest table may have (a Rust guest uses a few hundred; also sizes the pool's table slots).
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 20_000;
+
+/// Enforces the memory limit by trapping with [`LimitExceeded`], so the invocation reports which limit was hit
+/// rather than a guest abort.
+#[derive(Debug)]
+pub(crate) struct StoreLimiter {
+    memory_bytes: usize,
+}
+
+impl StoreLimiter {
+    pub(crate) fn new(memory_bytes: usize) -> Self {
+        Self { memory_bytes }
+    }
+}
+
+impl wasmtime::ResourceLimiter for StoreLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            return Err(wasmtime::Error::new(LimitExceeded::Memory {
+                limit_mb: self.memory_bytes >> 20,
+                requested_mb: desired.div_ceil(1 << 20),
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Err(wasmtime::Error::new(LimitExceeded::Table { limit: MAX_TABLE_ELEMENTS }));
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,204 @@
+//! The sandbox: a wasmtime engine, one pre-linked guest component, and a fresh instance per invocation with WASI
+//! granting nothing, bounded memory and time, and the `kms` capability.
+
+mod component;
+mod engine;
+mod kms_capability;
+pub mod limits;
+mod output;
+
+use std::time::Duration;
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+pub use component::LoadError;
+pub(crate) use component::one_line;
+use engine::{EPOCH_TICK, EpochTicker};
+use kms_capability::KmsCapability;
+pub use limits::{LimitExceeded, Limits};
+use limits::StoreLimiter;
+use output::GuestOutput;
+
+use crate::bindings::{HandlerContext, SecretHandlerPre};
+use crate::kms::{DecryptRecord, KmsGate};
+
+/// Why an invocation failed. Messages never contain plaintext; a guest's own error message is passed on as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    /// The guest's handler returned `err`.
+    #[error("guest returned an error: {0}")]
+    Guest(String),
+    /// The guest trapped (a panic, an `unreachable`, a stack overflow, ...).
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The guest called `exit`.
+    #[error("guest exited with status {0} instead of returning a response")]
+    Exit(i32),
+    /// The guest hit one of its limits.
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
+    /// The guest's response is not JSON.
+    #[error("guest response is not valid JSON (error at line {line}, column {column})")]
+    InvalidResponse {
+        /// Where parsing failed.
+        line: usize,
+        /// Where parsing failed.
+        column: usize,
+    },
+    /// The guest could not be instantiated (for example, all instance slots are busy).
+    #[error("cannot instantiate guest: {0}")]
+    Instantiate(String),
+}
+
+impl InvokeError {
+    /// A stable name for the kind of failure (the Lambda `errorType`).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            InvokeError::Guest(_) => "GuestError",
+            InvokeError::Trap(_) | InvokeError::Exit(_) => "GuestTrap",
+            InvokeError::Limit(LimitExceeded::Time { .. }) => "GuestTimeout",
+            InvokeError::Limit(_) => "GuestLimitExceeded",
+            InvokeError::InvalidResponse { .. } => "GuestInvalidResponse",
+            InvokeError::Instantiate(_) => "HostError",
+        }
+    }
+}
+
+/// What a store holds for one invocation.
+pub(crate) struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: StoreLimiter,
+    kms: KmsCapability,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// What one guest run needs from the host besides the event.
+#[derive(Debug)]
+pub(crate) struct RunRequest<'a> {
+    pub(crate) event: &'a str,
+    pub(crate) context: HandlerContext,
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) gate: KmsGate,
+    pub(crate) timeout: Duration,
+}
+
+/// A compiled, linked guest, ready to be instantiated once per invocation.
+pub(crate) struct Sandbox {
+    engine: Engine,
+    pre: SecretHandlerPre<GuestState>,
+    limits: Limits,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Builds an engine for `limits`, then checks, compiles and links `component`.
+    pub(crate) fn new(component: &[u8], limits: Limits) -> Result<Self, LoadError> {
+        let engine_error = |e: wasmtime::Error| LoadError::Engine(one_line(&e));
+        let engine = engine::build(&limits).map_err(engine_error)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+        kms_capability::add_to_linker(&mut linker).map_err(engine_error)?;
+        let pre = component::load(&engine, &linker, component)?;
+        let ticker = EpochTicker::start(engine.clone()).map_err(|e| LoadError::Engine(e.to_string()))?;
+        Ok(Self { engine, pre, limits, _ticker: ticker })
+    }
+
+    /// The limits guests run under.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Runs the guest's handler once in a fresh instance. Returns the checked response, and the record of every
+    /// decrypt the guest asked for (also when it failed).
+    pub(crate) async fn run(&self, request: RunRequest<'_>) -> (Result<String, InvokeError>, Vec<DecryptRecord>) {
+        let stdout = GuestOutput::new("stdout", self.limits.max_output_bytes);
+        let stderr = GuestOutput::new("stderr", self.limits.max_output_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .envs(request.env)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: StoreLimiter::new(self.limits.memory_bytes),
+            kms: KmsCapability::new(request.gate, self.limits.max_decrypt_calls),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // The epoch deadline stops a guest that computes too long; the outer timeout stops one that waits too long
+        // in a host call. Both report the same limit.
+        let ticks = request.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        let time_limit = LimitExceeded::Time { limit_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX) };
+
+        let call = async {
+            let guest = self.pre.instantiate_async(&mut store).await.map_err(|e| instantiate_error(&e, &time_limit))?;
+            guest
+                .keyward_lambda_handler()
+                .call_handle(&mut store, request.event, &request.context)
+                .await
+                .map_err(|e| trap_error(&e, &time_limit))
+        };
+        let outcome = match tokio::time::timeout(request.timeout + 2 * EPOCH_TICK, call).await {
+            Err(_elapsed) => Err(InvokeError::Limit(time_limit)),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
+            Ok(Ok(Ok(response))) => self.check_response(response),
+        };
+        stdout.flush_to_log();
+        stderr.flush_to_log();
+        (outcome, store.into_data().kms.into_records())
+    }
+
+    fn check_response(&self, response: String) -> Result<String, InvokeError> {
+        let limit = self.limits.max_response_bytes;
+        if response.len() > limit {
+            return Err(LimitExceeded::ResponseSize { size: response.len(), limit }.into());
+        }
+        // Only the position is reported: serde's messages can quote the input, which may hold a secret.
+        serde_json::from_str::<serde::de::IgnoredAny>(&response)
+            .map_err(|e| InvokeError::InvalidResponse { line: e.line(), column: e.column() })?;
+        Ok(response)
+    }
+}
+
+/// Names the limit behind a trap when there is one, else the trap itself.
+fn trap_error(error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return limit.clone().into();
+    }
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return InvokeError::Exit(exit.0);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => time_limit.clone().into(),
+        Some(trap) => InvokeError::Trap(trap.to_string()),
+        None => InvokeError::Trap(one_line(error)),
+    }
+}
+
+fn instantiate_error(error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
+    match trap_error(error, time_limit) {
+        InvokeError::Trap(_) => InvokeError::Instantiate(one_line(error)),
+        known => known,
+    }
+}

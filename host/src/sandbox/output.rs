@@ -1,0 +1,127 @@
+//! Guest stdout and stderr: kept in memory up to a limit, then written to the host log line by line, tagged with
+//! the invocation's request id. Output past the limit is counted and dropped, and the guest never sees an error
+//! for it (a Rust guest would panic on a failed `println!`).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+/// How many bytes a guest may write in one `write` call (the WASI write budget).
+const WRITE_BUDGET: usize = 64 * 1024;
+
+#[derive(Debug, Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    dropped: usize,
+}
+
+/// One captured stream. Clones share the buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct GuestOutput {
+    name: &'static str,
+    limit: usize,
+    captured: Arc<Mutex<Captured>>,
+}
+
+impl GuestOutput {
+    pub(crate) fn new(name: &'static str, limit: usize) -> Self {
+        Self { name, limit, captured: Arc::default() }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        let mut captured = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = self.limit.saturating_sub(captured.bytes.len());
+        let kept = bytes.len().min(room);
+        captured.bytes.extend_from_slice(&bytes[..kept]);
+        captured.dropped += bytes.len() - kept;
+    }
+
+    /// Writes what was captured to the log (in the caller's span, which carries the request id) and empties it.
+    pub(crate) fn flush_to_log(&self) {
+        let captured = std::mem::take(&mut *self.captured.lock().unwrap_or_else(PoisonError::into_inner));
+        for line in String::from_utf8_lossy(&captured.bytes).lines() {
+            tracing::info!(target: "keyward::guest", stream = self.name, "{line}");
+        }
+        if captured.dropped > 0 {
+            tracing::warn!(
+                target: "keyward::guest", stream = self.name, dropped_bytes = captured.dropped, limit = self.limit,
+                "guest output over the limit was dropped"
+            );
+        }
+    }
+
+    #[cfg(test)]
+    fn contents(&self) -> (Vec<u8>, usize) {
+        let captured = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
+        (captured.bytes.clone(), captured.dropped)
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_BUDGET)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for GuestOutput {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_up_to_the_limit_and_counts_the_rest() {
+        let mut out = GuestOutput::new("stdout", 10);
+        out.write(bytes::Bytes::from_static(b"0123456")).unwrap();
+        out.write(bytes::Bytes::from_static(b"789abcdef")).unwrap();
+        assert_eq!(out.contents(), (b"0123456789".to_vec(), 6));
+        out.flush_to_log();
+        assert_eq!(out.contents(), (Vec::new(), 0));
+    }
+}

@@ -1,0 +1,110 @@
+//! A test guest that does what its event asks, good or hostile, so the host's sandbox and limits can be tested.
+//!
+//! The event is `{"action": NAME, ...}`; see `handle` for the actions and their arguments.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+#[allow(unsafe_code)] // wit-bindgen's generated ABI glue
+mod bindings {
+    wit_bindgen::generate!({
+        world: "secret-handler",
+        path: "../../../wit",
+    });
+
+    use super::Probe;
+    export!(Probe);
+}
+
+use bindings::exports::keyward::lambda::handler::{Context, Guest};
+use bindings::keyward::lambda::kms;
+
+struct Probe;
+
+impl Guest for Probe {
+    fn handle(event: String, ctx: Context) -> Result<String, String> {
+        let event: Value = serde_json::from_str(&event).map_err(|e| format!("event is not JSON: {e}"))?;
+        let arg = |name: &str| event.get(name).cloned().unwrap_or(Value::Null);
+        let number = |name: &str| arg(name).as_u64().unwrap_or(0);
+        match arg("action").as_str().unwrap_or("") {
+            // Everything the guest can see of its environment.
+            "env" => {
+                let vars: serde_json::Map<String, Value> =
+                    std::env::vars().map(|(k, v)| (k, Value::String(v))).collect();
+                let args: Vec<String> = std::env::args().collect();
+                let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+                Ok(json!({ "env": vars, "args": args, "cwd": cwd }).to_string())
+            }
+            "context" => Ok(json!({
+                "request_id": ctx.request_id,
+                "function_arn": ctx.function_arn,
+                "deadline_ms": ctx.deadline_ms,
+            })
+            .to_string()),
+            // Try the filesystem: there are no preopens, so every path must fail.
+            "read-file" => {
+                let path = arg("path").as_str().unwrap_or("/etc/passwd").to_string();
+                match std::fs::read(&path) {
+                    Ok(bytes) => Ok(json!({ "read": bytes.len() }).to_string()),
+                    Err(e) => Ok(json!({ "error": e.to_string() }).to_string()),
+                }
+            }
+            // Decrypt `ciphertext` (base64) with `context` (object), `times` times (default 1).
+            "decrypt" => {
+                let ciphertext = base64::engine::general_purpose::STANDARD
+                    .decode(arg("ciphertext").as_str().unwrap_or(""))
+                    .map_err(|e| format!("ciphertext is not base64: {e}"))?;
+                let context: Vec<(String, String)> = arg("context")
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+                    .unwrap_or_default();
+                let mut prefix = String::new();
+                for _ in 0..number("times").max(1) {
+                    let plaintext = Zeroizing::new(kms::decrypt(&ciphertext, &context).map_err(describe)?);
+                    prefix = Sha256::digest(plaintext.as_slice())[..4].iter().map(|b| format!("{b:02x}")).collect();
+                }
+                Ok(json!({ "sha256_prefix": prefix }).to_string())
+            }
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "trap" => panic!("probe asked to trap"),
+            "exit" => std::process::exit(3),
+            // Allocate and touch `mb` megabytes.
+            "alloc" => {
+                let mut blocks = Vec::new();
+                for _ in 0..number("mb") {
+                    blocks.push(vec![1u8; 1 << 20]);
+                }
+                Ok(json!({ "allocated_mb": blocks.len() }).to_string())
+            }
+            // A JSON string response of about `bytes` bytes.
+            "big" => Ok(Value::String("x".repeat(number("bytes") as usize)).to_string()),
+            "not-json" => Ok("this is not json".to_string()),
+            "fail" => Err(arg("message").as_str().unwrap_or("probe failed").to_string()),
+            // Write `lines` lines to stdout and stderr.
+            "print" => {
+                for i in 0..number("lines") {
+                    println!("probe stdout line {i}");
+                    eprintln!("probe stderr line {i}");
+                }
+                Ok(json!({ "printed": number("lines") }).to_string())
+            }
+            other => Err(format!("unknown action {other:?}")),
+        }
+    }
+}
+
+fn describe(error: kms::Error) -> String {
+    match error {
+        kms::Error::Denied(msg) => format!("kms denied: {msg}"),
+        kms::Error::InvalidCiphertext(msg) => format!("kms invalid-ciphertext: {msg}"),
+        kms::Error::Unavailable(msg) => format!("kms unavailable: {msg}"),
+    }
+}
+
