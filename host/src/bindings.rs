@@ -8,8 +8,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use exports::keyward::lambda::handler::Context as HandlerContext;
-pub(crate) use keyward::lambda::kms;
+pub(crate) use self::exports::keyward::lambda::handler::Context as HandlerContext;
+pub(crate) use self::keyward::lambda::kms;
 
 /// The name of the export a guest must provide.
 pub(crate) const HANDLER_EXPORT: &str = "keyward:lambda/handler@0.1.0";

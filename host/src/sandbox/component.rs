@@ -1,7 +1,8 @@
 //! Loading a guest: from bytes to a checked, pre-linked component, or one clear error naming what is wrong.
 
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::types::{self, ComponentItem};
+use wasmtime::component::{Component, Linker, Type};
 
 use super::GuestState;
 use crate::bindings::{HANDLER_EXPORT, SecretHandlerPre};
@@ -86,13 +87,46 @@ pub(crate) fn load(
             return Err(LoadError::ForbiddenImport(name.to_string()));
         }
     }
-    if component.get_export_index(None, HANDLER_EXPORT).is_none() {
-        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| format!("`{name}`")).collect();
-        let found = if exports.is_empty() { "none".to_string() } else { exports.join(", ") };
-        return Err(LoadError::WrongWorld(format!("it does not export `{HANDLER_EXPORT}` (its exports: {found})")));
-    }
+    check_handler(engine, &ty).map_err(LoadError::WrongWorld)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(one_line(&e)))?;
     SecretHandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(one_line(&e)))
+}
+
+/// Checks the exported `handle` against the WIT signature now, so a mismatch is a load error rather than a
+/// failure of every invocation.
+fn check_handler(engine: &Engine, ty: &types::Component) -> Result<(), String> {
+    let Some((_, handler)) = ty.exports(engine).find(|(name, _)| *name == HANDLER_EXPORT) else {
+        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| format!("`{name}`")).collect();
+        let found = if exports.is_empty() { "none".to_string() } else { exports.join(", ") };
+        return Err(format!("it does not export `{HANDLER_EXPORT}` (its exports: {found})"));
+    };
+    let ComponentItem::ComponentInstance(handler) = handler.ty else {
+        return Err(format!("its export `{HANDLER_EXPORT}` is not an interface instance"));
+    };
+    let handle = handler.exports(engine).find(|(name, _)| *name == "handle").map(|(_, export)| export.ty);
+    let Some(ComponentItem::ComponentFunc(handle)) = handle else {
+        return Err(format!("its `{HANDLER_EXPORT}` has no function `handle`"));
+    };
+    let params: Vec<Type> = handle.params().map(|(_, ty)| ty).collect();
+    let results: Vec<Type> = handle.results().collect();
+    let context_ok = |ty: &Type| match ty {
+        Type::Record(record) => {
+            let fields: Vec<(&str, Type)> = record.fields().map(|f| (f.name, f.ty)).collect();
+            fields == [("request-id", Type::String), ("function-arn", Type::String), ("deadline-ms", Type::U64)]
+        }
+        _ => false,
+    };
+    let result_ok = |ty: &Type| matches!(ty, Type::Result(r) if r.ok() == Some(Type::String) && r.err() == Some(Type::String));
+    let shape_ok = matches!(params.as_slice(), [Type::String, context] if context_ok(context))
+        && matches!(results.as_slice(), [result] if result_ok(result));
+    if !shape_ok {
+        return Err(
+            "its `handle` does not have the signature `func(event: string, ctx: context) -> result<string, string>` \
+             of keyward:lambda@0.1.0 (was it built against another version of wit/keyward.wit?)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), LoadError> {

@@ -1,0 +1,154 @@
+//! The `keyward` binary's contract: exit codes, one clear line per error, and no plaintext in anything it prints.
+
+use crate::support::*;
+
+/// Runs `keyward invoke` on a component file holding `bytes`; returns (exit code, stderr).
+fn invoke_bytes(bytes: &[u8]) -> (i32, String) {
+    let dir = TempDir::new("bad-component");
+    let key = dir.path("k");
+    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let component = dir.path("guest.wasm");
+    std::fs::write(&component, bytes).unwrap();
+    let out = keyward(&["invoke", &component, "--key", &key]);
+    (out.status.code().unwrap(), stderr(&out))
+}
+
+fn assert_one_line(stderr: &str) {
+    assert_eq!(stderr.lines().count(), 1, "expected one line, got: {stderr}");
+    assert!(stderr.starts_with("keyward: error: "), "{stderr}");
+}
+
+#[test]
+fn bad_component_files_get_one_clear_line_and_exit_code_2() {
+    let wat = |text: &str| wat::parse_str(text).expect("valid WAT");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("a text file", b"#!/bin/sh\necho hello\n".to_vec(), "not a WebAssembly file"),
+        ("an empty file", Vec::new(), "not a WebAssembly file"),
+        ("a core module", wat("(module (func (export \"handle\")))"), "core WebAssembly module, not a component"),
+        ("a corrupt component", b"\0asm\x0d\0\x01\0\xff\xff\xff".to_vec(), "invalid component"),
+        ("a component of another world", wat("(component)"), "does not export `keyward:lambda/handler@0.1.0`"),
+        (
+            "a component importing sockets",
+            wat(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#),
+            "imports `wasi:sockets/tcp@0.2.0`, which keyward does not provide",
+        ),
+        (
+            "a component importing http",
+            wat(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#),
+            "imports `wasi:http/outgoing-handler@0.2.0`",
+        ),
+        (
+            "a handler of the wrong shape",
+            wat(r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (instance $h (export "handle" (func $f)))
+                (export "keyward:lambda/handler@0.1.0" (instance $h)))"#),
+            "does not implement the keyward:lambda/secret-handler world",
+        ),
+    ];
+    for (what, bytes, expected) in cases {
+        let (code, stderr) = invoke_bytes(&bytes);
+        assert_eq!(code, 2, "{what}: {stderr}");
+        assert_one_line(&stderr);
+        assert!(stderr.contains(expected), "{what}: expected {expected:?} in {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_component_or_key_is_named() {
+    let dir = TempDir::new("missing");
+    let key = dir.path("k");
+    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let out = keyward(&["invoke", &dir.path("nope.wasm"), "--key", &key]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_line(&stderr(&out));
+    assert!(stderr(&out).contains("nope.wasm"), "{}", stderr(&out));
+
+    let hello = guest("hello");
+    let out = keyward(&["invoke", hello.to_str().unwrap(), "--key", &dir.path("no.key")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no.key"), "{}", stderr(&out));
+
+    let out = keyward(&["keygen", "--out", &key]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_arguments_are_refused_with_exit_code_2() {
+    let dir = TempDir::new("args");
+    let key = dir.path("k");
+    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let hello = guest("hello");
+    let hello = hello.to_str().unwrap();
+    let event = dir.path("event.json");
+    std::fs::write(&event, "{not json").unwrap();
+    for (args, expected) in [
+        (vec!["invoke", hello, "--key", &key, "--event", &event], "event is not valid JSON"),
+        (vec!["invoke", hello, "--key", &key, "--context", "novalue"], "KEY=VALUE"),
+        (vec!["invoke", hello, "--key", &key, "--memory-mb", "0"], "memory-mb"),
+        (vec!["invoke", hello, "--key", &key, "--env", "AWS_SESSION_TOKEN=x"], "AWS credentials"),
+        (vec!["decrypt", "--key", &key, "%%%"], "not base64"),
+    ] {
+        let out = keyward(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "{args:?}: expected {expected:?} in {}", stderr(&out));
+    }
+}
+
+/// Guest failures exit 1 with one line; nothing the binary prints, even at debug level, holds the plaintext.
+#[test]
+fn guest_failures_exit_1_and_plaintext_is_never_printed() {
+    const SECRET: &str = "pl41ntext-that-must-not-leak";
+    let dir = TempDir::new("leak");
+    let key = dir.path("k");
+    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let ciphertext = stdout(&keyward(&["encrypt", "--key", &key, "--context", "function=hello", "--plaintext", SECRET]))
+        .trim()
+        .to_string();
+    let password = format!("PASSWORD={ciphertext}");
+    let hello = guest("hello");
+    let hello = hello.to_str().unwrap();
+
+    let ok = keyward(&["-vv", "invoke", hello, "--key", &key, "--env", &password, "--context", "function=hello"]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stderr(&ok).contains("kms decrypt"), "the audit line is logged at -vv: {}", stderr(&ok));
+    let wrong = keyward(&["-vv", "invoke", hello, "--key", &key, "--env", &password, "--context", "function=other"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    for out in [&ok, &wrong] {
+        assert!(!stdout(out).contains(SECRET) && !stderr(out).contains(SECRET));
+    }
+
+    let quiet = keyward(&["invoke", hello, "--key", &key, "--env", &password, "--context", "function=other"]);
+    assert_eq!(quiet.status.code(), Some(1));
+    assert_one_line(&stderr(&quiet));
+    assert!(stderr(&quiet).contains("kms invalid-ciphertext"), "{}", stderr(&quiet));
+
+    let probe = guest("probe");
+    let event = dir.path("loop.json");
+    std::fs::write(&event, r#"{"action":"loop"}"#).unwrap();
+    let timeout = keyward(&["invoke", probe.to_str().unwrap(), "--key", &key, "--event", &event, "--timeout-ms", "100"]);
+    assert_eq!(timeout.status.code(), Some(1));
+    assert_eq!(stderr(&timeout), "keyward: error: guest exceeded its time limit of 100 ms\n");
+}
+
+/// Guest output reaches the host log (at -v), tagged with the request id, and is bounded.
+#[test]
+fn guest_output_is_logged_and_bounded() {
+    let dir = TempDir::new("print");
+    let key = dir.path("k");
+    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let probe = guest("probe");
+    let event = dir.path("print.json");
+    std::fs::write(&event, r#"{"action":"print","lines":20000}"#).unwrap();
+    let out = keyward(&["-v", "invoke", probe.to_str().unwrap(), "--key", &key, "--event", &event]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    let first = log.lines().find(|l| l.contains("probe stdout line 0")).expect("guest stdout is logged");
+    assert!(first.contains("request_id="), "{first}");
+    assert!(log.contains("probe stderr line 0"));
+    assert!(!log.contains("probe stdout line 19999"), "output past the limit is dropped");
+    assert!(log.contains("guest output over the limit was dropped"));
+}

@@ -1,0 +1,195 @@
+//! The sandbox: what a guest can see, and every limit it cannot escape. After each fault the same host must
+//! serve the next invocation.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use keyward::{HostConfig, HostError, InvocationContext, InvokeError, LimitExceeded, Limits};
+use serde_json::json;
+
+use crate::support::*;
+
+/// The host still works: the probe answers a plain request.
+async fn assert_serves_next(host: &keyward::Host) {
+    let invocation = invoke(host, json!({"action": "context"})).await;
+    assert!(invocation.result.is_ok(), "the host did not recover: {:?}", invocation.result);
+}
+
+#[tokio::test]
+async fn the_guest_sees_only_the_env_it_is_given_and_no_files() {
+    let config = HostConfig {
+        guest_env: vec![("GREETING".into(), "hi".into()), ("MODE".into(), "test".into())],
+        ..HostConfig::default()
+    };
+    let (_, host) = host("probe", config);
+    let seen = response(&invoke(&host, json!({"action": "env"})).await);
+    assert_eq!(seen["env"], json!({"GREETING": "hi", "MODE": "test"}));
+    assert_eq!(seen["args"], json!([]));
+
+    for path in ["/etc/passwd", "/proc/self/environ", "relative.txt"] {
+        let read = response(&invoke(&host, json!({"action": "read-file", "path": path})).await);
+        assert!(read.get("error").is_some(), "guest read {path}: {read}");
+    }
+}
+
+#[test]
+fn credentials_cannot_be_configured_into_a_guest() {
+    let config = HostConfig {
+        guest_env: vec![("AWS_SECRET_ACCESS_KEY".into(), "x".into())],
+        ..HostConfig::default()
+    };
+    let err = keyward::Host::from_file(&guest("probe"), new_key(), config).unwrap_err();
+    assert!(matches!(err, HostError::Config(ref m) if m.contains("AWS_SECRET_ACCESS_KEY")), "{err}");
+}
+
+/// Host env vars (credentials among them) never reach the guest, through the real binary.
+#[test]
+fn host_environment_never_reaches_the_guest() {
+    let dir = TempDir::new("env");
+    let key = dir.path("k");
+    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let probe = guest("probe");
+    let event = dir.path("event.json");
+    std::fs::write(&event, r#"{"action":"env"}"#).unwrap();
+    let out = keyward_cmd(&["invoke", probe.to_str().unwrap(), "--key", &key, "--event", &event, "--env", "ONLY=this"])
+        .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env("AWS_SESSION_TOKEN", "token")
+        .env("HOME", "/root")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(seen["env"], json!({"ONLY": "this"}));
+    assert!(!stdout(&out).contains("EXAMPLE"));
+}
+
+#[tokio::test]
+async fn the_guest_is_told_its_invocation() {
+    let (_, host) = host("probe", HostConfig { limits: Limits::default().with_timeout_ms(5_000), ..HostConfig::default() });
+    let ctx = InvocationContext {
+        request_id: "req-42".into(),
+        function_arn: "arn:aws:lambda:eu-west-1:123456789012:function:probe".into(),
+        deadline: None,
+    };
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let seen: serde_json::Value =
+        serde_json::from_str(&host.invoke(r#"{"action":"context"}"#, ctx).await.result.unwrap()).unwrap();
+    assert_eq!(seen["request_id"], "req-42");
+    assert_eq!(seen["function_arn"], "arn:aws:lambda:eu-west-1:123456789012:function:probe");
+    let deadline = seen["deadline_ms"].as_u64().unwrap();
+    assert!((before + 4_900..=before + 5_500).contains(&deadline), "deadline {deadline} vs now {before}");
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_at_the_deadline_and_the_host_carries_on() {
+    let (_, host) = host("probe", HostConfig { limits: Limits::default().with_timeout_ms(200), ..HostConfig::default() });
+    let started = Instant::now();
+    let invocation = invoke(&host, json!({"action": "loop"})).await;
+    let elapsed = started.elapsed();
+    assert_eq!(invocation.result, Err(InvokeError::Limit(LimitExceeded::Time { limit_ms: 200 })));
+    assert_eq!(invocation.result.unwrap_err().to_string(), "guest exceeded its time limit of 200 ms");
+    // Generous bound: what matters is that it stops at all, and not much later than asked.
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    assert_serves_next(&host).await;
+}
+
+#[tokio::test]
+async fn the_caller_deadline_shortens_the_time_limit() {
+    let (_, host) = host("probe", HostConfig::default());
+    let ctx = InvocationContext {
+        deadline: Some(SystemTime::now() + Duration::from_millis(150)),
+        ..InvocationContext::local("arn")
+    };
+    let invocation = host.invoke(r#"{"action":"loop"}"#, ctx).await;
+    assert!(matches!(invocation.result, Err(InvokeError::Limit(LimitExceeded::Time { limit_ms })) if limit_ms <= 150));
+    let past = InvocationContext { deadline: Some(SystemTime::now() - Duration::from_secs(1)), ..InvocationContext::local("arn") };
+    assert!(matches!(host.invoke("{}", past).await.result, Err(InvokeError::Limit(LimitExceeded::Time { .. }))));
+}
+
+#[tokio::test]
+async fn a_trap_fails_only_its_invocation() {
+    let (_, host) = host("probe", HostConfig::default());
+    let invocation = invoke(&host, json!({"action": "trap"})).await;
+    let Err(InvokeError::Trap(message)) = &invocation.result else { panic!("expected a trap: {:?}", invocation.result) };
+    assert!(message.contains("unreachable"), "{message}");
+    assert_serves_next(&host).await;
+
+    // WASI 0.2's `exit` carries only success or failure, so the probe's `exit(3)` arrives as status 1.
+    let exit = invoke(&host, json!({"action": "exit"})).await;
+    assert_eq!(exit.result, Err(InvokeError::Exit(1)));
+    assert_serves_next(&host).await;
+}
+
+#[tokio::test]
+async fn memory_is_capped() {
+    let (_, host) = host("probe", HostConfig { limits: Limits::default().with_memory_mb(16), ..HostConfig::default() });
+    let fits = response(&invoke(&host, json!({"action": "alloc", "mb": 4})).await);
+    assert_eq!(fits["allocated_mb"], 4);
+    let invocation = invoke(&host, json!({"action": "alloc", "mb": 64})).await;
+    let Err(InvokeError::Limit(LimitExceeded::Memory { limit_mb, requested_mb })) = invocation.result else {
+        panic!("expected the memory limit: {:?}", invocation.result)
+    };
+    assert_eq!(limit_mb, 16);
+    assert!(requested_mb > 16);
+    assert_serves_next(&host).await;
+}
+
+#[tokio::test]
+async fn decrypt_calls_are_capped_per_invocation() {
+    let mut limits = Limits::default();
+    limits.max_decrypt_calls = 3;
+    let (key, host) = host("probe", HostConfig { limits, ..HostConfig::default() });
+    let ciphertext = b64(&key.encrypt(b"pw", &context(&[])).unwrap());
+    let ok = invoke(&host, json!({"action": "decrypt", "ciphertext": ciphertext, "times": 3})).await;
+    assert_eq!(response(&ok)["sha256_prefix"], fingerprint(b"pw"));
+    assert_eq!(ok.decrypts.len(), 3);
+
+    let over = invoke(&host, json!({"action": "decrypt", "ciphertext": ciphertext, "times": 4})).await;
+    assert_eq!(over.result, Err(InvokeError::Limit(LimitExceeded::DecryptCalls { limit: 3 })));
+    assert_eq!(over.decrypts.len(), 3, "the fourth call never reached the key");
+    // The quota is per invocation.
+    let again = invoke(&host, json!({"action": "decrypt", "ciphertext": ciphertext, "times": 3})).await;
+    assert!(again.result.is_ok());
+}
+
+#[tokio::test]
+async fn responses_are_capped_and_must_be_json() {
+    let mut limits = Limits::default();
+    limits.max_response_bytes = 1000;
+    let (_, host) = host("probe", HostConfig { limits, ..HostConfig::default() });
+    assert!(invoke(&host, json!({"action": "big", "bytes": 900})).await.result.is_ok());
+    let big = invoke(&host, json!({"action": "big", "bytes": 5000})).await;
+    assert_eq!(big.result, Err(InvokeError::Limit(LimitExceeded::ResponseSize { size: 5002, limit: 1000 })));
+
+    let bad = invoke(&host, json!({"action": "not-json"})).await;
+    assert!(matches!(bad.result, Err(InvokeError::InvalidResponse { line: 1, .. })), "{:?}", bad.result);
+    assert_serves_next(&host).await;
+}
+
+#[tokio::test]
+async fn guest_errors_pass_through() {
+    let (_, host) = host("probe", HostConfig::default());
+    let invocation = invoke(&host, json!({"action": "fail", "message": "bad request: no id"})).await;
+    assert_eq!(invocation.result, Err(InvokeError::Guest("bad request: no id".into())));
+    assert_eq!(invocation.result.unwrap_err().error_type(), "GuestError");
+}
+
+/// Instances run side by side on a multi-threaded runtime, each with its own store and quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_invocations_each_get_their_own_instance() {
+    let (key, host) = host("probe", HostConfig::default());
+    let host = std::sync::Arc::new(host);
+    let ciphertext = b64(&key.encrypt(b"pw", &context(&[])).unwrap());
+    let event = json!({"action": "decrypt", "ciphertext": ciphertext});
+    let tasks: Vec<_> = (0..host.limits().max_instances)
+        .map(|_| {
+            let (host, event) = (host.clone(), event.clone());
+            tokio::spawn(async move { invoke(&host, event).await })
+        })
+        .collect();
+    for task in tasks {
+        let invocation = task.await.unwrap();
+        assert_eq!(response(&invocation)["sha256_prefix"], fingerprint(b"pw"));
+        assert_eq!(invocation.decrypts.len(), 1);
+    }
+}
