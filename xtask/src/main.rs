@@ -1,1 +1,169 @@
-fn main(){}
+//! keyward's task runner (`cargo xtask <task>`): builds guests for wasm32-wasip2 and runs the demo, the tests and
+//! the benchmark. Installs the wasm target when it is missing. Standard library only, so it builds in a second.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// Guest components, by package name: the examples users run and the test guests the host's tests load.
+const GUESTS: &[&str] = &["hello", "probe"];
+const WASM_TARGET: &str = "wasm32-wasip2";
+const DEMO_SECRET: &str = "correct-horse-battery-staple";
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  demo           build the host and the hello guest, make a local key, encrypt a demo secret,
+                 and run the guest once through the host
+  test [ARGS]    install what the tests need, build the guests, run every test (ARGS go to cargo test)
+  build-guests   build every guest component for wasm32-wasip2
+  bench          measure per-invocation time of the hello guest";
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(),
+        Some("test") => test(&args[1..]),
+        Some("build-guests") => build_guests(),
+        Some("bench") => bench(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result {
+    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed ({status})")) }
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stderr(Stdio::inherit()).output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed ({})", out.status));
+    }
+    String::from_utf8(out.stdout).map_err(|_| format!("{cmd:?} printed non-UTF-8"))
+}
+
+fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+/// Installs the wasm32-wasip2 standard library through rustup when it is missing.
+fn ensure_wasm_target() -> Result {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .map_err(|e| format!("{e}; keyward's guests need rustup to install the {WASM_TARGET} target"))?;
+    if !installed.lines().any(|line| line.trim() == WASM_TARGET) {
+        step(&format!("installing the {WASM_TARGET} target"));
+        run(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
+    }
+    Ok(())
+}
+
+fn build_guests() -> Result {
+    ensure_wasm_target()?;
+    step(&format!("building guests for {WASM_TARGET}: {}", GUESTS.join(", ")));
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", WASM_TARGET]);
+    for guest in GUESTS {
+        cmd.args(["--package", guest]);
+    }
+    run(&mut cmd)
+}
+
+fn guest_path(name: &str) -> PathBuf {
+    root().join("target").join(WASM_TARGET).join("release").join(format!("{name}.wasm"))
+}
+
+fn demo() -> Result {
+    build_guests()?;
+    step("building the host");
+    run(cargo().args(["build", "--release", "--package", "keyward"]))?;
+    let keyward = root().join("target/release/keyward");
+    let dir = root().join("target/demo");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let key = dir.join("local.key");
+    let _ = std::fs::remove_file(&key);
+
+    step("creating a local key");
+    run(Command::new(&keyward).arg("keygen").arg("--out").arg(&key))?;
+
+    step(&format!("encrypting the demo secret {DEMO_SECRET:?}, bound to the context function=hello"));
+    let mut encrypt = Command::new(&keyward)
+        .args(["encrypt", "--context", "function=hello", "--key"])
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run keyward encrypt: {e}"))?;
+    {
+        use std::io::Write as _;
+        let mut stdin = encrypt.stdin.take().ok_or("no stdin for keyward encrypt")?;
+        stdin.write_all(DEMO_SECRET.as_bytes()).map_err(|e| format!("cannot write the secret: {e}"))?;
+    }
+    let encrypted = encrypt.wait_with_output().map_err(|e| format!("keyward encrypt: {e}"))?;
+    if !encrypted.status.success() {
+        return Err("keyward encrypt failed".into());
+    }
+    let ciphertext = String::from_utf8_lossy(&encrypted.stdout).trim().to_string();
+    eprintln!("    PASSWORD={ciphertext}");
+
+    let event = dir.join("event.json");
+    std::fs::write(&event, r#"{"rawPath":"/","requestContext":{"http":{"method":"GET"}}}"#)
+        .map_err(|e| format!("cannot write {}: {e}", event.display()))?;
+    step("invoking the hello guest through the host (it sees only PASSWORD, and decrypts through kms.decrypt)");
+    let hello = guest_path("hello");
+    eprintln!(
+        "    keyward invoke {} --key {} --env PASSWORD=... --context function=hello --event {}",
+        rel(&hello),
+        rel(&key),
+        rel(&event)
+    );
+    run(Command::new(&keyward)
+        .arg("invoke")
+        .arg(&hello)
+        .arg("--key")
+        .arg(&key)
+        .arg("--env")
+        .arg(format!("PASSWORD={ciphertext}"))
+        .args(["--context", "function=hello", "--event"])
+        .arg(&event))?;
+    eprintln!("==> done: the response carries the first 8 hex digits of the secret's SHA-256, never the secret");
+    Ok(())
+}
+
+fn rel(path: &Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+}
+
+fn test(args: &[String]) -> Result {
+    build_guests()?;
+    step("running every test");
+    run(cargo().args(["test", "--release", "--workspace"]).args(GUESTS.iter().flat_map(|g| ["--exclude", g])).args(args))
+}
+
+fn bench() -> Result {
+    build_guests()?;
+    step("benchmarking the hello guest");
+    run(cargo().args(["bench", "--package", "keyward", "--bench", "invoke"]))
+}
