@@ -134,12 +134,8 @@ impl Host {
                 timeout = timeout.min(deadline.duration_since(now).unwrap_or_default());
             }
             if timeout.is_zero() {
-                let limit_ms = 0;
-                return Invocation {
-                    result: Err(LimitExceeded::Time { limit_ms }.into()),
-                    decrypts: Vec::new(),
-                    elapsed: started.elapsed(),
-                };
+                let result = Err(LimitExceeded::Time { limit_ms: 0 }.into());
+                return Invocation { result, decrypts: Vec::new(), elapsed: started.elapsed() };
             }
             let deadline_ms = (now + timeout).duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
             let request = RunRequest {

@@ -152,3 +152,23 @@ fn guest_output_is_logged_and_bounded() {
     assert!(!log.contains("probe stdout line 19999"), "output past the limit is dropped");
     assert!(log.contains("guest output over the limit was dropped"));
 }
+
+/// A guest that prints its secret or puts it in its error does not get it into the host's log or error line.
+#[test]
+fn secrets_a_guest_leaks_are_masked_in_logs_and_errors() {
+    const SECRET: &str = "s3cret-the-guest-prints";
+    let dir = TempDir::new("leak-guest");
+    let key = dir.path("k");
+    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let ciphertext = stdout(&keyward(&["encrypt", "--key", &key, "--plaintext", SECRET])).trim().to_string();
+    let event = dir.path("leak.json");
+    std::fs::write(&event, serde_json::json!({"action": "leak", "ciphertext": ciphertext}).to_string()).unwrap();
+    let probe = guest("probe");
+    let out = keyward(&["-v", "invoke", probe.to_str().unwrap(), "--key", &key, "--event", &event]);
+    assert_eq!(out.status.code(), Some(1));
+    let log = stderr(&out);
+    assert!(!log.contains(SECRET), "{log}");
+    assert!(log.contains("the secret is [REDACTED]"), "{log}");
+    assert!(log.contains("debug: secret=[REDACTED]"), "{log}");
+    assert!(log.ends_with("keyward: error: guest returned an error: could not use secret [REDACTED]\n"), "{log}");
+}

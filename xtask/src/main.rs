@@ -159,7 +159,35 @@ fn rel(path: &Path) -> String {
 fn test(args: &[String]) -> Result {
     build_guests()?;
     step("running every test");
-    run(cargo().args(["test", "--release", "--workspace"]).args(GUESTS.iter().flat_map(|g| ["--exclude", g])).args(args))
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--workspace", "--exclude", "xtask"])
+        .args(GUESTS.iter().flat_map(|g| ["--exclude", g]))
+        .args(args)
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    // Echo cargo's report while adding up its per-binary "test result" lines into one closing line.
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().ok_or("no stdout from cargo test")?;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.map_err(|e| format!("reading cargo test output: {e}"))?;
+        println!("{line}");
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            passed += count(counts, "passed");
+            failed += count(counts, "failed");
+        }
+    }
+    let status = child.wait().map_err(|e| format!("cargo test: {e}"))?;
+    println!("\nkeyward: {passed} passed, {failed} failed");
+    if status.success() { Ok(()) } else { Err(format!("cargo test failed ({status})")) }
+}
+
+/// The number before `label` in a libtest summary such as `ok. 18 passed; 0 failed; 0 ignored`.
+fn count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(label))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn bench() -> Result {

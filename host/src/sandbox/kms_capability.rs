@@ -7,7 +7,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::GuestState;
 use super::limits::LimitExceeded;
 use crate::bindings::kms;
-use crate::kms::{DecryptRecord, KmsError, KmsGate};
+use crate::kms::{DecryptRecord, KmsError, KmsGate, Plaintext};
 
 /// Per-invocation state of the capability.
 #[derive(Debug)]
@@ -15,15 +15,18 @@ pub(crate) struct KmsCapability {
     gate: KmsGate,
     max_calls: u32,
     records: Vec<DecryptRecord>,
+    /// What was handed out, kept (zeroized on drop) until the invocation's output has been redacted.
+    handed_out: Vec<Plaintext>,
 }
 
 impl KmsCapability {
     pub(crate) fn new(gate: KmsGate, max_calls: u32) -> Self {
-        Self { gate, max_calls, records: Vec::new() }
+        Self { gate, max_calls, records: Vec::new(), handed_out: Vec::new() }
     }
 
-    pub(crate) fn into_records(self) -> Vec<DecryptRecord> {
-        self.records
+    /// The record of every decrypt, and every plaintext handed to the guest.
+    pub(crate) fn finish(self) -> (Vec<DecryptRecord>, Vec<Plaintext>) {
+        (self.records, self.handed_out)
     }
 }
 
@@ -44,8 +47,15 @@ impl kms::Host for KmsCapability {
         }
         let (result, record) = self.gate.decrypt(&ciphertext, encryption_context).await;
         self.records.push(record);
-        // The guest's copy is its own; the host's `Plaintext` is zeroized when dropped here.
-        Ok(result.map(|plaintext| plaintext.expose_secret().to_vec()).map_err(to_wit))
+        Ok(match result {
+            Ok(plaintext) => {
+                // The guest's copy is its own; the host keeps its `Plaintext` only to redact logs.
+                let copy = plaintext.expose_secret().to_vec();
+                self.handed_out.push(plaintext);
+                Ok(copy)
+            }
+            Err(e) => Err(to_wit(e)),
+        })
     }
 }
 

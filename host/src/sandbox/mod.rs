@@ -6,6 +6,7 @@ mod engine;
 mod kms_capability;
 pub mod limits;
 mod output;
+mod redact;
 
 use std::time::Duration;
 
@@ -20,11 +21,13 @@ use kms_capability::KmsCapability;
 pub use limits::{LimitExceeded, Limits};
 use limits::StoreLimiter;
 use output::GuestOutput;
+use redact::Redactor;
 
 use crate::bindings::{HandlerContext, SecretHandlerPre};
 use crate::kms::{DecryptRecord, KmsGate};
 
-/// Why an invocation failed. Messages never contain plaintext; a guest's own error message is passed on as is.
+/// Why an invocation failed. Messages never contain plaintext: a guest's own error message is passed on with the
+/// secrets it was handed masked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvokeError {
     /// The guest's handler returned `err`.
@@ -164,9 +167,15 @@ impl Sandbox {
             Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
             Ok(Ok(Ok(response))) => self.check_response(response),
         };
-        stdout.flush_to_log();
-        stderr.flush_to_log();
-        (outcome, store.into_data().kms.into_records())
+        let (records, handed_out) = store.into_data().kms.finish();
+        let redactor = Redactor::new(&handed_out);
+        stdout.flush_to_log(&redactor);
+        stderr.flush_to_log(&redactor);
+        let outcome = outcome.map_err(|e| match e {
+            InvokeError::Guest(message) => InvokeError::Guest(redactor.text(&message)),
+            other => other,
+        });
+        (outcome, records)
     }
 
     fn check_response(&self, response: String) -> Result<String, InvokeError> {

@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use super::redact::Redactor;
+
 /// How many bytes a guest may write in one `write` call (the WASI write budget).
 const WRITE_BUDGET: usize = 64 * 1024;
 
@@ -39,10 +41,11 @@ impl GuestOutput {
         captured.dropped += bytes.len() - kept;
     }
 
-    /// Writes what was captured to the log (in the caller's span, which carries the request id) and empties it.
-    pub(crate) fn flush_to_log(&self) {
+    /// Writes what was captured to the log (in the caller's span, which carries the request id), with the
+    /// invocation's secrets masked, and empties it.
+    pub(crate) fn flush_to_log(&self, redactor: &Redactor<'_>) {
         let captured = std::mem::take(&mut *self.captured.lock().unwrap_or_else(PoisonError::into_inner));
-        for line in String::from_utf8_lossy(&captured.bytes).lines() {
+        for line in String::from_utf8_lossy(&redactor.bytes(&captured.bytes)).lines() {
             tracing::info!(target: "keyward::guest", stream = self.name, "{line}");
         }
         if captured.dropped > 0 {
@@ -121,7 +124,7 @@ mod tests {
         out.write(bytes::Bytes::from_static(b"0123456")).unwrap();
         out.write(bytes::Bytes::from_static(b"789abcdef")).unwrap();
         assert_eq!(out.contents(), (b"0123456789".to_vec(), 6));
-        out.flush_to_log();
+        out.flush_to_log(&Redactor::new(&[]));
         assert_eq!(out.contents(), (Vec::new(), 0));
     }
 }

@@ -67,6 +67,17 @@ impl Guest for Probe {
                 }
                 Ok(json!({ "sha256_prefix": prefix }).to_string())
             }
+            // A careless guest: decrypts `ciphertext`, prints the secret, and fails with it in the message.
+            "leak" => {
+                let ciphertext = base64::engine::general_purpose::STANDARD
+                    .decode(arg("ciphertext").as_str().unwrap_or(""))
+                    .map_err(|e| format!("ciphertext is not base64: {e}"))?;
+                let plaintext = kms::decrypt(&ciphertext, &[]).map_err(describe)?;
+                let secret = String::from_utf8_lossy(&plaintext);
+                println!("the secret is {secret}");
+                eprintln!("debug: secret={secret}");
+                Err(format!("could not use secret {secret}"))
+            }
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
