@@ -26,7 +26,9 @@ pub enum ContextError {
     #[error("encryption context pair {0:?} is not of the form KEY=VALUE with a non-empty KEY")]
     Malformed(String),
     /// Too many pairs, or too many bytes.
-    #[error("encryption context is too large: {pairs} pairs, {bytes} bytes (limits: {MAX_PAIRS} pairs, {MAX_TOTAL_BYTES} bytes)")]
+    #[error(
+        "encryption context is too large: {pairs} pairs, {bytes} bytes (limits: {MAX_PAIRS} pairs, {MAX_TOTAL_BYTES} bytes)"
+    )]
     TooLarge {
         /// Pairs given.
         pairs: usize,

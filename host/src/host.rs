@@ -43,7 +43,9 @@ impl HostConfig {
                 return Err(HostError::Config(format!("guest env var name {name:?} is not a valid name")));
             }
             if CREDENTIAL_ENV_VARS.contains(&name.as_str()) {
-                return Err(HostError::Config(format!("guest env var {name} holds AWS credentials; guests never get them")));
+                return Err(HostError::Config(format!(
+                    "guest env var {name} holds AWS credentials; guests never get them"
+                )));
             }
         }
         Ok(())

@@ -105,9 +105,10 @@ fn guest_failures_exit_1_and_plaintext_is_never_printed() {
     let dir = TempDir::new("leak");
     let key = dir.path("k");
     assert!(keyward(&["keygen", "--out", &key]).status.success());
-    let ciphertext = stdout(&keyward(&["encrypt", "--key", &key, "--context", "function=hello", "--plaintext", SECRET]))
-        .trim()
-        .to_string();
+    let ciphertext =
+        stdout(&keyward(&["encrypt", "--key", &key, "--context", "function=hello", "--plaintext", SECRET]))
+            .trim()
+            .to_string();
     let password = format!("PASSWORD={ciphertext}");
     let hello = guest("hello");
     let hello = hello.to_str().unwrap();
@@ -129,7 +130,8 @@ fn guest_failures_exit_1_and_plaintext_is_never_printed() {
     let probe = guest("probe");
     let event = dir.path("loop.json");
     std::fs::write(&event, r#"{"action":"loop"}"#).unwrap();
-    let timeout = keyward(&["invoke", probe.to_str().unwrap(), "--key", &key, "--event", &event, "--timeout-ms", "100"]);
+    let timeout =
+        keyward(&["invoke", probe.to_str().unwrap(), "--key", &key, "--event", &event, "--timeout-ms", "100"]);
     assert_eq!(timeout.status.code(), Some(1));
     assert_eq!(stderr(&timeout), "keyward: error: guest exceeded its time limit of 100 ms\n");
 }

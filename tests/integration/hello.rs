@@ -55,11 +55,8 @@ fn the_cli_runs_the_readme_flow() {
     let mut encrypt = keyward_cmd(&["encrypt", "--key", &key, "--context", "function=hello"]);
     let encrypted = {
         use std::io::Write as _;
-        let mut child = encrypt
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            encrypt.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(b"correct horse battery staple").unwrap();
         child.wait_with_output().unwrap()
     };
@@ -71,9 +68,8 @@ fn the_cli_runs_the_readme_flow() {
 
     let hello = guest("hello");
     let password = format!("PASSWORD={ciphertext}");
-    let out = keyward(&[
-        "invoke", hello.to_str().unwrap(), "--key", &key, "--env", &password, "--context", "function=hello",
-    ]);
+    let out =
+        keyward(&["invoke", hello.to_str().unwrap(), "--key", &key, "--env", &password, "--context", "function=hello"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
     let response: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();

@@ -6,7 +6,11 @@ use serde_json::json;
 use crate::support::*;
 
 /// Asks the probe guest to decrypt `ciphertext` with `guest_context`, returning its error message if it failed.
-async fn probe_decrypt(host: &keyward::Host, ciphertext: &[u8], guest_context: serde_json::Value) -> Result<String, String> {
+async fn probe_decrypt(
+    host: &keyward::Host,
+    ciphertext: &[u8],
+    guest_context: serde_json::Value,
+) -> Result<String, String> {
     let event = json!({"action": "decrypt", "ciphertext": b64(ciphertext), "context": guest_context});
     match invoke(host, event).await.result {
         Ok(response) => Ok(serde_json::from_str::<serde_json::Value>(&response).unwrap()["sha256_prefix"]
@@ -61,7 +65,9 @@ async fn stamped_pairs_bind_ciphertexts_to_the_function() {
     let message = probe_decrypt(&host, &theirs, json!({})).await.unwrap_err();
     assert!(message.starts_with("kms invalid-ciphertext:"), "{message}");
 
-    let invocation = invoke(&host, json!({"action": "decrypt", "ciphertext": b64(&theirs), "context": {"function": "billing"}})).await;
+    let invocation =
+        invoke(&host, json!({"action": "decrypt", "ciphertext": b64(&theirs), "context": {"function": "billing"}}))
+            .await;
     assert!(matches!(&invocation.decrypts[0].outcome, Err(KmsError::Denied(_))));
 }
 
@@ -71,9 +77,21 @@ async fn tampered_and_truncated_ciphertexts_are_refused() {
     let ciphertext = key.encrypt(b"s3cret-value", &context(&[])).unwrap();
     let last = ciphertext.len() - 1;
     for (what, bad) in [
-        ("flipped body byte", { let mut c = ciphertext.clone(); c[30] ^= 0x01; c }),
-        ("flipped tag byte", { let mut c = ciphertext.clone(); c[last] ^= 0x80; c }),
-        ("flipped key id", { let mut c = ciphertext.clone(); c[5] ^= 0x01; c }),
+        ("flipped body byte", {
+            let mut c = ciphertext.clone();
+            c[30] ^= 0x01;
+            c
+        }),
+        ("flipped tag byte", {
+            let mut c = ciphertext.clone();
+            c[last] ^= 0x80;
+            c
+        }),
+        ("flipped key id", {
+            let mut c = ciphertext.clone();
+            c[5] ^= 0x01;
+            c
+        }),
         ("truncated", ciphertext[..20].to_vec()),
         ("tag cut off", ciphertext[..last].to_vec()),
         ("empty", Vec::new()),

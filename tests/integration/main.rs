@@ -1,5 +1,6 @@
 //! keyward's integration tests: real components (built by `cargo xtask build-guests`), real crypto, the real
 //! `keyward` binary. One test binary, one module per area.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod cli;
 mod hello;

@@ -33,10 +33,7 @@ async fn the_guest_sees_only_the_env_it_is_given_and_no_files() {
 
 #[test]
 fn credentials_cannot_be_configured_into_a_guest() {
-    let config = HostConfig {
-        guest_env: vec![("AWS_SECRET_ACCESS_KEY".into(), "x".into())],
-        ..HostConfig::default()
-    };
+    let config = HostConfig { guest_env: vec![("AWS_SECRET_ACCESS_KEY".into(), "x".into())], ..HostConfig::default() };
     let err = keyward::Host::from_file(&guest("probe"), new_key(), config).unwrap_err();
     assert!(matches!(err, HostError::Config(ref m) if m.contains("AWS_SECRET_ACCESS_KEY")), "{err}");
 }
@@ -65,7 +62,8 @@ fn host_environment_never_reaches_the_guest() {
 
 #[tokio::test]
 async fn the_guest_is_told_its_invocation() {
-    let (_, host) = host("probe", HostConfig { limits: Limits::default().with_timeout_ms(5_000), ..HostConfig::default() });
+    let (_, host) =
+        host("probe", HostConfig { limits: Limits::default().with_timeout_ms(5_000), ..HostConfig::default() });
     let ctx = InvocationContext {
         request_id: "req-42".into(),
         function_arn: "arn:aws:lambda:eu-west-1:123456789012:function:probe".into(),
@@ -82,7 +80,8 @@ async fn the_guest_is_told_its_invocation() {
 
 #[tokio::test]
 async fn an_endless_loop_is_stopped_at_the_deadline_and_the_host_carries_on() {
-    let (_, host) = host("probe", HostConfig { limits: Limits::default().with_timeout_ms(200), ..HostConfig::default() });
+    let (_, host) =
+        host("probe", HostConfig { limits: Limits::default().with_timeout_ms(200), ..HostConfig::default() });
     let started = Instant::now();
     let invocation = invoke(&host, json!({"action": "loop"})).await;
     let elapsed = started.elapsed();
@@ -102,7 +101,10 @@ async fn the_caller_deadline_shortens_the_time_limit() {
     };
     let invocation = host.invoke(r#"{"action":"loop"}"#, ctx).await;
     assert!(matches!(invocation.result, Err(InvokeError::Limit(LimitExceeded::Time { limit_ms })) if limit_ms <= 150));
-    let past = InvocationContext { deadline: Some(SystemTime::now() - Duration::from_secs(1)), ..InvocationContext::local("arn") };
+    let past = InvocationContext {
+        deadline: Some(SystemTime::now() - Duration::from_secs(1)),
+        ..InvocationContext::local("arn")
+    };
     assert!(matches!(host.invoke("{}", past).await.result, Err(InvokeError::Limit(LimitExceeded::Time { .. }))));
 }
 
@@ -110,7 +112,9 @@ async fn the_caller_deadline_shortens_the_time_limit() {
 async fn a_trap_fails_only_its_invocation() {
     let (_, host) = host("probe", HostConfig::default());
     let invocation = invoke(&host, json!({"action": "trap"})).await;
-    let Err(InvokeError::Trap(message)) = &invocation.result else { panic!("expected a trap: {:?}", invocation.result) };
+    let Err(InvokeError::Trap(message)) = &invocation.result else {
+        panic!("expected a trap: {:?}", invocation.result)
+    };
     assert!(message.contains("unreachable"), "{message}");
     assert_serves_next(&host).await;
 
@@ -136,8 +140,7 @@ async fn memory_is_capped() {
 
 #[tokio::test]
 async fn decrypt_calls_are_capped_per_invocation() {
-    let mut limits = Limits::default();
-    limits.max_decrypt_calls = 3;
+    let limits = Limits { max_decrypt_calls: 3, ..Limits::default() };
     let (key, host) = host("probe", HostConfig { limits, ..HostConfig::default() });
     let ciphertext = b64(&key.encrypt(b"pw", &context(&[])).unwrap());
     let ok = invoke(&host, json!({"action": "decrypt", "ciphertext": ciphertext, "times": 3})).await;
@@ -154,8 +157,7 @@ async fn decrypt_calls_are_capped_per_invocation() {
 
 #[tokio::test]
 async fn responses_are_capped_and_must_be_json() {
-    let mut limits = Limits::default();
-    limits.max_response_bytes = 1000;
+    let limits = Limits { max_response_bytes: 1000, ..Limits::default() };
     let (_, host) = host("probe", HostConfig { limits, ..HostConfig::default() });
     assert!(invoke(&host, json!({"action": "big", "bytes": 900})).await.result.is_ok());
     let big = invoke(&host, json!({"action": "big", "bytes": 5000})).await;

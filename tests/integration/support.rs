@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 
 /// A guest component built for wasm32-wasip2 by `cargo xtask build-guests`.
 pub fn guest(name: &str) -> PathBuf {
-    let dir = std::env::var_os("KEYWARD_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release")
-    });
+    let dir = std::env::var_os("KEYWARD_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release"));
     let path = dir.join(format!("{name}.wasm"));
     assert!(path.exists(), "{} is missing: build the guests first with `cargo xtask build-guests`", path.display());
     path

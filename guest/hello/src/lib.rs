@@ -57,4 +57,3 @@ fn describe(error: kms::Error) -> String {
 fn hex_prefix(bytes: &[u8], n: usize) -> String {
     bytes[..n].iter().map(|b| format!("{b:02x}")).collect()
 }
-

@@ -73,7 +73,9 @@ impl Invoke {
                 std::io::stdin().read_to_string(&mut buf).context("cannot read the event from stdin")?;
                 buf
             }
-            Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read event {}", path.display()))?,
+            Some(path) => {
+                std::fs::read_to_string(path).with_context(|| format!("cannot read event {}", path.display()))?
+            }
         };
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&event) {
             anyhow::bail!("the event is not valid JSON (error at line {}, column {})", e.line(), e.column());

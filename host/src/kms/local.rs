@@ -192,13 +192,14 @@ impl LocalKey {
         }
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let aad = associated_data(header, context);
-        let plaintext = self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad }).map_err(|_| {
-            invalid(format!(
-                "authentication failed: the ciphertext was altered, or it is bound to another encryption context \
+        let plaintext =
+            self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad }).map_err(|_| {
+                invalid(format!(
+                    "authentication failed: the ciphertext was altered, or it is bound to another encryption context \
                  than the one given (context keys: [{}])",
-                context.keys().collect::<Vec<_>>().join(", ")
-            ))
-        })?;
+                    context.keys().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
         Ok(Plaintext::from(plaintext))
     }
 }

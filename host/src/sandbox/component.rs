@@ -116,7 +116,8 @@ fn check_handler(engine: &Engine, ty: &types::Component) -> Result<(), String> {
         }
         _ => false,
     };
-    let result_ok = |ty: &Type| matches!(ty, Type::Result(r) if r.ok() == Some(Type::String) && r.err() == Some(Type::String));
+    let result_ok =
+        |ty: &Type| matches!(ty, Type::Result(r) if r.ok() == Some(Type::String) && r.err() == Some(Type::String));
     let shape_ok = matches!(params.as_slice(), [Type::String, context] if context_ok(context))
         && matches!(results.as_slice(), [result] if result_ok(result));
     if !shape_ok {

@@ -18,8 +18,8 @@ pub use component::LoadError;
 pub(crate) use component::one_line;
 use engine::{EPOCH_TICK, EpochTicker};
 use kms_capability::KmsCapability;
-pub use limits::{LimitExceeded, Limits};
 use limits::StoreLimiter;
+pub use limits::{LimitExceeded, Limits};
 use output::GuestOutput;
 use redact::Redactor;
 
@@ -151,7 +151,8 @@ impl Sandbox {
         let ticks = request.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
-        let time_limit = LimitExceeded::Time { limit_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX) };
+        let time_limit =
+            LimitExceeded::Time { limit_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX) };
 
         let call = async {
             let guest = self.pre.instantiate_async(&mut store).await.map_err(|e| instantiate_error(&e, &time_limit))?;

@@ -118,4 +118,3 @@ fn describe(error: kms::Error) -> String {
         kms::Error::Unavailable(msg) => format!("kms unavailable: {msg}"),
     }
 }
-
