@@ -5,11 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use tracing::Instrument as _;
 
 use crate::bindings::HandlerContext;
 use crate::context::EncryptionContext;
-use crate::kms::{DecryptRecord, KmsBackend, KmsGate};
+use crate::kms::{DecryptRecord, KmsBackend, KmsGate, PlaintextCache, cache};
 use crate::sandbox::{InvokeError, LimitExceeded, Limits, LoadError, RunRequest, Sandbox};
 
 /// Environment variables that hold AWS credentials: never handed to a guest, whatever the configuration says.
@@ -25,7 +26,7 @@ pub const CREDENTIAL_ENV_VARS: &[&str] = &[
 ];
 
 /// How a [`Host`] runs its guest.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HostConfig {
     /// Limits of every invocation.
     pub limits: Limits,
@@ -33,6 +34,22 @@ pub struct HostConfig {
     pub guest_env: Vec<(String, String)>,
     /// Pairs merged into every decrypt the guest makes.
     pub stamped_context: EncryptionContext,
+    /// How long a decrypted secret is served from the cache; zero (the default) disables the cache.
+    pub cache_ttl: Duration,
+    /// Most secrets the cache holds.
+    pub cache_max_entries: usize,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            guest_env: Vec::new(),
+            stamped_context: EncryptionContext::new(),
+            cache_ttl: Duration::ZERO,
+            cache_max_entries: cache::DEFAULT_MAX_ENTRIES,
+        }
+    }
 }
 
 impl HostConfig {
@@ -61,6 +78,14 @@ pub enum HostError {
     /// The component cannot be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// A secret named for prefetching could not be decrypted.
+    #[error("cannot prefetch {name}: {reason}")]
+    Prefetch {
+        /// The guest env var.
+        name: String,
+        /// Why: a missing variable, bad base64, or the key service's error.
+        reason: String,
+    },
 }
 
 /// Facts about one invocation, given to the guest.
@@ -108,7 +133,44 @@ impl Host {
     pub fn new(component: &[u8], kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
         config.validate()?;
         let sandbox = Sandbox::new(component, config.limits)?;
-        Ok(Self { sandbox, gate: KmsGate::new(kms, config.stamped_context), guest_env: config.guest_env })
+        let mut gate = KmsGate::new(kms, config.stamped_context);
+        if !config.cache_ttl.is_zero() {
+            gate = gate.with_cache(Arc::new(PlaintextCache::new(config.cache_ttl, config.cache_max_entries)));
+        }
+        Ok(Self { sandbox, gate, guest_env: config.guest_env })
+    }
+
+    /// Decrypts the ciphertexts (base64) in these guest env vars now, with the stamped context alone, so that
+    /// the guest's first decrypts of them are cache hits. Needs the cache.
+    ///
+    /// # Errors
+    /// [`HostError::Config`] without a cache; [`HostError::Prefetch`] naming the variable that failed.
+    pub async fn prefetch(&self, names: &[String]) -> Result<(), HostError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        if !self.gate.has_cache() {
+            return Err(HostError::Config("prefetching needs the plaintext cache, which is disabled".into()));
+        }
+        let span = tracing::info_span!("prefetch");
+        async {
+            for name in names {
+                let fail = |reason: String| HostError::Prefetch { name: name.clone(), reason };
+                let value = self
+                    .guest_env
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v)
+                    .ok_or_else(|| fail("it is not one of the guest's env vars".into()))?;
+                let ciphertext = base64::engine::general_purpose::STANDARD
+                    .decode(value.trim())
+                    .map_err(|e| fail(format!("its value is not base64: {e}")))?;
+                self.gate.decrypt(&ciphertext, Vec::new(), None).await.0.map_err(|e| fail(e.to_string()))?;
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
     }
 
     /// Like [`Host::new`], reading the component from a file.

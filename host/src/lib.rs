@@ -17,6 +17,7 @@ mod bindings;
 pub mod context;
 mod host;
 pub mod kms;
+pub mod lambda;
 pub mod sandbox;
 
 pub use context::EncryptionContext;

@@ -2,8 +2,11 @@
 //! `keyward` binary. One test binary, one module per area.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod aws_kms;
 mod cli;
 mod hello;
 mod kms;
+mod lambda;
 mod sandbox;
+mod servers;
 mod support;

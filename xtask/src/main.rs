@@ -8,13 +8,17 @@ use std::process::{Command, ExitCode, Stdio};
 const GUESTS: &[&str] = &["hello", "probe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 const DEMO_SECRET: &str = "correct-horse-battery-staple";
+/// The real servers the tests start: moto's KMS API and cargo-lambda's Runtime API emulator (a prebuilt binary
+/// shipped in its PyPI package).
+const PYTHON_TOOLS: &[&str] = &["moto[server]==5.2.5", "cargo-lambda==1.9.2"];
 
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   demo           build the host and the hello guest, make a local key, encrypt a demo secret,
                  and run the guest once through the host
-  test [ARGS]    install what the tests need, build the guests, run every test (ARGS go to cargo test)
+  test [ARGS]    install what the tests need (wasm32-wasip2 target; moto and cargo-lambda from PyPI),
+                 build the guests, run every test (ARGS go to cargo test)
   build-guests   build every guest component for wasm32-wasip2
   bench          measure per-invocation time of the hello guest";
 
@@ -156,10 +160,31 @@ fn rel(path: &Path) -> String {
     path.strip_prefix(root()).unwrap_or(path).display().to_string()
 }
 
+/// Installs the tests' servers with pip; returns the directory their commands are in.
+fn install_python_tools() -> Result<PathBuf> {
+    step(&format!("installing test servers: {}", PYTHON_TOOLS.join(", ")));
+    run(Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(PYTHON_TOOLS))
+    .map_err(|e| format!("{e}; the tests need Python 3 with pip"))?;
+    let scripts =
+        output(Command::new("python3").args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"]))?;
+    Ok(PathBuf::from(scripts.trim()))
+}
+
+/// `PATH` with `dir` first.
+fn path_with(dir: &Path) -> Result<std::ffi::OsString> {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&rest)))
+        .map_err(|e| format!("cannot extend PATH: {e}"))
+}
+
 fn test(args: &[String]) -> Result {
+    let scripts = install_python_tools()?;
     build_guests()?;
     step("running every test");
     let mut cmd = cargo();
+    cmd.env("PATH", path_with(&scripts)?);
     cmd.args(["test", "--release", "--workspace", "--exclude", "xtask"])
         .args(GUESTS.iter().flat_map(|g| ["--exclude", g]))
         .args(args)

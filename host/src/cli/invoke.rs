@@ -53,6 +53,7 @@ impl Invoke {
             limits,
             guest_env: self.env.into_iter().map(Into::into).collect(),
             stamped_context: EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?,
+            ..HostConfig::default()
         };
         let host = Host::from_file(&self.component, Arc::new(key), config)?;
         let arn = self.function_arn.unwrap_or_else(|| {

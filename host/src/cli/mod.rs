@@ -25,6 +25,9 @@ enum Command {
     Encrypt(crypt::Encrypt),
     Decrypt(crypt::Decrypt),
     Invoke(invoke::Invoke),
+    /// Run as the Lambda `bootstrap`, configured by KEYWARD_* variables (the default when started by Lambda,
+    /// that is with AWS_LAMBDA_RUNTIME_API set and no arguments).
+    Lambda,
 }
 
 /// Exit code for a failed guest or decrypt: the input was fine, the outcome was not.
@@ -38,7 +41,9 @@ const EXIT_BAD_INPUT: u8 = 2;
 struct Failed(anyhow::Error);
 
 pub(crate) fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Lambda starts `bootstrap` without arguments.
+    let started_by_lambda = std::env::args_os().len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let cli = if started_by_lambda { Cli { verbose: 1, command: Command::Lambda } } else { Cli::parse() };
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -50,6 +55,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Encrypt(cmd) => cmd.run(),
             Command::Decrypt(cmd) => cmd.run(),
             Command::Invoke(cmd) => cmd.run().await,
+            Command::Lambda => keyward::lambda::run().await.map_err(|e| anyhow::anyhow!("{e}")),
         }
     });
     match result {

@@ -1,6 +1,9 @@
 //! Key services: the trait a decrypting backend implements, the errors every backend maps onto (the WIT `kms.error`
-//! variant), and the gate that applies the host's policy in front of any backend.
+//! variant), the gate that applies the host's policy in front of any backend, the plaintext cache, and the
+//! backends: the local key and AWS KMS.
 
+pub mod aws;
+pub mod cache;
 mod gate;
 pub mod local;
 
@@ -9,7 +12,9 @@ use secrecy::SecretSlice;
 
 use crate::context::EncryptionContext;
 
-pub use gate::{DecryptRecord, KmsGate, MAX_CIPHERTEXT_BYTES};
+pub use aws::{AwsKms, AwsKmsConfig};
+pub use cache::PlaintextCache;
+pub use gate::{CacheUse, DecryptRecord, KmsGate, MAX_CIPHERTEXT_BYTES};
 pub use local::LocalKey;
 
 /// Decrypted bytes. Zeroized on drop, and redacted in `Debug`; read with [`secrecy::ExposeSecret`].

@@ -1,6 +1,8 @@
 //! The `keyward:lambda/kms` import: the guest's only way to plaintext. Counts calls against the invocation's
 //! quota, passes each through the host's [`KmsGate`], and keeps a record of each for the caller.
 
+use std::time::Instant;
+
 use secrecy::ExposeSecret;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -13,6 +15,8 @@ use crate::kms::{DecryptRecord, KmsError, KmsGate, Plaintext};
 #[derive(Debug)]
 pub(crate) struct KmsCapability {
     gate: KmsGate,
+    /// When the key service must have answered, leaving the guest time to handle an `unavailable`.
+    deadline: Instant,
     max_calls: u32,
     records: Vec<DecryptRecord>,
     /// What was handed out, kept (zeroized on drop) until the invocation's output has been redacted.
@@ -20,8 +24,8 @@ pub(crate) struct KmsCapability {
 }
 
 impl KmsCapability {
-    pub(crate) fn new(gate: KmsGate, max_calls: u32) -> Self {
-        Self { gate, max_calls, records: Vec::new(), handed_out: Vec::new() }
+    pub(crate) fn new(gate: KmsGate, deadline: Instant, max_calls: u32) -> Self {
+        Self { gate, deadline, max_calls, records: Vec::new(), handed_out: Vec::new() }
     }
 
     /// The record of every decrypt, and every plaintext handed to the guest.
@@ -45,7 +49,7 @@ impl kms::Host for KmsCapability {
             // A trap, not a `denied`: a guest looping on decrypt must not get to carry on.
             return Err(wasmtime::Error::new(LimitExceeded::DecryptCalls { limit: self.max_calls }));
         }
-        let (result, record) = self.gate.decrypt(&ciphertext, encryption_context).await;
+        let (result, record) = self.gate.decrypt(&ciphertext, encryption_context, Some(self.deadline)).await;
         self.records.push(record);
         Ok(match result {
             Ok(plaintext) => {

@@ -142,7 +142,7 @@ impl Sandbox {
             wasi,
             table: ResourceTable::new(),
             limiter: StoreLimiter::new(self.limits.memory_bytes),
-            kms: KmsCapability::new(request.gate, self.limits.max_decrypt_calls),
+            kms: KmsCapability::new(request.gate, kms_deadline(request.timeout), self.limits.max_decrypt_calls),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -189,6 +189,12 @@ impl Sandbox {
             .map_err(|e| InvokeError::InvalidResponse { line: e.line(), column: e.column() })?;
         Ok(response)
     }
+}
+
+/// The key service gets the invocation's time less a tenth (at most 100 ms), which is left for the guest to
+/// handle an `unavailable` error.
+fn kms_deadline(timeout: Duration) -> std::time::Instant {
+    std::time::Instant::now() + timeout - (timeout / 10).min(Duration::from_millis(100))
 }
 
 /// Names the limit behind a trap when there is one, else the trap itself.

@@ -1,0 +1,167 @@
+//! The real `keyward` binary as a Lambda `bootstrap`, driven by cargo-lambda's Runtime API emulator, decrypting
+//! with moto's KMS API.
+
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::servers::*;
+use crate::support::*;
+
+/// One function: a `keyward` process polling the emulator under `name`, its stderr kept in a file.
+struct Function {
+    child: Child,
+    name: String,
+    log: std::path::PathBuf,
+}
+
+impl Function {
+    fn start(emulator: &Server, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
+        let log = dir.0.join(format!("{name}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        // A clean environment: nothing of the test process's (or the developer's AWS profile) leaks in.
+        cmd.env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", emulator.port))
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .process_group(0);
+        Self { child: cmd.spawn().unwrap(), name: name.to_string(), log }
+    }
+
+    /// Invokes through the emulator; `Ok(response)` or `Err(error JSON)` for a function error.
+    fn invoke(&self, emulator: &Server, event: &serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {
+        let path = format!("/2015-03-31/functions/{}/invocations", self.name);
+        let (status, head, body) = http(
+            emulator.port,
+            "POST",
+            &path,
+            &[("Content-Type", "application/json")],
+            event.to_string().as_bytes(),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("invoking {}: {e}; log: {}", self.name, self.log_text()));
+        let body: serde_json::Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("non-JSON from {}: {status} {}", self.name, String::from_utf8_lossy(&body)));
+        let is_error = status >= 400 || head.to_ascii_lowercase().contains("x-amz-function-error");
+        if is_error { Err(body) } else { Ok(body) }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hello_fingerprint(response: &serde_json::Value) -> String {
+    let body: serde_json::Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    body["secret_sha256_prefix"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_runs_as_a_lambda_with_aws_kms() {
+    const SECRET: &[u8] = b"lambda-s3cret-value";
+    let dir = TempDir::new("lambda");
+    let mut moto = start_moto();
+    let kms = aws_sdk_kms::Client::new(&moto_sdk_config(&moto));
+    let key = create_key(&kms).await;
+    let other_key = create_key(&kms).await;
+    let stamped = [("function", "hello")];
+    let good = b64(&encrypt(&kms, &key, SECRET, &stamped).await);
+    let wrong_context = b64(&encrypt(&kms, &key, SECRET, &[("function", "billing")]).await);
+    let wrong_key = b64(&encrypt(&kms, &other_key, SECRET, &stamped).await);
+
+    let names = ["hello", "hello-nocache", "wrong-context", "wrong-key", "probe"];
+    let emulator = start_emulator(&dir.0, &names);
+    let hello = guest("hello").display().to_string();
+    let env = |password: &str, ttl: &str| {
+        vec![
+            ("KEYWARD_COMPONENT", hello.clone()),
+            ("KEYWARD_GUEST_ENV", "PASSWORD".to_string()),
+            ("PASSWORD", password.to_string()),
+            ("KEYWARD_KMS_KEY_ID", key.clone()),
+            ("KEYWARD_KMS_ENDPOINT", moto.url()),
+            ("KEYWARD_KMS_CONTEXT", "function=hello".to_string()),
+            ("KEYWARD_CACHE_TTL_SECS", ttl.to_string()),
+        ]
+    };
+
+    // 100 invocations, one Decrypt: the cache serves the other 99.
+    recorder_start(&moto);
+    let function = Function::start(&emulator, &dir, "hello", &env(&good, "300"));
+    for i in 0..100 {
+        let response = function
+            .invoke(&emulator, &json!({"rawPath": "/", "n": i}))
+            .unwrap_or_else(|e| panic!("invocation {i} failed: {e}; log: {}", function.log_text()));
+        assert_eq!(response["statusCode"], 200);
+        assert_eq!(hello_fingerprint(&response), fingerprint(SECRET));
+    }
+    assert_eq!(recorder_decrypts(&moto), 1, "100 invocations made exactly one Decrypt");
+
+    // Wrong context and wrong key: function errors, and no plaintext anywhere.
+    let wrong = [("wrong-context", &wrong_context, "kms invalid-ciphertext"), ("wrong-key", &wrong_key, "kms denied")];
+    let mut failed = Vec::new();
+    for (name, password, expected) in wrong {
+        let function = Function::start(&emulator, &dir, name, &env(password, "300"));
+        let error = function.invoke(&emulator, &json!({})).unwrap_err();
+        assert_eq!(error["errorType"], "GuestError", "{name}: {error}");
+        assert!(error["errorMessage"].as_str().unwrap().contains(expected), "{name}: {error}");
+        failed.push(function);
+    }
+
+    // KMS goes away: the cached secret is still served; without a cache the error says `unavailable`.
+    let nocache = Function::start(&emulator, &dir, "hello-nocache", &env(&good, "0"));
+    assert_eq!(hello_fingerprint(&nocache.invoke(&emulator, &json!({})).unwrap()), fingerprint(SECRET));
+    moto.stop();
+    let cached = function.invoke(&emulator, &json!({})).expect("served from the cache while KMS is down");
+    assert_eq!(hello_fingerprint(&cached), fingerprint(SECRET));
+    let error = nocache.invoke(&emulator, &json!({})).unwrap_err();
+    assert!(error["errorMessage"].as_str().unwrap().contains("kms unavailable"), "{error}");
+
+    // A guest trap fails one invocation; the next succeeds.
+    let probe_env = vec![
+        ("KEYWARD_COMPONENT", guest("probe").display().to_string()),
+        ("KEYWARD_KMS_KEY_ID", key.clone()),
+        ("KEYWARD_KMS_ENDPOINT", moto.url()),
+    ];
+    let probe = Function::start(&emulator, &dir, "probe", &probe_env);
+    let trap = probe.invoke(&emulator, &json!({"action": "trap"})).unwrap_err();
+    assert_eq!(trap["errorType"], "GuestTrap", "{trap}");
+    let next = probe.invoke(&emulator, &json!({"action": "context"})).unwrap();
+    assert!(next["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{next}");
+    assert!(next["function_arn"].as_str().is_some_and(|arn| !arn.is_empty()), "{next}");
+
+    // Nothing any function logged holds the plaintext.
+    for f in [&function, &nocache, &probe].into_iter().chain(failed.iter()) {
+        let log = f.log_text();
+        assert!(!log.contains(std::str::from_utf8(SECRET).unwrap()), "{} logged the secret: {log}", f.name);
+    }
+    assert!(function.log_text().contains("kms decrypt"), "audit lines are logged: {}", function.log_text());
+}
+
+#[test]
+fn a_misconfigured_function_fails_init_with_one_clear_line() {
+    let dir = TempDir::new("lambda-init");
+    let emulator = start_emulator(&dir.0, &["misconfigured"]);
+    let env = [("KEYWARD_COMPONENT", guest("hello").display().to_string())];
+    let mut function = Function::start(&emulator, &dir, "misconfigured", &env);
+    let status = function.child.wait().unwrap();
+    assert!(!status.success());
+    let log = function.log_text();
+    assert!(log.contains("KEYWARD_KMS_KEY_ID is not set"), "{log}");
+}
