@@ -145,6 +145,7 @@ pub async fn init(config: LambdaConfig) -> Result<Host, String> {
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     let started = std::time::Instant::now();
     let config = LambdaConfig::from_vars(|name| std::env::var(name).ok());
+    let component = config.as_ref().map(|c| c.component.display().to_string()).unwrap_or_default();
     let host = match config {
         Ok(config) => init(config).await,
         Err(e) => Err(e.to_string()),
@@ -157,7 +158,7 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
             return Err(message.into());
         }
     };
-    tracing::info!(init_ms = started.elapsed().as_millis(), "keyward ready");
+    tracing::info!(init_ms = started.elapsed().as_millis(), component, "keyward ready");
     lambda_runtime::run(service_fn(move |event| handle(host.clone(), event))).await
 }
 
@@ -197,10 +198,10 @@ async fn report_init_error(message: &str) {
         .uri("/2018-06-01/runtime/init/error")
         .header("lambda-runtime-function-error-type", "Runtime.InitError")
         .body(lambda_runtime_api_client::body::Body::from(body));
-    if let Ok(request) = request {
-        if let Err(e) = client.call(request).await {
-            tracing::warn!(error = %e, "cannot report the init error to the Runtime API");
-        }
+    if let Ok(request) = request
+        && let Err(e) = client.call(request).await
+    {
+        tracing::warn!(error = %e, "cannot report the init error to the Runtime API");
     }
 }
 

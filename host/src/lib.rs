@@ -23,4 +23,4 @@ pub mod sandbox;
 pub use context::EncryptionContext;
 pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext};
 pub use kms::{KmsBackend, KmsError, LocalKey};
-pub use sandbox::{InvokeError, LimitExceeded, Limits, LoadError};
+pub use sandbox::{InvokeError, LimitExceeded, Limits, LoadError, precompile};

@@ -2,6 +2,7 @@
 //! with moto's KMS API.
 
 use std::os::unix::process::CommandExt as _;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,8 +20,12 @@ struct Function {
 
 impl Function {
     fn start(emulator: &Server, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
+        Self::start_program(Path::new(env!("CARGO_BIN_EXE_keyward")), emulator, dir, name, env)
+    }
+
+    fn start_program(program: &Path, emulator: &Server, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
         let log = dir.0.join(format!("{name}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+        let mut cmd = Command::new(program);
         // A clean environment: nothing of the test process's (or the developer's AWS profile) leaks in.
         cmd.env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", emulator.port))
@@ -164,4 +169,39 @@ fn a_misconfigured_function_fails_init_with_one_clear_line() {
     assert!(!status.success());
     let log = function.log_text();
     assert!(log.contains("KEYWARD_KMS_KEY_ID is not set"), "{log}");
+}
+
+/// The deployment zip, unpacked as Lambda would into a task root, runs: `bootstrap` finds `handler.cwasm` there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_packaged_function_runs_from_its_task_root() {
+    let dir = TempDir::new("lambda-package");
+    let zip_path = dir.path("function.zip");
+    let out = keyward(&["package", "--component", guest("hello").to_str().unwrap(), "-o", &zip_path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let task_root = dir.0.join("task");
+    zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap().extract(&task_root).unwrap();
+
+    let moto = start_moto();
+    let kms = aws_sdk_kms::Client::new(&moto_sdk_config(&moto));
+    let key = create_key(&kms).await;
+    let password = b64(&encrypt(&kms, &key, b"packaged-s3cret", &[("function", "packaged")]).await);
+    let emulator = start_emulator(&dir.0, &["packaged"]);
+    let env = [
+        ("LAMBDA_TASK_ROOT", task_root.display().to_string()),
+        ("KEYWARD_GUEST_ENV", "PASSWORD".to_string()),
+        ("PASSWORD", password),
+        ("KEYWARD_PREFETCH", "PASSWORD".to_string()),
+        ("KEYWARD_KMS_KEY_ID", key),
+        ("KEYWARD_KMS_ENDPOINT", moto.url()),
+        ("KEYWARD_KMS_CONTEXT", "function=packaged".to_string()),
+    ];
+    let function = Function::start_program(&task_root.join("bootstrap"), &emulator, &dir, "packaged", &env);
+    let response =
+        function.invoke(&emulator, &json!({})).unwrap_or_else(|e| panic!("{e}; log: {}", function.log_text()));
+    assert_eq!(hello_fingerprint(&response), fingerprint(b"packaged-s3cret"));
+    let log = function.log_text();
+    assert!(log.lines().any(|l| l.contains("keyward ready") && l.contains("handler.cwasm")), "{log}");
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("kms decrypt")).collect();
+    assert_eq!(audit.len(), 2, "one prefetch (miss), one invocation (hit): {log}");
+    assert!(audit[0].contains("cache=\"miss\"") && audit[1].contains("cache=\"hit\""), "{log}");
 }

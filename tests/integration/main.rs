@@ -4,6 +4,7 @@
 
 mod aws_kms;
 mod cli;
+mod deploy;
 mod hello;
 mod kms;
 mod lambda;

@@ -8,9 +8,9 @@ use std::process::{Command, ExitCode, Stdio};
 const GUESTS: &[&str] = &["hello", "probe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 const DEMO_SECRET: &str = "correct-horse-battery-staple";
-/// The real servers the tests start: moto's KMS API and cargo-lambda's Runtime API emulator (a prebuilt binary
-/// shipped in its PyPI package).
-const PYTHON_TOOLS: &[&str] = &["moto[server]==5.2.5", "cargo-lambda==1.9.2"];
+/// What the tests run besides cargo: moto's KMS API, cargo-lambda's Runtime API emulator (a prebuilt binary in
+/// its PyPI package), and cfn-lint for the SAM template.
+const PYTHON_TOOLS: &[&str] = &["moto[server]==5.2.5", "cargo-lambda==1.9.2", "cfn-lint==1.58.0"];
 
 const USAGE: &str = "usage: cargo xtask <task>
 
@@ -20,7 +20,8 @@ tasks:
   test [ARGS]    install what the tests need (wasm32-wasip2 target; moto and cargo-lambda from PyPI),
                  build the guests, run every test (ARGS go to cargo test)
   build-guests   build every guest component for wasm32-wasip2
-  bench          measure per-invocation time of the hello guest";
+  bench          measure the hello guest: per-invocation time in process, cold start (.wasm and .cwasm)
+                 and warm invoke latency as a Lambda";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -160,9 +161,9 @@ fn rel(path: &Path) -> String {
     path.strip_prefix(root()).unwrap_or(path).display().to_string()
 }
 
-/// Installs the tests' servers with pip; returns the directory their commands are in.
+/// Installs the tests' Python tools with pip; returns the directory their commands are in.
 fn install_python_tools() -> Result<PathBuf> {
-    step(&format!("installing test servers: {}", PYTHON_TOOLS.join(", ")));
+    step(&format!("installing test tools: {}", PYTHON_TOOLS.join(", ")));
     run(Command::new("python3")
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
         .args(PYTHON_TOOLS))
@@ -216,7 +217,8 @@ fn count(summary: &str, label: &str) -> u64 {
 }
 
 fn bench() -> Result {
+    let scripts = install_python_tools()?;
     build_guests()?;
-    step("benchmarking the hello guest");
-    run(cargo().args(["bench", "--package", "keyward", "--bench", "invoke"]))
+    step("benchmarking the hello guest: in-process invocations, then cold and warm starts as a Lambda");
+    run(cargo().env("PATH", path_with(&scripts)?).args(["bench", "--package", "keyward"]))
 }

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand, each a `clap` args struct with a `run` method.
 
+mod artifact;
 mod crypt;
 mod invoke;
 mod keygen;
@@ -25,6 +26,8 @@ enum Command {
     Encrypt(crypt::Encrypt),
     Decrypt(crypt::Decrypt),
     Invoke(invoke::Invoke),
+    Compile(artifact::Compile),
+    Package(artifact::Package),
     /// Run as the Lambda `bootstrap`, configured by KEYWARD_* variables (the default when started by Lambda,
     /// that is with AWS_LAMBDA_RUNTIME_API set and no arguments).
     Lambda,
@@ -55,6 +58,8 @@ pub(crate) fn main() -> ExitCode {
             Command::Encrypt(cmd) => cmd.run(),
             Command::Decrypt(cmd) => cmd.run(),
             Command::Invoke(cmd) => cmd.run().await,
+            Command::Compile(cmd) => cmd.run(),
+            Command::Package(cmd) => cmd.run(),
             Command::Lambda => keyward::lambda::run().await.map_err(|e| anyhow::anyhow!("{e}")),
         }
     });

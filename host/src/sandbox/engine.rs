@@ -20,8 +20,10 @@ const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
 const MAX_TABLES_PER_COMPONENT: u32 = 8;
 
 /// An engine for the component model with async host calls, epoch interruption, and a pooling allocator sized
-/// for `limits.max_instances` guests at once (its defaults reserve room for a thousand).
-pub(crate) fn build(limits: &Limits) -> wasmtime::Result<Engine> {
+/// for `limits.max_instances` guests at once (its defaults reserve room for a thousand). With a `target` triple,
+/// the engine only compiles, for that target (`keyward compile`); code it makes loads into a host engine, since
+/// none of the settings here that shape compiled code depend on `limits`.
+pub(crate) fn build(limits: &Limits, target: Option<&str>) -> wasmtime::Result<Engine> {
     let instances = limits.max_instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -41,6 +43,9 @@ pub(crate) fn build(limits: &Limits) -> wasmtime::Result<Engine> {
         .epoch_interruption(true)
         .max_wasm_stack(MAX_WASM_STACK)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(triple) = target {
+        config.target(triple)?;
+    }
     Engine::new(&config)
 }
 

@@ -110,12 +110,7 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Builds an engine for `limits`, then checks, compiles and links `component`.
     pub(crate) fn new(component: &[u8], limits: Limits) -> Result<Self, LoadError> {
-        let engine_error = |e: wasmtime::Error| LoadError::Engine(one_line(&e));
-        let engine = engine::build(&limits).map_err(engine_error)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
-        kms_capability::add_to_linker(&mut linker).map_err(engine_error)?;
-        let pre = component::load(&engine, &linker, component)?;
+        let (engine, pre) = load(component, &limits)?;
         let ticker = EpochTicker::start(engine.clone()).map_err(|e| LoadError::Engine(e.to_string()))?;
         Ok(Self { engine, pre, limits, _ticker: ticker })
     }
@@ -189,6 +184,32 @@ impl Sandbox {
             .map_err(|e| InvokeError::InvalidResponse { line: e.line(), column: e.column() })?;
         Ok(response)
     }
+}
+
+/// Builds an engine for `limits` and checks, compiles (or loads precompiled) and links `component` in it.
+fn load(component: &[u8], limits: &Limits) -> Result<(Engine, SecretHandlerPre<GuestState>), LoadError> {
+    let engine_error = |e: wasmtime::Error| LoadError::Engine(one_line(&e));
+    let engine = engine::build(limits, None).map_err(engine_error)?;
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+    kms_capability::add_to_linker(&mut linker).map_err(engine_error)?;
+    let pre = component::load(&engine, &linker, component)?;
+    Ok((engine, pre))
+}
+
+/// Compiles a component ahead of time (a `.cwasm`) for `target` (a triple such as
+/// `aarch64-unknown-linux-gnu`; default: this machine), after every check a host makes when loading it.
+///
+/// # Errors
+/// The [`LoadError`] the component would have at load, or [`LoadError::Engine`] for an unknown target.
+pub fn precompile(component: &[u8], target: Option<&str>) -> Result<Vec<u8>, LoadError> {
+    if component::is_precompiled(component) {
+        return Err(LoadError::Invalid("this is already a precompiled component; compile the .wasm".into()));
+    }
+    let limits = Limits::default();
+    load(component, &limits)?;
+    let engine = engine::build(&limits, target).map_err(|e| LoadError::Engine(one_line(&e)))?;
+    engine.precompile_component(component).map_err(|e| LoadError::Invalid(one_line(&e)))
 }
 
 /// The key service gets the invocation's time less a tenth (at most 100 ms), which is left for the guest to

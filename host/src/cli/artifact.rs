@@ -1,0 +1,94 @@
+//! `compile` and `package`: the deployable forms of a guest.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+/// Compile a component ahead of time (a `.cwasm`), so a cold start skips compilation.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Compile {
+    /// The guest component (.wasm).
+    #[arg(value_name = "COMPONENT")]
+    component: PathBuf,
+    /// Where to write the compiled component.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// The machine it will run on. Default: this one.
+    #[arg(long, value_name = "TRIPLE", value_parser = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"])]
+    target: Option<String>,
+}
+
+impl Compile {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let compiled = compile(&self.component, self.target.as_deref())?;
+        std::fs::write(&self.out, &compiled).with_context(|| format!("cannot write {}", self.out.display()))?;
+        println!("compiled {} to {} ({} bytes)", self.component.display(), self.out.display(), compiled.len());
+        Ok(())
+    }
+}
+
+fn compile(component: &Path, target: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(component).with_context(|| format!("cannot read component {}", component.display()))?;
+    Ok(keyward::precompile(&bytes, target)?)
+}
+
+/// Make a Lambda deployment zip (for the provided.al2023 runtime): `bootstrap` (this binary, or --bootstrap) and
+/// `handler.cwasm`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Package {
+    /// The guest component (.wasm).
+    #[arg(long, value_name = "FILE")]
+    component: PathBuf,
+    /// Where to write the zip.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// The function's architecture. Default: this machine's.
+    #[arg(long, value_name = "TRIPLE", value_parser = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"])]
+    target: Option<String>,
+    /// The keyward binary to ship as `bootstrap`. Default: this one (which must then match --target).
+    #[arg(long, value_name = "FILE")]
+    bootstrap: Option<PathBuf>,
+}
+
+impl Package {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let host_triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        let bootstrap = match &self.bootstrap {
+            Some(path) => path.clone(),
+            None => {
+                if let Some(target) = self.target.as_deref().filter(|t| *t != host_triple) {
+                    anyhow::bail!(
+                        "this keyward runs on {host_triple}, not {target}: pass --bootstrap with a keyward built \
+                         for {target}"
+                    );
+                }
+                std::env::current_exe().context("cannot find this keyward binary")?
+            }
+        };
+        let bootstrap_bytes =
+            std::fs::read(&bootstrap).with_context(|| format!("cannot read bootstrap {}", bootstrap.display()))?;
+        let cwasm = compile(&self.component, self.target.as_deref())?;
+        write_zip(&self.out, &[("bootstrap", &bootstrap_bytes, 0o755), ("handler.cwasm", &cwasm, 0o644)])
+            .with_context(|| format!("cannot write {}", self.out.display()))?;
+        println!(
+            "packaged {} ({} bytes): bootstrap, handler.cwasm",
+            self.out.display(),
+            std::fs::metadata(&self.out)?.len()
+        );
+        Ok(())
+    }
+}
+
+fn write_zip(path: &Path, files: &[(&str, &[u8], u32)]) -> anyhow::Result<()> {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path)?);
+    for (name, bytes, mode) in files {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(*mode);
+        zip.start_file(*name, options)?;
+        zip.write_all(bytes)?;
+    }
+    zip.finish()?;
+    Ok(())
+}
