@@ -207,9 +207,15 @@ pub fn precompile(component: &[u8], target: Option<&str>) -> Result<Vec<u8>, Loa
         return Err(LoadError::Invalid("this is already a precompiled component; compile the .wasm".into()));
     }
     let limits = Limits::default();
-    load(component, &limits)?;
-    let engine = engine::build(&limits, target).map_err(|e| LoadError::Engine(one_line(&e)))?;
-    engine.precompile_component(component).map_err(|e| LoadError::Invalid(one_line(&e)))
+    let (_, pre) = load(component, &limits)?;
+    let compiled = match target {
+        // Loading compiled it for this machine already.
+        None => pre.instance_pre().component().serialize(),
+        Some(triple) => engine::build(&limits, Some(triple))
+            .map_err(|e| LoadError::Engine(one_line(&e)))?
+            .precompile_component(component),
+    };
+    compiled.map_err(|e| LoadError::Invalid(one_line(&e)))
 }
 
 /// The key service gets the invocation's time less a tenth (at most 100 ms), which is left for the guest to
