@@ -19,6 +19,7 @@ mod host;
 pub mod kms;
 pub mod lambda;
 pub mod sandbox;
+pub mod testing;
 
 pub use context::EncryptionContext;
 pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext};

@@ -1,0 +1,196 @@
+//! Write keyward guests in plain Rust.
+//!
+//! A guest is a Lambda handler compiled to a WebAssembly component (`wasm32-wasip2`). It has no network, no files
+//! and no credentials; its one way to a secret is the host's `kms.decrypt`, which this crate wraps:
+//!
+//! ```ignore
+//! use keyward_guest::{Context, Error, Handler, secret_from_env};
+//! use keyward_guest::http::{FunctionUrlRequest, FunctionUrlResponse};
+//!
+//! struct Hello;
+//!
+//! impl Handler for Hello {
+//!     type Event = FunctionUrlRequest;
+//!     type Response = FunctionUrlResponse;
+//!
+//!     fn handle(request: FunctionUrlRequest, _ctx: &Context) -> Result<FunctionUrlResponse, Error> {
+//!         let password = secret_from_env("PASSWORD")?; // base64 KMS ciphertext in, zeroized secret out
+//!         Ok(keyward_guest::http::json_response(200, &serde_json::json!({ "len": password.expose().len() })))
+//!     }
+//! }
+//!
+//! keyward_guest::export!(Hello);
+//! ```
+//!
+//! Test a built guest natively with `keyward::testing::StubHost` (the same sandbox as production, with an
+//! ephemeral local key).
+#![warn(missing_docs)]
+
+use std::fmt;
+
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+/// The wit-bindgen bindings of `wit/keyward.wit`. Handlers need not touch them: see [`Handler`] and [`export!`].
+#[doc(hidden)]
+#[allow(unsafe_code, missing_docs, missing_debug_implementations)] // wit-bindgen's generated ABI glue
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "secret-handler",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_secret_handler",
+        default_bindings_module: "keyward_guest::bindings",
+    });
+}
+
+pub mod http;
+
+/// Facts about the invocation: request id, function ARN, deadline (ms since the Unix epoch).
+pub use bindings::exports::keyward::lambda::handler::Context;
+
+/// A decrypted secret. Zeroized when dropped; its `Debug` shows nothing of it, and it has no `Display`.
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// The secret's bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The secret as UTF-8 text.
+    ///
+    /// # Errors
+    /// When the secret is not UTF-8 (the message does not quote it).
+    pub fn expose_str(&self) -> Result<&str, Error> {
+        std::str::from_utf8(&self.0).map_err(|e| Error::new(format!("the secret is not UTF-8 text ({e})")))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([REDACTED])")
+    }
+}
+
+/// Why the host refused to decrypt. Messages are the host's, for operators; they never hold plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsError {
+    /// A policy refused the request (a stamped context contradicted, a key not allowed, access denied).
+    Denied(String),
+    /// The ciphertext cannot be opened: malformed, tampered with, another key's or another context's.
+    InvalidCiphertext(String),
+    /// The key service failed or did not answer in time; a retry may work.
+    Unavailable(String),
+}
+
+impl fmt::Display for KmsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KmsError::Denied(msg) => write!(f, "kms denied: {msg}"),
+            KmsError::InvalidCiphertext(msg) => write!(f, "kms invalid-ciphertext: {msg}"),
+            KmsError::Unavailable(msg) => write!(f, "kms unavailable: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for KmsError {}
+
+/// Decrypts `ciphertext` (raw bytes) bound to `context`, through the host. The host adds its stamped pairs.
+///
+/// # Errors
+/// The host's [`KmsError`].
+pub fn decrypt(ciphertext: &[u8], context: &[(&str, &str)]) -> Result<Secret, KmsError> {
+    use bindings::keyward::lambda::kms;
+    let context: Vec<(String, String)> = context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    match kms::decrypt(ciphertext, &context) {
+        Ok(plaintext) => Ok(Secret(Zeroizing::new(plaintext))),
+        Err(kms::Error::Denied(msg)) => Err(KmsError::Denied(msg)),
+        Err(kms::Error::InvalidCiphertext(msg)) => Err(KmsError::InvalidCiphertext(msg)),
+        Err(kms::Error::Unavailable(msg)) => Err(KmsError::Unavailable(msg)),
+    }
+}
+
+/// Reads the env var `name` (a base64 KMS ciphertext, as the classic pattern keeps it) and decrypts it with an
+/// empty encryption context (the host adds its stamped pairs).
+///
+/// # Errors
+/// The variable is unset or not base64, or the host refused to decrypt.
+pub fn secret_from_env(name: &str) -> Result<Secret, Error> {
+    let encoded = std::env::var(name).map_err(|_| Error::new(format!("env var {name} is not set")))?;
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| Error::new(format!("env var {name} is not base64: {e}")))?;
+    Ok(decrypt(&ciphertext, &[])?)
+}
+
+/// A handler's error: its message becomes the function error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<KmsError> for Error {
+    fn from(e: KmsError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Self(format!("JSON: {e}"))
+    }
+}
+
+/// A Lambda handler. `Event` and `Response` are any serde types: the request and response shapes of
+/// [`http`], or `serde_json::Value` for raw JSON from any other source.
+pub trait Handler {
+    /// What the handler receives, deserialized from the event JSON.
+    type Event: serde::de::DeserializeOwned;
+    /// What the handler returns, serialized to the response JSON.
+    type Response: serde::Serialize;
+
+    /// Handles one event.
+    ///
+    /// # Errors
+    /// Any [`Error`]; its message becomes the function error.
+    fn handle(event: Self::Event, ctx: &Context) -> Result<Self::Response, Error>;
+}
+
+/// Runs a [`Handler`] on one event: the glue [`export!`] expands to.
+#[doc(hidden)]
+pub fn __handle<H: Handler>(event: String, ctx: Context) -> Result<String, String> {
+    let event: H::Event = serde_json::from_str(&event)
+        .map_err(|e| format!("the event does not have the shape the handler expects: {e}"))?;
+    let response = H::handle(event, &ctx).map_err(|e| e.to_string())?;
+    serde_json::to_string(&response).map_err(|e| format!("cannot serialize the response: {e}"))
+}
+
+/// Exports a [`Handler`] as the component's `keyward:lambda/handler`.
+#[macro_export]
+macro_rules! export {
+    ($handler:ty) => {
+        struct __KeywardGuest;
+
+        impl $crate::bindings::exports::keyward::lambda::handler::Guest for __KeywardGuest {
+            fn handle(event: String, ctx: $crate::Context) -> Result<String, String> {
+                $crate::__handle::<$handler>(event, ctx)
+            }
+        }
+
+        $crate::bindings::__export_secret_handler!(__KeywardGuest with_types_in $crate::bindings);
+    };
+}

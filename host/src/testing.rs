@@ -1,0 +1,230 @@
+//! A stub host for testing guests natively: the production sandbox, limits and WIT, with an ephemeral local key
+//! instead of KMS, fault injection for the guest's error paths, and a log of every decrypt.
+//!
+//! ```no_run
+//! use keyward::testing::StubHost;
+//!
+//! let host = StubHost::load("target/wasm32-wasip2/release/hello.wasm")?
+//!     .secret("PASSWORD", "hunter2") // encrypted with an ephemeral local key; the env gets the ciphertext
+//!     .context("function", "hello"); // stamped context, as in production
+//! let resp = host.invoke(serde_json::json!({"rawPath": "/"}))?;
+//! assert_eq!(resp["statusCode"], 200);
+//! assert_eq!(host.decrypt_calls().len(), 1);
+//! # Ok::<(), keyward::testing::StubError>(())
+//! ```
+//!
+//! `invoke` runs on a runtime of its own; from async code, use [`StubHost::invoke_async`].
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::kms::{DecryptRecord, Decrypted, KmsBackend, KmsError, LocalKey};
+use crate::{EncryptionContext, Host, HostConfig, HostError, Invocation, InvocationContext, InvokeError, Limits};
+
+/// Why a stub-host call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StubError {
+    /// The component (or the configuration) cannot be loaded.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The invocation failed: the guest's error, a trap, a limit.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    /// The stub's own machinery failed (randomness, the async runtime, a bad context pair).
+    #[error("stub host: {0}")]
+    Stub(String),
+}
+
+/// A fault to inject into the next decrypt.
+#[derive(Debug, Clone)]
+enum Fault {
+    Fail(KmsError),
+    Delay(Duration),
+}
+
+/// The local key, with a queue of faults.
+#[derive(Debug)]
+struct StubKms {
+    key: LocalKey,
+    faults: Mutex<VecDeque<Fault>>,
+}
+
+#[async_trait]
+impl KmsBackend for StubKms {
+    async fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Decrypted, KmsError> {
+        let fault = self.faults.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
+        match fault {
+            Some(Fault::Fail(error)) => return Err(error),
+            Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+            None => {}
+        }
+        KmsBackend::decrypt(&self.key, ciphertext, context).await
+    }
+}
+
+/// A guest under test. Configure it with the builder methods, then [`invoke`](StubHost::invoke) it.
+#[derive(Debug)]
+pub struct StubHost {
+    /// The component, compiled once at load.
+    compiled: Arc<Vec<u8>>,
+    kms: Arc<StubKms>,
+    secrets: Vec<(String, Zeroizing<Vec<u8>>)>,
+    env: Vec<(String, String)>,
+    context: Vec<(String, String)>,
+    limits: Limits,
+    /// Built at the first invocation, from the configuration then.
+    host: OnceLock<Host>,
+    calls: Mutex<Vec<DecryptRecord>>,
+}
+
+impl StubHost {
+    /// Loads and checks a built component (`.wasm`), as a production host would.
+    ///
+    /// # Errors
+    /// [`StubError::Host`] naming what is wrong with the component.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, StubError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|source| HostError::Load(crate::LoadError::Io { path: path.into(), source }))?;
+        let compiled = crate::precompile(&bytes, None).map_err(HostError::Load)?;
+        let key = LocalKey::generate().map_err(|e| StubError::Stub(e.to_string()))?;
+        Ok(Self {
+            compiled: Arc::new(compiled),
+            kms: Arc::new(StubKms { key, faults: Mutex::default() }),
+            secrets: Vec::new(),
+            env: Vec::new(),
+            context: Vec::new(),
+            limits: Limits { max_instances: 1, ..Limits::default() },
+            host: OnceLock::new(),
+            calls: Mutex::default(),
+        })
+    }
+
+    /// Gives the guest env var `name` the ciphertext of `plaintext`, encrypted with the stub's key under the
+    /// stamped context.
+    #[must_use]
+    pub fn secret(mut self, name: impl Into<String>, plaintext: impl AsRef<[u8]>) -> Self {
+        self.secrets.push((name.into(), Zeroizing::new(plaintext.as_ref().to_vec())));
+        self.reset()
+    }
+
+    /// Gives the guest a plain env var.
+    #[must_use]
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), value.into()));
+        self.reset()
+    }
+
+    /// Stamps `key=value` onto every decrypt, as `KEYWARD_KMS_CONTEXT` does in production.
+    #[must_use]
+    pub fn context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.context.push((key.into(), value.into()));
+        self.reset()
+    }
+
+    /// Runs the guest under these limits (default: production's).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self.reset()
+    }
+
+    fn reset(mut self) -> Self {
+        self.host = OnceLock::new();
+        self
+    }
+
+    /// Encrypts `plaintext` with the stub's key under the stamped context plus `context`: a ciphertext the
+    /// guest can decrypt by passing `context`.
+    ///
+    /// # Errors
+    /// A bad context.
+    pub fn encrypt(&self, plaintext: &[u8], context: &[(&str, &str)]) -> Result<Vec<u8>, StubError> {
+        let stamped = self.stamped()?;
+        let context = EncryptionContext::from_pairs(context.iter().copied())
+            .and_then(|c| c.stamped_with(&stamped))
+            .map_err(|e| StubError::Stub(e.to_string()))?;
+        self.kms.key.encrypt(plaintext, &context).map_err(|e| StubError::Stub(e.to_string()))
+    }
+
+    /// Makes the next decrypt fail with `error` (`denied`, `invalid-ciphertext` or `unavailable`).
+    pub fn fail_next_decrypt(&self, error: KmsError) {
+        self.push_fault(Fault::Fail(error));
+    }
+
+    /// Makes the next decrypt take `delay` longer.
+    pub fn delay_next_decrypt(&self, delay: Duration) {
+        self.push_fault(Fault::Delay(delay));
+    }
+
+    fn push_fault(&self, fault: Fault) {
+        self.kms.faults.lock().unwrap_or_else(PoisonError::into_inner).push_back(fault);
+    }
+
+    /// Every decrypt the guest asked for so far, in order: ciphertext id, context, outcome; never plaintext.
+    pub fn decrypt_calls(&self) -> Vec<DecryptRecord> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Invokes the guest with `event`; returns its response, parsed.
+    ///
+    /// # Errors
+    /// [`StubError::Invoke`] for a guest error, trap or limit; [`StubError::Host`] if the host cannot be built.
+    pub fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, StubError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StubError::Stub(format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(self.invoke_async(event))
+    }
+
+    /// [`invoke`](StubHost::invoke), for async tests.
+    ///
+    /// # Errors
+    /// As [`invoke`](StubHost::invoke).
+    pub async fn invoke_async(&self, event: serde_json::Value) -> Result<serde_json::Value, StubError> {
+        let invocation = self.invoke_raw(&event.to_string()).await?;
+        let response = invocation.result?;
+        serde_json::from_str(&response).map_err(|e| StubError::Stub(format!("response is not JSON: {e}")))
+    }
+
+    /// Invokes the guest with a raw event and returns everything the host saw.
+    ///
+    /// # Errors
+    /// [`StubError::Host`] if the host cannot be built.
+    pub async fn invoke_raw(&self, event: &str) -> Result<Invocation, StubError> {
+        let host = match self.host.get() {
+            Some(host) => host,
+            None => {
+                let host = self.build()?;
+                self.host.get_or_init(|| host)
+            }
+        };
+        let invocation =
+            host.invoke(event, InvocationContext::local("arn:aws:lambda:local:000000000000:function:stub")).await;
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).extend(invocation.decrypts.iter().cloned());
+        Ok(invocation)
+    }
+
+    fn stamped(&self) -> Result<EncryptionContext, StubError> {
+        EncryptionContext::from_pairs(self.context.iter().cloned()).map_err(|e| StubError::Stub(e.to_string()))
+    }
+
+    fn build(&self) -> Result<Host, StubError> {
+        let stamped = self.stamped()?;
+        let mut guest_env = self.env.clone();
+        for (name, plaintext) in &self.secrets {
+            let ciphertext = self.kms.key.encrypt(plaintext, &stamped).map_err(|e| StubError::Stub(e.to_string()))?;
+            guest_env.push((name.clone(), base64::engine::general_purpose::STANDARD.encode(ciphertext)));
+        }
+        let config =
+            HostConfig { limits: self.limits.clone(), guest_env, stamped_context: stamped, ..HostConfig::default() };
+        Ok(Host::new(&self.compiled, self.kms.clone(), config)?)
+    }
+}
