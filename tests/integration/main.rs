@@ -9,5 +9,6 @@ mod hello;
 mod kms;
 mod lambda;
 mod sandbox;
+mod scaffold;
 mod servers;
 mod support;

@@ -194,3 +194,24 @@ macro_rules! export {
         $crate::bindings::__export_secret_handler!(__KeywardGuest with_types_in $crate::bindings);
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_shows_nothing_of_itself() {
+        let secret = Secret(Zeroizing::new(b"hunter2".to_vec()));
+        assert_eq!(format!("{secret:?}"), "Secret([REDACTED])");
+        assert_eq!(secret.expose_str().unwrap(), "hunter2");
+        let binary = Secret(Zeroizing::new(vec![0xff, 0xfe]));
+        assert!(!binary.expose_str().unwrap_err().to_string().contains('\u{fffd}'));
+    }
+
+    #[test]
+    fn kms_errors_read_as_the_wit_kind() {
+        assert_eq!(Error::from(KmsError::Denied("no".into())).to_string(), "kms denied: no");
+        assert_eq!(KmsError::InvalidCiphertext("bad".into()).to_string(), "kms invalid-ciphertext: bad");
+        assert_eq!(KmsError::Unavailable("later".into()).to_string(), "kms unavailable: later");
+    }
+}

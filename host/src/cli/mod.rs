@@ -4,6 +4,7 @@ mod artifact;
 mod crypt;
 mod invoke;
 mod keygen;
+mod new;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,7 @@ enum Command {
     Invoke(invoke::Invoke),
     Compile(artifact::Compile),
     Package(artifact::Package),
+    New(new::New),
     /// Run as the Lambda `bootstrap`, configured by KEYWARD_* variables (the default when started by Lambda,
     /// that is with AWS_LAMBDA_RUNTIME_API set and no arguments).
     Lambda,
@@ -60,6 +62,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Invoke(cmd) => cmd.run().await,
             Command::Compile(cmd) => cmd.run(),
             Command::Package(cmd) => cmd.run(),
+            Command::New(cmd) => cmd.run(),
             Command::Lambda => keyward::lambda::run().await.map_err(|e| anyhow::anyhow!("{e}")),
         }
     });

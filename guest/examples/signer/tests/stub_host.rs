@@ -1,4 +1,5 @@
 //! signer in the stub host: `cargo xtask build-guests`, then `cargo test -p signer`.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;

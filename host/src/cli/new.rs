@@ -1,0 +1,224 @@
+//! `keyward new`: scaffolds a guest crate that builds, and whose test passes, out of the box.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+/// Where this keyward's sources were built from: the scaffold depends on the SDK and stub host there.
+const SOURCE_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+const REPOSITORY: &str = env!("CARGO_PKG_REPOSITORY");
+
+/// Create a guest crate: a handler on the guest SDK, a README, and a test running it in the stub host.
+#[derive(Debug, clap::Args)]
+pub(crate) struct New {
+    /// The crate's name (and directory).
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// The guest's language.
+    #[arg(long, value_name = "LANG", default_value = "rust", value_parser = ["rust"])]
+    lang: String,
+    /// A keyward source checkout to depend on (default: the one this keyward was built from, if it is still
+    /// there; else the git repository).
+    #[arg(long, value_name = "DIR")]
+    keyward_src: Option<PathBuf>,
+}
+
+impl New {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        let valid = !self.name.is_empty()
+            && self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && self.name.starts_with(|c: char| c.is_ascii_lowercase());
+        anyhow::ensure!(
+            valid,
+            "{:?} is not a usable crate name: use lowercase letters, digits, `-` and `_`, starting with a letter",
+            self.name
+        );
+        let dir = PathBuf::from(&self.name);
+        anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
+        let source = self.keyward_src.clone().or_else(|| {
+            let root = PathBuf::from(SOURCE_ROOT);
+            root.join("guest/sdk/Cargo.toml").exists().then_some(root)
+        });
+        let deps = match &source {
+            Some(root) => {
+                let root = root.canonicalize().with_context(|| format!("cannot find {}", root.display()))?;
+                anyhow::ensure!(
+                    root.join("guest/sdk/Cargo.toml").exists(),
+                    "{} is not a keyward checkout (no guest/sdk)",
+                    root.display()
+                );
+                Deps::Path(root)
+            }
+            None => Deps::Git(REPOSITORY.to_string()),
+        };
+        for (path, text) in files(&self.name, &deps) {
+            let path = dir.join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        println!("created guest {} in {}; next: cd {} && cargo test", self.name, dir.display(), dir.display());
+        Ok(())
+    }
+}
+
+enum Deps {
+    Path(PathBuf),
+    Git(String),
+}
+
+impl Deps {
+    fn spec(&self, subdir: &str, package: &str) -> String {
+        match self {
+            Deps::Path(root) => format!("{{ path = {:?} }}", root.join(subdir).display().to_string()),
+            Deps::Git(url) => format!("{{ git = {url:?}, package = {package:?} }}"),
+        }
+    }
+}
+
+fn files(name: &str, deps: &Deps) -> Vec<(&'static str, String)> {
+    let crate_name = name.replace('-', "_");
+    vec![
+        ("Cargo.toml", cargo_toml(name, deps)),
+        ("src/lib.rs", LIB_RS.to_string()),
+        ("tests/stub_host.rs", TEST_RS.replace("{name}", name).replace("{crate_name}", &crate_name)),
+        ("README.md", README_MD.replace("{name}", name).replace("{crate_name}", &crate_name)),
+        (".gitignore", "/target\n".to_string()),
+    ]
+}
+
+fn cargo_toml(name: &str, deps: &Deps) -> String {
+    format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+keyward-guest = {sdk}
+serde_json = "1"
+
+[dev-dependencies]
+keyward = {host}
+
+# A crate of its own, not part of an enclosing workspace.
+[workspace]
+
+[profile.release]
+codegen-units = 16
+incremental = false
+debug = false
+strip = true
+
+[profile.release.package.{name}]
+opt-level = "s"
+codegen-units = 1
+"#,
+        sdk = deps.spec("guest/sdk", "keyward-guest"),
+        host = deps.spec("host", "keyward"),
+    )
+}
+
+const LIB_RS: &str = r#"//! A keyward guest: a Lambda handler that runs sandboxed, and reaches its secret only through the host.
+
+use keyward_guest::http::{FunctionUrlRequest, FunctionUrlResponse, json_response};
+use keyward_guest::{Context, Error, Handler, secret_from_env};
+use serde_json::json;
+
+struct Guest;
+
+impl Handler for Guest {
+    type Event = FunctionUrlRequest;
+    type Response = FunctionUrlResponse;
+
+    fn handle(request: FunctionUrlRequest, ctx: &Context) -> Result<FunctionUrlResponse, Error> {
+        // PASSWORD holds a base64 KMS ciphertext; the host decrypts it under its policy.
+        let password = secret_from_env("PASSWORD")?;
+        let path = request.raw_path.unwrap_or_default();
+        Ok(json_response(
+            200,
+            &json!({ "path": path, "request_id": ctx.request_id, "secret_bytes": password.expose().len() }),
+        ))
+    }
+}
+
+keyward_guest::export!(Guest);
+"#;
+
+const TEST_RS: &str = r#"//! Builds the component, then runs it in keyward's stub host (the production sandbox, an ephemeral key).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use keyward::testing::StubHost;
+use serde_json::json;
+
+fn component() -> PathBuf {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--lib"])
+        .current_dir(dir)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the component failed (is the target installed? rustup target add wasm32-wasip2)");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(dir).join("target"));
+    target.join("wasm32-wasip2/release/{crate_name}.wasm")
+}
+
+#[test]
+fn answers_a_function_url_request() {
+    let host = StubHost::load(component()).unwrap().secret("PASSWORD", "hunter2").context("function", "{name}");
+    let event = json!({
+        "rawPath": "/hello",
+        "requestContext": { "http": { "method": "GET" }, "timeEpoch": 0 },
+        "isBase64Encoded": false
+    });
+    let response = host.invoke(event).unwrap();
+    assert_eq!(response["statusCode"], 200);
+    let body: serde_json::Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["path"], "/hello");
+    assert_eq!(body["secret_bytes"], 7);
+    assert_eq!(host.decrypt_calls().len(), 1);
+}
+"#;
+
+const README_MD: &str = r#"# {name}
+
+A keyward guest: a Lambda handler compiled to a WebAssembly component, run by the keyward host in a sandbox with
+no network, no files and no credentials. Its secret (`PASSWORD`, a base64 KMS ciphertext) is decrypted by the host.
+
+```sh
+rustup target add wasm32-wasip2            # once
+cargo test                                 # builds the component and runs it in the stub host
+cargo build --release --target wasm32-wasip2 --lib
+keyward package --component target/wasm32-wasip2/release/{crate_name}.wasm -o function.zip
+```
+
+Edit `src/lib.rs`: `Handler::Event` and `Handler::Response` are any serde types (`keyward_guest::http` has the
+function URL and API Gateway shapes; `serde_json::Value` takes any event).
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_point_at_the_checkout_or_the_repository() {
+        let path = Deps::Path(PathBuf::from("/src/keyward"));
+        assert_eq!(path.spec("guest/sdk", "keyward-guest"), r#"{ path = "/src/keyward/guest/sdk" }"#);
+        let git = Deps::Git("https://example.org/keyward".into());
+        assert_eq!(git.spec("host", "keyward"), r#"{ git = "https://example.org/keyward", package = "keyward" }"#);
+    }
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        for (path, text) in files("my-guest", &Deps::Path(PathBuf::from("/k"))) {
+            assert!(!text.contains("{name}") && !text.contains("{crate_name}"), "{path}");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! `keyward new`: a freshly scaffolded guest builds, and its own stub-host test passes.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::*;
+
+#[test]
+fn a_new_guest_builds_and_its_test_passes() {
+    let dir = TempDir::new("scaffold");
+    let out = keyward_cmd(&["new", "my-guest"]).current_dir(&dir.0).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let project = dir.0.join("my-guest");
+    for file in ["Cargo.toml", "src/lib.rs", "tests/stub_host.rs", "README.md"] {
+        assert!(project.join(file).exists(), "{file} is missing");
+    }
+
+    // Same lockfile and target directory as this workspace, so the keyward it depends on is not built again.
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(workspace.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
+    let out = Command::new(env!("CARGO"))
+        .args(["test", "--release"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", workspace.join("target"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the scaffold's test failed:\n{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("test answers_a_function_url_request ... ok"), "{}", stdout(&out));
+
+    let again = keyward_cmd(&["new", "my-guest"]).current_dir(&dir.0).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("already exists"));
+    let bad = keyward_cmd(&["new", "My Guest"]).current_dir(&dir.0).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("not a usable crate name"));
+}
