@@ -11,7 +11,7 @@ use tracing::Instrument as _;
 use crate::bindings::HandlerContext;
 use crate::context::EncryptionContext;
 use crate::kms::{DecryptRecord, KmsBackend, KmsGate, PlaintextCache, cache};
-use crate::sandbox::{InvokeError, LimitExceeded, Limits, LoadError, RunRequest, Sandbox};
+use crate::sandbox::{InvokeError, LimitExceeded, Limits, LoadError, RunRequest, Sandbox, read_component};
 
 /// Environment variables that hold AWS credentials: never handed to a guest, whatever the configuration says.
 pub const CREDENTIAL_ENV_VARS: &[&str] = &[
@@ -178,8 +178,7 @@ impl Host {
     /// # Errors
     /// As [`Host::new`], and [`LoadError::Io`] when the file cannot be read.
     pub fn from_file(path: &Path, kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.into(), source })?;
-        Self::new(&bytes, kms, config)
+        Self::new(&read_component(path)?, kms, config)
     }
 
     /// The limits every invocation runs under.

@@ -89,9 +89,7 @@ impl StubHost {
     /// # Errors
     /// [`StubError::Host`] naming what is wrong with the component.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, StubError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path)
-            .map_err(|source| HostError::Load(crate::LoadError::Io { path: path.into(), source }))?;
+        let bytes = crate::sandbox::read_component(path.as_ref()).map_err(HostError::Load)?;
         let compiled = crate::precompile(&bytes, None).map_err(HostError::Load)?;
         let key = LocalKey::generate().map_err(|e| StubError::Stub(e.to_string()))?;
         Ok(Self {

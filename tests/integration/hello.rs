@@ -1,6 +1,6 @@
 //! The hello guest end to end: the classic handler's behaviour, through the library and through the binary.
 
-use keyward::HostConfig;
+use keyward::{HostConfig, InvokeError, KmsError};
 use serde_json::json;
 
 use crate::support::*;
@@ -75,4 +75,38 @@ fn the_cli_runs_the_readme_flow() {
     let response: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let body: serde_json::Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["secret_sha256_prefix"], fingerprint(b"correct horse battery staple"));
+}
+
+/// The JavaScript hello (componentize-js, same WIT) answers byte for byte as the Rust one, and reports the same
+/// errors.
+#[test]
+fn the_javascript_hello_behaves_like_the_rust_one() {
+    use keyward::testing::{StubError, StubHost};
+
+    // Loading compiles the component (seconds for the JavaScript engine); the builder keeps what was compiled.
+    let bare = StubHost::load(guest("hello-js")).unwrap();
+    match bare.invoke(json!({})) {
+        Err(StubError::Invoke(InvokeError::Guest(message))) => assert_eq!(message, "env var PASSWORD is not set"),
+        other => panic!("expected a guest error, got {other:?}"),
+    }
+    let js = bare.secret("PASSWORD", "hunter2").context("function", "hello");
+    let rust = StubHost::load(guest("hello")).unwrap().secret("PASSWORD", "hunter2").context("function", "hello");
+    let run = |host: &StubHost| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(host.invoke_raw(r#"{"rawPath":"/"}"#)).unwrap().result
+    };
+    assert_eq!(run(&js), run(&rust));
+    assert!(run(&js).unwrap().contains(&fingerprint(b"hunter2")));
+    assert_eq!(js.decrypt_calls().len(), 2);
+    assert_eq!(js.decrypt_calls()[0].context, Some(context(&[("function", "hello")])));
+
+    for error in [
+        KmsError::Denied("policy".into()),
+        KmsError::InvalidCiphertext("bad".into()),
+        KmsError::Unavailable("later".into()),
+    ] {
+        js.fail_next_decrypt(error.clone());
+        rust.fail_next_decrypt(error);
+        assert_eq!(run(&js), run(&rust));
+    }
 }

@@ -6,6 +6,8 @@ use std::process::{Command, ExitCode, Stdio};
 
 /// Guest components, by package name: the examples users run and the test guests the host's tests load.
 const GUESTS: &[&str] = &["hello", "signer", "probe"];
+/// JavaScript guests, by directory, built with componentize-js (from npm) into the same folder as the Rust ones.
+const JS_GUESTS: &[(&str, &str)] = &[("guest/examples/hello-js", "hello-js")];
 /// Guests that only exist as components: nothing of theirs to test natively.
 const WASM_ONLY: &[&str] = &["probe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -21,7 +23,7 @@ tasks:
                  and run the guest once through the host
   test [ARGS]    install what the tests need (wasm32-wasip2 target; moto and cargo-lambda from PyPI),
                  build the guests, run every test (ARGS go to cargo test)
-  build-guests   build every guest component for wasm32-wasip2
+  build-guests   build every guest component: Rust for wasm32-wasip2, JavaScript with componentize-js
   bench          measure the hello guest: per-invocation time in process, cold start (.wasm and .cwasm)
                  and warm invoke latency as a Lambda";
 
@@ -95,7 +97,31 @@ fn build_guests() -> Result {
     for guest in GUESTS {
         cmd.args(["--package", guest]);
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    for (dir, name) in JS_GUESTS {
+        build_js_guest(&root().join(dir), name)?;
+    }
+    Ok(())
+}
+
+/// Builds a JavaScript guest unless its component is newer than its sources.
+fn build_js_guest(dir: &Path, name: &str) -> Result {
+    let out = guest_path(name);
+    let sources = ["hello.js", "build.mjs", "package-lock.json", "wit/world.wit"].map(|f| dir.join(f));
+    let wit = root().join("wit/keyward.wit");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let Some(built) = modified(&out)
+        && sources.iter().chain([&wit]).all(|s| modified(s).is_some_and(|m| m < built))
+    {
+        return Ok(());
+    }
+    let npm_error = |e: String| format!("{e}; JavaScript guests need Node.js 20 or newer with npm");
+    if !dir.join("node_modules").exists() {
+        step(&format!("installing componentize-js for {name}"));
+        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir)).map_err(npm_error)?;
+    }
+    step(&format!("building {name} with componentize-js"));
+    run(Command::new("node").arg("build.mjs").current_dir(dir)).map_err(npm_error)
 }
 
 fn guest_path(name: &str) -> PathBuf {

@@ -42,12 +42,12 @@ pub const MIN_CIPHERTEXT_LEN: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 #[derive(Debug, thiserror::Error)]
 pub enum LocalKeyError {
     /// The key file could not be read or written.
-    #[error("key file {path}: {source}")]
+    #[error("key file {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, not as a `source`, so it is printed once).
+        error: std::io::Error,
     },
     /// The key file exists and would be overwritten.
     #[error("key file {0} already exists; refusing to overwrite a key (ciphertexts made with it would be lost)")]
@@ -102,7 +102,7 @@ impl LocalKey {
     /// [`LocalKeyError::Io`] or [`LocalKeyError::Format`]; messages never quote the file's content.
     pub fn load(path: &Path) -> Result<Self, LocalKeyError> {
         let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| LocalKeyError::Io { path: path.into(), source })?,
+            std::fs::read_to_string(path).map_err(|error| LocalKeyError::Io { path: path.into(), error })?,
         );
         let format = |reason: String| LocalKeyError::Format { path: path.into(), reason };
         let bytes = Zeroizing::new(
@@ -126,7 +126,7 @@ impl LocalKey {
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let io = |source: std::io::Error| LocalKeyError::Io { path: path.into(), source };
+        let io = |error: std::io::Error| LocalKeyError::Io { path: path.into(), error };
         let mut file = options.open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => LocalKeyError::Exists(path.into()),
             _ => io(e),

@@ -37,12 +37,12 @@ const ALLOWED_IMPORTS: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read component {path}: {source}")]
+    #[error("cannot read component {path}: {error}")]
     Io {
         /// The file.
         path: std::path::PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (in the message, not as a `source`, so it is printed once).
+        error: std::io::Error,
     },
     /// The bytes are not WebAssembly at all.
     #[error("not a WebAssembly file: it does not start with the \\0asm magic bytes")]
@@ -77,6 +77,11 @@ pub enum LoadError {
     /// The engine could not be set up.
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
+}
+
+/// Reads a component file.
+pub(crate) fn read(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|error| LoadError::Io { path: path.into(), error })
 }
 
 /// Checks and compiles `bytes`, then links it against everything the host provides.

@@ -14,10 +14,11 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Wasm stack a guest may use.
 const MAX_WASM_STACK: usize = 1 << 20;
 /// Core instances, memories and tables one component may have. A Rust `wasm32-wasip2` component has a handful of
-/// core instances (its module and the canonical-ABI shims), one memory and a couple of tables.
-const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
-const MAX_TABLES_PER_COMPONENT: u32 = 8;
+/// core instances (its module and the canonical-ABI shims), one memory and a couple of tables; a componentize-py
+/// (CPython) component has 38 core instances.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+const MAX_TABLES_PER_COMPONENT: u32 = 16;
 
 /// An engine for the component model with async host calls, epoch interruption, and a pooling allocator sized
 /// for `limits.max_instances` guests at once (its defaults reserve room for a thousand). With a `target` triple,

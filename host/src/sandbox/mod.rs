@@ -15,7 +15,7 @@ use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use component::LoadError;
-pub(crate) use component::one_line;
+pub(crate) use component::{one_line, read as read_component};
 use engine::{EPOCH_TICK, EpochTicker};
 use kms_capability::KmsCapability;
 use limits::StoreLimiter;
