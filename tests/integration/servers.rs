@@ -4,7 +4,7 @@
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,19 +15,21 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A child process in its own process group, stopped (the whole group) on drop.
+/// A child process in its own process group, stopped (the whole group) on drop, with its working directory
+/// removed then.
 pub struct Server {
     child: Child,
     pub port: u16,
+    workdir: Option<PathBuf>,
 }
 
 impl Server {
-    fn spawn(mut cmd: Command, port: u16, what: &str) -> Self {
+    fn spawn(mut cmd: Command, port: u16, what: &str, workdir: Option<PathBuf>) -> Self {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e} (run `cargo xtask test`, which installs it)"));
-        let server = Self { child, port };
+        let server = Self { child, port, workdir };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let started = Instant::now();
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -59,15 +61,23 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.workdir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
 /// moto's server: a KMS API to call with the real SDK.
 pub fn start_moto() -> Server {
     let port = free_port();
+    // The recorder writes its file into the working directory: one directory per server.
+    let workdir = std::env::temp_dir().join(format!("keyward-moto-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&workdir).unwrap();
     let mut cmd = Command::new("moto_server");
-    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-    Server::spawn(cmd, port, "moto_server")
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .current_dir(&workdir)
+        .env("MOTO_RECORDER_FILEPATH", workdir.join("moto_recording"));
+    Server::spawn(cmd, port, "moto_server", Some(workdir))
 }
 
 /// cargo-lambda's Runtime API emulator, serving the function `names` (declared as bins in a scratch Cargo.toml;
@@ -83,7 +93,7 @@ pub fn start_emulator(dir: &Path, names: &[&str]) -> Server {
     let port = free_port();
     let mut cmd = Command::new("cargo-lambda");
     cmd.args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()]).current_dir(dir);
-    Server::spawn(cmd, port, "cargo-lambda")
+    Server::spawn(cmd, port, "cargo-lambda", None)
 }
 
 /// A minimal HTTP/1.1 exchange (the tests need no client library): returns status, headers and body.
