@@ -34,3 +34,26 @@ fn a_new_guest_builds_and_its_test_passes() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("not a usable crate name"));
 }
+
+/// `keyward new --lang js`: a componentize-js project whose `npm test` builds the component and runs it in the
+/// keyward host.
+#[test]
+fn a_new_javascript_guest_builds_and_its_test_passes() {
+    let dir = TempDir::new("scaffold-js");
+    let out = keyward_cmd(&["new", "my-js", "--lang", "js"]).current_dir(&dir.0).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let project = dir.0.join("my-js");
+    let npm = |args: &[&str]| {
+        Command::new("npm")
+            .args(args)
+            .current_dir(&project)
+            .env("KEYWARD", env!("CARGO_BIN_EXE_keyward"))
+            .output()
+            .unwrap()
+    };
+    let install = npm(&["install", "--no-audit", "--no-fund"]);
+    assert!(install.status.success(), "npm install: {}", stderr(&install));
+    let test = npm(&["test"]);
+    assert!(test.status.success(), "npm test:\n{}\n{}", stdout(&test), stderr(&test));
+    assert!(stdout(&test).contains("# pass 1"), "{}", stdout(&test));
+}

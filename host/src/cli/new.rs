@@ -14,8 +14,8 @@ pub(crate) struct New {
     /// The crate's name (and directory).
     #[arg(value_name = "NAME")]
     name: String,
-    /// The guest's language.
-    #[arg(long, value_name = "LANG", default_value = "rust", value_parser = ["rust"])]
+    /// The guest's language: Rust (on the guest SDK) or JavaScript (with componentize-js).
+    #[arg(long, value_name = "LANG", default_value = "rust", value_parser = ["rust", "js"])]
     lang: String,
     /// A keyward source checkout to depend on (default: the one this keyward was built from, if it is still
     /// there; else the git repository).
@@ -35,6 +35,20 @@ impl New {
         );
         let dir = PathBuf::from(&self.name);
         anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
+        let files = if self.lang == "js" { js_files(&self.name) } else { self.rust_files()? };
+        for (path, text) in files {
+            let path = dir.join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let next = if self.lang == "js" { "npm install && npm test" } else { "cargo test" };
+        println!("created guest {} in {}; next: cd {} && {next}", self.name, dir.display(), dir.display());
+        Ok(())
+    }
+
+    fn rust_files(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
         let source = self.keyward_src.clone().or_else(|| {
             let root = PathBuf::from(SOURCE_ROOT);
             root.join("guest/sdk/Cargo.toml").exists().then_some(root)
@@ -51,15 +65,7 @@ impl New {
             }
             None => Deps::Git(REPOSITORY.to_string()),
         };
-        for (path, text) in files(&self.name, &deps) {
-            let path = dir.join(path);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-            }
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        println!("created guest {} in {}; next: cd {} && cargo test", self.name, dir.display(), dir.display());
-        Ok(())
+        Ok(files(&self.name, &deps))
     }
 }
 
@@ -123,6 +129,122 @@ codegen-units = 1
         host = deps.spec("host", "keyward"),
     )
 }
+
+/// keyward's WIT, as this keyward was built with it.
+const KEYWARD_WIT: &str = include_str!("../../../wit/keyward.wit");
+const JS_WORLD_WIT: &str = include_str!("../../../guest/examples/hello-js/wit/world.wit");
+const JS_ENVIRONMENT_WIT: &str = include_str!("../../../guest/examples/hello-js/wit/deps/cli/environment.wit");
+
+fn js_files(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("package.json", JS_PACKAGE_JSON.replace("{name}", name)),
+        ("handler.js", JS_HANDLER.to_string()),
+        ("build.mjs", JS_BUILD.replace("{name}", name)),
+        ("test.mjs", JS_TEST.replace("{name}", name)),
+        ("wit/world.wit", JS_WORLD_WIT.to_string()),
+        ("wit/deps/cli/environment.wit", JS_ENVIRONMENT_WIT.to_string()),
+        ("wit/deps/keyward/keyward.wit", KEYWARD_WIT.to_string()),
+        ("README.md", JS_README.replace("{name}", name)),
+        (".gitignore", "node_modules/\n*.wasm\nkeyward-test/\n".to_string()),
+    ]
+}
+
+const JS_PACKAGE_JSON: &str = r#"{
+  "name": "{name}",
+  "private": true,
+  "type": "module",
+  "scripts": {
+    "build": "node build.mjs",
+    "test": "node --test test.mjs"
+  },
+  "devDependencies": {
+    "@bytecodealliance/componentize-js": "0.23.0"
+  }
+}
+"#;
+
+const JS_HANDLER: &str = r#"// A keyward guest in JavaScript: a Lambda handler that runs sandboxed, and reaches its secret only through the host.
+import { decrypt } from 'keyward:lambda/kms@0.1.0';
+import { getEnvironment } from 'wasi:cli/environment@0.2.3';
+
+/** Decrypts the base64 KMS ciphertext in env var `variable`; throws the function error on failure. */
+function secretFromEnv(variable) {
+  const encoded = new Map(getEnvironment()).get(variable);
+  if (encoded === undefined) throw `env var ${variable} is not set`;
+  const ciphertext = Uint8Array.from(atob(encoded.trim()), (c) => c.charCodeAt(0));
+  try {
+    return decrypt(ciphertext, []);
+  } catch (e) {
+    const err = e.payload ?? e;
+    throw `kms ${err.tag}: ${err.val}`;
+  }
+}
+
+export const handler = {
+  // `event` is the Lambda event JSON; return the response JSON, or throw a string for a function error.
+  handle(event, ctx) {
+    const request = JSON.parse(event);
+    const password = secretFromEnv('PASSWORD');
+    const body = JSON.stringify({ path: request.rawPath ?? '', request_id: ctx.requestId, secret_bytes: password.length });
+    password.fill(0);
+    return JSON.stringify({ statusCode: 200, headers: { 'content-type': 'application/json' }, body });
+  },
+};
+"#;
+
+const JS_BUILD: &str = r#"// Builds {name}.wasm: a component of the world in wit/ (keyward's, plus the environment).
+import { componentize } from '@bytecodealliance/componentize-js';
+import { writeFile } from 'node:fs/promises';
+
+const { component } = await componentize({
+  sourcePath: 'handler.js',
+  witPath: 'wit',
+  worldName: 'secret-handler-js',
+  disableFeatures: ['random', 'stdio', 'clocks', 'http', 'fetch-event'],
+});
+await writeFile('{name}.wasm', component);
+console.log(`wrote {name}.wasm (${component.length} bytes)`);
+"#;
+
+const JS_TEST: &str = r#"// Builds the component, then runs it in the keyward host with a throwaway local key (no AWS).
+// The host binary: $KEYWARD, or `keyward` on PATH.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+
+const keyward = process.env.KEYWARD ?? 'keyward';
+const run = (...args) => execFileSync(keyward, args, { encoding: 'utf8' });
+
+test('answers a function URL request with the secret decrypted by the host', () => {
+  execFileSync('node', ['build.mjs'], { stdio: 'inherit' });
+  rmSync('keyward-test', { recursive: true, force: true });
+  mkdirSync('keyward-test');
+  run('keygen', '--out', 'keyward-test/local.key');
+  const ciphertext = run('encrypt', '--key', 'keyward-test/local.key', '--context', 'function={name}', '--plaintext', 'hunter2').trim();
+  writeFileSync('keyward-test/event.json', JSON.stringify({ rawPath: '/hello' }));
+  const response = JSON.parse(run('invoke', '{name}.wasm', '--key', 'keyward-test/local.key', '--env', `PASSWORD=${ciphertext}`,
+    '--context', 'function={name}', '--event', 'keyward-test/event.json'));
+  assert.equal(response.statusCode, 200);
+  const body = JSON.parse(response.body);
+  assert.equal(body.path, '/hello');
+  assert.equal(body.secret_bytes, 7);
+  rmSync('keyward-test', { recursive: true, force: true });
+});
+"#;
+
+const JS_README: &str = r#"# {name}
+
+A keyward guest in JavaScript, built with componentize-js: a Lambda handler compiled to a WebAssembly component and
+run by the keyward host in a sandbox with no network, no files and no credentials. Its secret (`PASSWORD`, a base64
+KMS ciphertext) is decrypted by the host, through the `kms.decrypt` import.
+
+```sh
+npm install
+npm test                # builds {name}.wasm and runs it in the keyward host with a throwaway local key
+keyward compile {name}.wasm -o handler.cwasm   # compiling a JS component takes seconds: do it before deploying
+```
+"#;
 
 const LIB_RS: &str = r#"//! A keyward guest: a Lambda handler that runs sandboxed, and reaches its secret only through the host.
 
@@ -217,7 +339,8 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled() {
-        for (path, text) in files("my-guest", &Deps::Path(PathBuf::from("/k"))) {
+        for (path, text) in files("my-guest", &Deps::Path(PathBuf::from("/k"))).into_iter().chain(js_files("my-guest"))
+        {
             assert!(!text.contains("{name}") && !text.contains("{crate_name}"), "{path}");
         }
     }
