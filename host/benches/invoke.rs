@@ -1,73 +1,119 @@
-//! Per-invocation cost of the hello guest: `cargo xtask bench` (which builds the guest first).
+//! Per-example figures, in process: `cargo xtask bench` (which builds the guests first).
 //!
-//! Prints the time to load the component (engine, compile, link) and the distribution of per-invocation wall
-//! time (fresh instance, one local-key decrypt, response checks). A bench binary, not a test: no thresholds.
+//! For each example guest (Rust and JavaScript): component size, load time from `.wasm` (engine, compile, link)
+//! and from `.cwasm` (deserialize, link), and per-invocation wall time (fresh instance, its decrypts, response
+//! checks). A bench binary, not a test: it prints figures and asserts nothing about them.
+
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, LocalKey};
 
-const LOADS: usize = 5;
-const WARMUP: usize = 20;
-const INVOCATIONS: usize = 1000;
+const INVOCATIONS: usize = 300;
+const WARMUP: usize = 10;
 
-fn main() {
-    let wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release/hello.wasm");
-    let bytes = std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask bench`", wasm.display()));
-    let key = Arc::new(LocalKey::generate().expect("key"));
-    let context = EncryptionContext::from_pairs([("function", "hello")]).expect("context");
-    let ciphertext = key.encrypt(b"hunter2", &context).expect("encrypt");
-    let config = HostConfig {
-        guest_env: vec![("PASSWORD".into(), base64::engine::general_purpose::STANDARD.encode(ciphertext))],
-        stamped_context: context,
-        ..HostConfig::default()
-    };
-
-    let mut loads = Vec::new();
-    let mut host = None;
-    for _ in 0..LOADS {
-        let started = Instant::now();
-        host = Some(Host::new(&bytes, key.clone(), config.clone()).expect("host loads hello.wasm"));
-        loads.push(started.elapsed());
-    }
-    let host = host.expect("loaded");
-
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let mut times = Vec::with_capacity(INVOCATIONS);
-    runtime.block_on(async {
-        for i in 0..WARMUP + INVOCATIONS {
-            let started = Instant::now();
-            let invocation = host.invoke(r#"{"rawPath":"/"}"#, InvocationContext::local("arn:bench")).await;
-            let elapsed = started.elapsed();
-            invocation.result.expect("hello succeeds");
-            if i >= WARMUP {
-                times.push(elapsed);
-            }
-        }
-    });
-
-    println!("hello.wasm: {} bytes", bytes.len());
-    println!("load (engine + compile + link), {LOADS} runs: median {}", fmt(median(&mut loads)));
-    times.sort();
-    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
-    println!(
-        "invoke (fresh instance + 1 decrypt), {INVOCATIONS} runs: median {}, p90 {}, p99 {}, min {}, max {}",
-        fmt(pct(50)),
-        fmt(pct(90)),
-        fmt(pct(99)),
-        fmt(times[0]),
-        fmt(times[times.len() - 1])
-    );
+struct Case {
+    guest: &'static str,
+    language: &'static str,
+    secret_var: &'static str,
+    secret: Vec<u8>,
+    event: String,
 }
 
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
+fn main() {
+    let pem = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).to_pkcs8_pem(LineEnding::LF).unwrap();
+    let url_event = serde_json::json!({
+        "rawPath": "/sign", "body": "pay 10 EUR to alice", "isBase64Encoded": false,
+        "requestContext": {"http": {"method": "POST"}, "timeEpoch": 0}
+    })
+    .to_string();
+    let cases = [
+        Case {
+            guest: "hello",
+            language: "Rust",
+            secret_var: "PASSWORD",
+            secret: b"hunter2".to_vec(),
+            event: "{}".into(),
+        },
+        Case {
+            guest: "signer",
+            language: "Rust",
+            secret_var: "SIGNING_KEY",
+            secret: pem.as_bytes().to_vec(),
+            event: url_event,
+        },
+        Case {
+            guest: "hello-js",
+            language: "JavaScript",
+            secret_var: "PASSWORD",
+            secret: b"hunter2".to_vec(),
+            event: "{}".into(),
+        },
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release");
+    println!(
+        "{:<10} {:<11} {:>10} {:>12} {:>12} {:>14} {:>10} {:>10}",
+        "guest", "language", "size", "load .wasm", "load .cwasm", "invoke median", "p90", "p99"
+    );
+    for case in cases {
+        let wasm = std::fs::read(dir.join(format!("{}.wasm", case.guest)))
+            .unwrap_or_else(|e| panic!("{}.wasm: {e}; run `cargo xtask bench`", case.guest));
+        let key = Arc::new(LocalKey::generate().unwrap());
+        let context = EncryptionContext::from_pairs([("function", case.guest)]).unwrap();
+        let ciphertext = key.encrypt(&case.secret, &context).unwrap();
+        let config = HostConfig {
+            guest_env: vec![(case.secret_var.into(), base64::engine::general_purpose::STANDARD.encode(ciphertext))],
+            stamped_context: context,
+            ..HostConfig::default()
+        };
+
+        let started = Instant::now();
+        drop(Host::new(&wasm, key.clone(), config.clone()).unwrap());
+        let load_wasm = started.elapsed();
+        let cwasm = keyward::precompile(&wasm, None).unwrap();
+        let started = Instant::now();
+        let host = Host::new(&cwasm, key.clone(), config).unwrap();
+        let load_cwasm = started.elapsed();
+
+        let mut times = Vec::with_capacity(INVOCATIONS);
+        runtime.block_on(async {
+            for i in 0..WARMUP + INVOCATIONS {
+                let started = Instant::now();
+                let invocation = host.invoke(&case.event, InvocationContext::local("arn:bench")).await;
+                let elapsed = started.elapsed();
+                invocation.result.unwrap_or_else(|e| panic!("{}: {e}", case.guest));
+                if i >= WARMUP {
+                    times.push(elapsed);
+                }
+            }
+        });
+        times.sort();
+        let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+        println!(
+            "{:<10} {:<11} {:>8} kB {:>12} {:>12} {:>14} {:>10} {:>10}",
+            case.guest,
+            case.language,
+            wasm.len() / 1000,
+            fmt(load_wasm),
+            fmt(load_cwasm),
+            fmt(pct(50)),
+            fmt(pct(90)),
+            fmt(pct(99))
+        );
+    }
 }
 
 fn fmt(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    if d < Duration::from_millis(1) {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    }
 }
