@@ -86,18 +86,9 @@ fn main() {
 }
 
 fn spawn(emulator: &Server, name: &str, env: &[(&str, String)]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", emulator.port))
-        .env("AWS_LAMBDA_FUNCTION_NAME", name)
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+    bootstrap_command(Path::new(env!("CARGO_BIN_EXE_keyward")), emulator, name)
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .unwrap()

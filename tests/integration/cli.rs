@@ -4,9 +4,7 @@ use crate::support::*;
 
 /// Runs `keyward invoke` on a component file holding `bytes`; returns (exit code, stderr).
 fn invoke_bytes(bytes: &[u8]) -> (i32, String) {
-    let dir = TempDir::new("bad-component");
-    let key = dir.path("k");
-    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let (dir, key) = dir_with_key("bad-component");
     let component = dir.path("guest.wasm");
     std::fs::write(&component, bytes).unwrap();
     let out = keyward(&["invoke", &component, "--key", &key]);
@@ -58,9 +56,7 @@ fn bad_component_files_get_one_clear_line_and_exit_code_2() {
 
 #[test]
 fn a_missing_component_or_key_is_named() {
-    let dir = TempDir::new("missing");
-    let key = dir.path("k");
-    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let (dir, key) = dir_with_key("missing");
     let out = keyward(&["invoke", &dir.path("nope.wasm"), "--key", &key]);
     assert_eq!(out.status.code(), Some(2));
     assert_one_line(&stderr(&out));
@@ -78,9 +74,7 @@ fn a_missing_component_or_key_is_named() {
 
 #[test]
 fn bad_arguments_are_refused_with_exit_code_2() {
-    let dir = TempDir::new("args");
-    let key = dir.path("k");
-    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let (dir, key) = dir_with_key("args");
     let hello = guest("hello");
     let hello = hello.to_str().unwrap();
     let event = dir.path("event.json");
@@ -102,9 +96,7 @@ fn bad_arguments_are_refused_with_exit_code_2() {
 #[test]
 fn guest_failures_exit_1_and_plaintext_is_never_printed() {
     const SECRET: &str = "pl41ntext-that-must-not-leak";
-    let dir = TempDir::new("leak");
-    let key = dir.path("k");
-    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let (dir, key) = dir_with_key("leak");
     let ciphertext =
         stdout(&keyward(&["encrypt", "--key", &key, "--context", "function=hello", "--plaintext", SECRET]))
             .trim()
@@ -139,9 +131,7 @@ fn guest_failures_exit_1_and_plaintext_is_never_printed() {
 /// Guest output reaches the host log (at -v), tagged with the request id, and is bounded.
 #[test]
 fn guest_output_is_logged_and_bounded() {
-    let dir = TempDir::new("print");
-    let key = dir.path("k");
-    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let (dir, key) = dir_with_key("print");
     let probe = guest("probe");
     let event = dir.path("print.json");
     std::fs::write(&event, r#"{"action":"print","lines":20000}"#).unwrap();
@@ -159,9 +149,7 @@ fn guest_output_is_logged_and_bounded() {
 #[test]
 fn secrets_a_guest_leaks_are_masked_in_logs_and_errors() {
     const SECRET: &str = "s3cret-the-guest-prints";
-    let dir = TempDir::new("leak-guest");
-    let key = dir.path("k");
-    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let (dir, key) = dir_with_key("leak-guest");
     let ciphertext = stdout(&keyward(&["encrypt", "--key", &key, "--plaintext", SECRET])).trim().to_string();
     let event = dir.path("leak.json");
     std::fs::write(&event, serde_json::json!({"action": "leak", "ciphertext": ciphertext}).to_string()).unwrap();

@@ -60,9 +60,7 @@ fn the_serverless_config_ports_the_classic_pattern() {
 
 #[test]
 fn compiled_components_run_and_foreign_ones_are_refused() {
-    let dir = TempDir::new("compile");
-    let key = dir.path("k");
-    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let (dir, key) = dir_with_key("compile");
     let hello = guest("hello");
     let cwasm = dir.path("hello.cwasm");
     let out = keyward(&["compile", hello.to_str().unwrap(), "-o", &cwasm]);

@@ -3,7 +3,7 @@
 
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::json;
@@ -25,18 +25,8 @@ impl Function {
 
     fn start_program(program: &Path, emulator: &Server, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
         let log = dir.0.join(format!("{name}.log"));
-        let mut cmd = Command::new(program);
-        // A clean environment: nothing of the test process's (or the developer's AWS profile) leaks in.
-        cmd.env_clear()
-            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", emulator.port))
-            .env("AWS_LAMBDA_FUNCTION_NAME", name)
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
+        let mut cmd = bootstrap_command(program, emulator, name);
+        cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .process_group(0);

@@ -41,9 +41,7 @@ fn credentials_cannot_be_configured_into_a_guest() {
 /// Host env vars (credentials among them) never reach the guest, through the real binary.
 #[test]
 fn host_environment_never_reaches_the_guest() {
-    let dir = TempDir::new("env");
-    let key = dir.path("k");
-    assert!(keyward(&["keygen", "--out", &key]).status.success());
+    let (dir, key) = dir_with_key("env");
     let probe = guest("probe");
     let event = dir.path("event.json");
     std::fs::write(&event, r#"{"action":"env"}"#).unwrap();

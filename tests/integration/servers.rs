@@ -96,6 +96,23 @@ pub fn start_emulator(dir: &Path, names: &[&str]) -> Server {
     Server::spawn(cmd, port, "cargo-lambda", None)
 }
 
+/// `program` started as Lambda starts `bootstrap` for the function `name` of `emulator`: a clean environment
+/// (nothing of the caller's, such as a developer's AWS profile, leaks in) with the Runtime API, the variables
+/// lambda_runtime requires, a region and moto's test credentials.
+pub fn bootstrap_command(program: &Path, emulator: &Server, name: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", emulator.port))
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// A minimal HTTP/1.1 exchange (the tests need no client library): returns status, headers and body.
 pub fn http(
     port: u16,

@@ -75,6 +75,15 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A scratch directory holding a fresh local key file; returns the directory and the key's path.
+pub fn dir_with_key(tag: &str) -> (TempDir, String) {
+    let dir = TempDir::new(tag);
+    let key = dir.path("k");
+    let made = keyward(&["keygen", "--out", &key]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    (dir, key)
+}
+
 /// A scratch directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

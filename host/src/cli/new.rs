@@ -158,7 +158,8 @@ const JS_PACKAGE_JSON: &str = r#"{
     "test": "node --test test.mjs"
   },
   "devDependencies": {
-    "@bytecodealliance/componentize-js": "0.23.0"
+    "@bytecodealliance/componentize-js": "0.23.0",
+    "@bytecodealliance/preview2-shim": "0.25.0"
   }
 }
 "#;
