@@ -140,6 +140,9 @@ async fn hello_runs_as_a_lambda_with_aws_kms() {
     let next = probe.invoke(&emulator, &json!({"action": "context"})).unwrap();
     assert!(next["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{next}");
     assert!(next["function_arn"].as_str().is_some_and(|arn| !arn.is_empty()), "{next}");
+    // The function's credentials and the rest of its environment stay with the host.
+    let seen = probe.invoke(&emulator, &json!({"action": "env"})).unwrap();
+    assert_eq!(seen["env"], json!({}), "{seen}");
 
     // Nothing any function logged holds the plaintext.
     for f in [&function, &nocache, &probe].into_iter().chain(failed.iter()) {
