@@ -141,7 +141,7 @@ fn demo() -> Result {
     step("creating a local key");
     run(Command::new(&keyward).arg("keygen").arg("--out").arg(&key))?;
 
-    step(&format!("encrypting the demo secret {DEMO_SECRET:?}, bound to the context function=hello"));
+    step("encrypting the demo secret (DEMO_SECRET in xtask/src/main.rs), bound to the context function=hello");
     let mut encrypt = Command::new(&keyward)
         .args(["encrypt", "--context", "function=hello", "--key"])
         .arg(&key)
