@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::cache::PlaintextCache;
-use super::{Decrypted, KmsBackend, KmsError, Plaintext};
+use super::{Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::EncryptionContext;
 
 /// Largest ciphertext a guest may hand over (AWS KMS's own ciphertexts are at most 6 KiB).
@@ -90,7 +90,7 @@ impl KmsGate {
         guest_context: Vec<(String, String)>,
         deadline: Option<Instant>,
     ) -> (Result<Plaintext, KmsError>, DecryptRecord) {
-        let ciphertext_id = Sha256::digest(ciphertext)[..8].iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let ciphertext_id = hex(&Sha256::digest(ciphertext)[..8]);
         let context = EncryptionContext::from_pairs(guest_context)
             .and_then(|guest| guest.stamped_with(&self.stamped))
             .map_err(|e| KmsError::Denied(e.to_string()));

@@ -26,7 +26,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{Decrypted, KmsBackend, KmsError, Plaintext};
+use super::{Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::EncryptionContext;
 
 const MAGIC: &[u8; 3] = b"kwl";
@@ -80,8 +80,7 @@ impl LocalKey {
     /// # Errors
     /// [`LocalKeyError::Random`] if the OS random source fails.
     pub fn generate() -> Result<Self, LocalKeyError> {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::fill(bytes.as_mut()).map_err(|e| LocalKeyError::Random(e.to_string()))?;
+        let bytes = random_key_bytes()?;
         Ok(Self::from_bytes(&bytes))
     }
 
@@ -120,8 +119,7 @@ impl LocalKey {
     /// # Errors
     /// [`LocalKeyError::Exists`], [`LocalKeyError::Io`] or [`LocalKeyError::Random`].
     pub fn generate_file(path: &Path) -> Result<Self, LocalKeyError> {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::fill(bytes.as_mut()).map_err(|e| LocalKeyError::Random(e.to_string()))?;
+        let bytes = random_key_bytes()?;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -204,14 +202,16 @@ impl LocalKey {
     }
 }
 
+fn random_key_bytes() -> Result<Zeroizing<[u8; 32]>, LocalKeyError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut()).map_err(|e| LocalKeyError::Random(e.to_string()))?;
+    Ok(bytes)
+}
+
 fn associated_data(header: &[u8], context: &EncryptionContext) -> Vec<u8> {
     let mut aad = header.to_vec();
     aad.extend_from_slice(&context.canonical_bytes());
     aad
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Debug for LocalKey {

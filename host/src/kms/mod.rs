@@ -46,6 +46,11 @@ impl KmsError {
     }
 }
 
+/// Lowercase hex of `bytes` (key ids, ciphertext ids, request ids).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// What a backend returns: the plaintext and the id of the key that opened it (for the audit log).
 #[derive(Debug)]
 pub struct Decrypted {
