@@ -86,7 +86,7 @@ fn main() {
 }
 
 fn spawn(emulator: &Server, name: &str, env: &[(&str, String)]) -> std::process::Child {
-    bootstrap_command(Path::new(env!("CARGO_BIN_EXE_keyward")), emulator, name)
+    bootstrap_command(Path::new(env!("CARGO_BIN_EXE_keyward")), &emulator.runtime_api(name), name)
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())

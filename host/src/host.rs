@@ -10,8 +10,12 @@ use tracing::Instrument as _;
 
 use crate::bindings::HandlerContext;
 use crate::context::EncryptionContext;
-use crate::kms::{DecryptRecord, KmsBackend, KmsGate, PlaintextCache, cache};
-use crate::sandbox::{InvokeError, LimitExceeded, Limits, LoadError, RunRequest, Sandbox, read_component};
+use crate::error::{InvokeError, check_event};
+use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, PlaintextCache, cache};
+use crate::sandbox::{Limits, LoadError, RunRequest, Sandbox, read_component};
+
+/// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
+pub const PREFETCH_BUDGET: Duration = Duration::from_secs(3);
 
 /// Environment variables that hold AWS credentials: never handed to a guest, whatever the configuration says.
 pub const CREDENTIAL_ENV_VARS: &[&str] = &[
@@ -36,6 +40,9 @@ pub struct HostConfig {
     pub stamped_context: EncryptionContext,
     /// How long a decrypted secret is served from the cache; zero (the default) disables the cache.
     pub cache_ttl: Duration,
+    /// How long past its TTL a cached secret is still served while the key service is unavailable (never when it
+    /// refuses); zero serves nothing stale. Default: [`cache::DEFAULT_STALE`].
+    pub cache_stale: Duration,
     /// Most secrets the cache holds.
     pub cache_max_entries: usize,
 }
@@ -47,6 +54,7 @@ impl Default for HostConfig {
             guest_env: Vec::new(),
             stamped_context: EncryptionContext::new(),
             cache_ttl: Duration::ZERO,
+            cache_stale: cache::DEFAULT_STALE,
             cache_max_entries: cache::DEFAULT_MAX_ENTRIES,
         }
     }
@@ -135,7 +143,11 @@ impl Host {
         let sandbox = Sandbox::new(component, config.limits)?;
         let mut gate = KmsGate::new(kms, config.stamped_context);
         if !config.cache_ttl.is_zero() {
-            gate = gate.with_cache(Arc::new(PlaintextCache::new(config.cache_ttl, config.cache_max_entries)));
+            gate = gate.with_cache(Arc::new(PlaintextCache::new(
+                config.cache_ttl,
+                config.cache_stale,
+                config.cache_max_entries,
+            )));
         }
         Ok(Self { sandbox, gate, guest_env: config.guest_env })
     }
@@ -143,8 +155,13 @@ impl Host {
     /// Decrypts the ciphertexts (base64) in these guest env vars now, with the stamped context alone, so that
     /// the guest's first decrypts of them are cache hits. Needs the cache.
     ///
+    /// Prefetching is an optimisation: when the key service is `unavailable` (unreachable, throttling, or slower
+    /// than [`PREFETCH_BUDGET`] for all of them), the rest are skipped with one warning line, and the first
+    /// invocations decrypt them. A refusal is a configuration mistake and fails.
+    ///
     /// # Errors
-    /// [`HostError::Config`] without a cache; [`HostError::Prefetch`] naming the variable that failed.
+    /// [`HostError::Config`] without a cache; [`HostError::Prefetch`] naming the variable that is missing, not
+    /// base64, or refused by the key service (`denied`, `invalid-ciphertext`).
     pub async fn prefetch(&self, names: &[String]) -> Result<(), HostError> {
         if names.is_empty() {
             return Ok(());
@@ -152,9 +169,10 @@ impl Host {
         if !self.gate.has_cache() {
             return Err(HostError::Config("prefetching needs the plaintext cache, which is disabled".into()));
         }
+        let deadline = Instant::now() + PREFETCH_BUDGET;
         let span = tracing::info_span!("prefetch");
         async {
-            for name in names {
+            for (i, name) in names.iter().enumerate() {
                 let fail = |reason: String| HostError::Prefetch { name: name.clone(), reason };
                 let value = self
                     .guest_env
@@ -165,7 +183,18 @@ impl Host {
                 let ciphertext = base64::engine::general_purpose::STANDARD
                     .decode(value.trim())
                     .map_err(|e| fail(format!("its value is not base64: {e}")))?;
-                self.gate.decrypt(&ciphertext, Vec::new(), None).await.0.map_err(|e| fail(e.to_string()))?;
+                match self.gate.decrypt(&ciphertext, Vec::new(), Some(deadline)).await.0 {
+                    Ok(_) => {}
+                    Err(KmsError::Unavailable(reason)) => {
+                        let skipped = names[i..].join(", ");
+                        tracing::warn!(
+                            skipped, reason,
+                            "prefetch skipped: the key service is unavailable; invocations will decrypt these themselves"
+                        );
+                        break;
+                    }
+                    Err(refused) => return Err(fail(refused.to_string())),
+                }
             }
             Ok(())
         }
@@ -186,33 +215,18 @@ impl Host {
         self.sandbox.limits()
     }
 
-    /// Runs the guest's handler on `event` (JSON) in a fresh instance.
-    pub async fn invoke(&self, event: &str, ctx: InvocationContext) -> Invocation {
+    /// Runs the guest's handler on `event` (UTF-8 JSON) in a fresh instance.
+    ///
+    /// An event that is not UTF-8 JSON fails with [`InvokeError::InvalidEvent`], and a deadline already past with
+    /// [`InvokeError::DeadlineExceeded`], without running the guest.
+    pub async fn invoke(&self, event: impl AsRef<[u8]>, ctx: InvocationContext) -> Invocation {
         let span = tracing::info_span!("invoke", request_id = %ctx.request_id);
         async move {
             let started = Instant::now();
-            let now = SystemTime::now();
-            let mut timeout = self.limits().timeout;
-            if let Some(deadline) = ctx.deadline {
-                timeout = timeout.min(deadline.duration_since(now).unwrap_or_default());
-            }
-            if timeout.is_zero() {
-                let result = Err(LimitExceeded::Time { limit_ms: 0 }.into());
-                return Invocation { result, decrypts: Vec::new(), elapsed: started.elapsed() };
-            }
-            let deadline_ms = (now + timeout).duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-            let request = RunRequest {
-                event,
-                context: HandlerContext {
-                    request_id: ctx.request_id,
-                    function_arn: ctx.function_arn,
-                    deadline_ms: u64::try_from(deadline_ms).unwrap_or(u64::MAX),
-                },
-                env: &self.guest_env,
-                gate: self.gate.clone(),
-                timeout,
+            let (result, decrypts) = match self.prepare(event.as_ref(), ctx) {
+                Ok(request) => self.sandbox.run(request).await,
+                Err(e) => (Err(e), Vec::new()),
             };
-            let (result, decrypts) = self.sandbox.run(request).await;
             let elapsed = started.elapsed();
             match &result {
                 Ok(response) => tracing::info!(elapsed_ms = elapsed.as_millis(), response_bytes = response.len(), "invocation succeeded"),
@@ -222,6 +236,32 @@ impl Host {
         }
         .instrument(span)
         .await
+    }
+
+    /// Checks the event and works out the guest's time limit: the configured one, or less if the caller's deadline
+    /// is sooner.
+    fn prepare<'a>(&'a self, event: &'a [u8], ctx: InvocationContext) -> Result<RunRequest<'a>, InvokeError> {
+        let event = check_event(event)?;
+        let now = SystemTime::now();
+        let mut timeout = self.limits().timeout;
+        if let Some(deadline) = ctx.deadline {
+            match deadline.duration_since(now) {
+                Ok(left) if !left.is_zero() => timeout = timeout.min(left),
+                _ => return Err(InvokeError::DeadlineExceeded),
+            }
+        }
+        let deadline_ms = (now + timeout).duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        Ok(RunRequest {
+            event,
+            context: HandlerContext {
+                request_id: ctx.request_id,
+                function_arn: ctx.function_arn,
+                deadline_ms: u64::try_from(deadline_ms).unwrap_or(u64::MAX),
+            },
+            env: &self.guest_env,
+            gate: self.gate.clone(),
+            timeout,
+        })
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod bindings;
 pub mod context;
+pub mod error;
 mod host;
 pub mod kms;
 pub mod lambda;
@@ -22,6 +23,7 @@ pub mod sandbox;
 pub mod testing;
 
 pub use context::EncryptionContext;
+pub use error::InvokeError;
 pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext};
 pub use kms::{KmsBackend, KmsError, LocalKey};
-pub use sandbox::{InvokeError, LimitExceeded, Limits, LoadError, precompile};
+pub use sandbox::{LimitExceeded, Limits, LoadError, precompile};

@@ -79,12 +79,16 @@ fn bad_arguments_are_refused_with_exit_code_2() {
     let hello = hello.to_str().unwrap();
     let event = dir.path("event.json");
     std::fs::write(&event, "{not json").unwrap();
+    let bytes = dir.path("bytes.json");
+    std::fs::write(&bytes, b"{\"a\":\"\xff\"}").unwrap();
     for (args, expected) in [
         (vec!["invoke", hello, "--key", &key, "--event", &event], "event is not valid JSON"),
+        (vec!["invoke", hello, "--key", &key, "--event", &bytes], "not UTF-8 (invalid byte at offset 6)"),
         (vec!["invoke", hello, "--key", &key, "--context", "novalue"], "KEY=VALUE"),
         (vec!["invoke", hello, "--key", &key, "--memory-mb", "0"], "memory-mb"),
         (vec!["invoke", hello, "--key", &key, "--env", "AWS_SESSION_TOKEN=x"], "AWS credentials"),
         (vec!["decrypt", "--key", &key, "%%%"], "not base64"),
+        (vec!["lambda"], "AWS_LAMBDA_RUNTIME_API is not set"),
     ] {
         let out = keyward(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));

@@ -11,21 +11,21 @@ use serde_json::json;
 use crate::servers::*;
 use crate::support::*;
 
-/// One function: a `keyward` process polling the emulator under `name`, its stderr kept in a file.
-struct Function {
-    child: Child,
-    name: String,
+/// One function: a `keyward` process polling a Runtime API as `name`, its stdout and stderr kept in a file.
+pub struct Function {
+    pub child: Child,
+    pub name: String,
     log: std::path::PathBuf,
 }
 
 impl Function {
-    fn start(emulator: &Server, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
-        Self::start_program(Path::new(env!("CARGO_BIN_EXE_keyward")), emulator, dir, name, env)
+    pub fn start(runtime_api: &str, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
+        Self::start_program(Path::new(env!("CARGO_BIN_EXE_keyward")), runtime_api, dir, name, env)
     }
 
-    fn start_program(program: &Path, emulator: &Server, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
+    fn start_program(program: &Path, runtime_api: &str, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
         let log = dir.0.join(format!("{name}.log"));
-        let mut cmd = bootstrap_command(program, emulator, name);
+        let mut cmd = bootstrap_command(program, runtime_api, name);
         cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -51,8 +51,13 @@ impl Function {
         if is_error { Err(body) } else { Ok(body) }
     }
 
-    fn log_text(&self) -> String {
+    pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 }
 
@@ -98,7 +103,7 @@ async fn hello_runs_as_a_lambda_with_aws_kms() {
 
     // 100 invocations, one Decrypt: the cache serves the other 99.
     recorder_start(&moto);
-    let function = Function::start(&emulator, &dir, "hello", &env(&good, "300"));
+    let function = Function::start(&emulator.runtime_api("hello"), &dir, "hello", &env(&good, "300"));
     for i in 0..100 {
         let response = function
             .invoke(&emulator, &json!({"rawPath": "/", "n": i}))
@@ -112,7 +117,7 @@ async fn hello_runs_as_a_lambda_with_aws_kms() {
     let wrong = [("wrong-context", &wrong_context, "kms invalid-ciphertext"), ("wrong-key", &wrong_key, "kms denied")];
     let mut failed = Vec::new();
     for (name, password, expected) in wrong {
-        let function = Function::start(&emulator, &dir, name, &env(password, "300"));
+        let function = Function::start(&emulator.runtime_api(name), &dir, name, &env(password, "300"));
         let error = function.invoke(&emulator, &json!({})).unwrap_err();
         assert_eq!(error["errorType"], "GuestError", "{name}: {error}");
         assert!(error["errorMessage"].as_str().unwrap().contains(expected), "{name}: {error}");
@@ -120,7 +125,7 @@ async fn hello_runs_as_a_lambda_with_aws_kms() {
     }
 
     // KMS goes away: the cached secret is still served; without a cache the error says `unavailable`.
-    let nocache = Function::start(&emulator, &dir, "hello-nocache", &env(&good, "0"));
+    let nocache = Function::start(&emulator.runtime_api("hello-nocache"), &dir, "hello-nocache", &env(&good, "0"));
     assert_eq!(hello_fingerprint(&nocache.invoke(&emulator, &json!({})).unwrap()), fingerprint(SECRET));
     moto.stop();
     let cached = function.invoke(&emulator, &json!({})).expect("served from the cache while KMS is down");
@@ -134,7 +139,7 @@ async fn hello_runs_as_a_lambda_with_aws_kms() {
         ("KEYWARD_KMS_KEY_ID", key.clone()),
         ("KEYWARD_KMS_ENDPOINT", moto.url()),
     ];
-    let probe = Function::start(&emulator, &dir, "probe", &probe_env);
+    let probe = Function::start(&emulator.runtime_api("probe"), &dir, "probe", &probe_env);
     let trap = probe.invoke(&emulator, &json!({"action": "trap"})).unwrap_err();
     assert_eq!(trap["errorType"], "GuestTrap", "{trap}");
     let next = probe.invoke(&emulator, &json!({"action": "context"})).unwrap();
@@ -157,7 +162,7 @@ fn a_misconfigured_function_fails_init_with_one_clear_line() {
     let dir = TempDir::new("lambda-init");
     let emulator = start_emulator(&dir.0, &["misconfigured"]);
     let env = [("KEYWARD_COMPONENT", guest("hello").display().to_string())];
-    let mut function = Function::start(&emulator, &dir, "misconfigured", &env);
+    let mut function = Function::start(&emulator.runtime_api("misconfigured"), &dir, "misconfigured", &env);
     let status = function.child.wait().unwrap();
     assert!(!status.success());
     let log = function.log_text();
@@ -188,7 +193,13 @@ async fn the_packaged_function_runs_from_its_task_root() {
         ("KEYWARD_KMS_ENDPOINT", moto.url()),
         ("KEYWARD_KMS_CONTEXT", "function=packaged".to_string()),
     ];
-    let function = Function::start_program(&task_root.join("bootstrap"), &emulator, &dir, "packaged", &env);
+    let function = Function::start_program(
+        &task_root.join("bootstrap"),
+        &emulator.runtime_api("packaged"),
+        &dir,
+        "packaged",
+        &env,
+    );
     let response =
         function.invoke(&emulator, &json!({})).unwrap_or_else(|e| panic!("{e}; log: {}", function.log_text()));
     assert_eq!(hello_fingerprint(&response), fingerprint(b"packaged-s3cret"));

@@ -5,9 +5,12 @@
 mod aws_kms;
 mod cli;
 mod deploy;
+mod fault_proxy;
 mod hello;
 mod kms;
 mod lambda;
+mod lambda_edge;
+mod runtime_api_server;
 mod sandbox;
 mod scaffold;
 mod servers;

@@ -103,7 +103,9 @@ async fn the_caller_deadline_shortens_the_time_limit() {
         deadline: Some(SystemTime::now() - Duration::from_secs(1)),
         ..InvocationContext::local("arn")
     };
-    assert!(matches!(host.invoke("{}", past).await.result, Err(InvokeError::Limit(LimitExceeded::Time { .. }))));
+    let late = host.invoke("{}", past).await.result.unwrap_err();
+    assert_eq!(late, InvokeError::DeadlineExceeded);
+    assert_eq!(late.to_string(), "the invocation's deadline had passed before the guest started");
 }
 
 #[tokio::test]

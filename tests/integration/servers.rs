@@ -96,13 +96,20 @@ pub fn start_emulator(dir: &Path, names: &[&str]) -> Server {
     Server::spawn(cmd, port, "cargo-lambda", None)
 }
 
-/// `program` started as Lambda starts `bootstrap` for the function `name` of `emulator`: a clean environment
-/// (nothing of the caller's, such as a developer's AWS profile, leaks in) with the Runtime API, the variables
-/// lambda_runtime requires, a region and moto's test credentials.
-pub fn bootstrap_command(program: &Path, emulator: &Server, name: &str) -> Command {
+impl Server {
+    /// `AWS_LAMBDA_RUNTIME_API` of the function `name`, when this server is cargo-lambda's emulator.
+    pub fn runtime_api(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/.rt/{name}", self.port)
+    }
+}
+
+/// `program` started as Lambda starts `bootstrap` for the function `name` polling `runtime_api`: a clean
+/// environment (nothing of the caller's, such as a developer's AWS profile, leaks in) with the Runtime API, the
+/// variables Lambda sets, a region and moto's test credentials.
+pub fn bootstrap_command(program: &Path, runtime_api: &str, name: &str) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", emulator.port))
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
         .env("AWS_LAMBDA_FUNCTION_NAME", name)
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")

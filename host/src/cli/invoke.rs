@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use keyward::context::Pair;
 use keyward::sandbox::limits::{DEFAULT_MAX_DECRYPT_CALLS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB};
-use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, Limits, LocalKey};
+use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, InvokeError, Limits, LocalKey};
 
 use super::Failed;
 
@@ -61,26 +61,25 @@ impl Invoke {
             format!("arn:aws:lambda:local:000000000000:function:{name}")
         });
         let invocation = host.invoke(&event, InvocationContext::local(arn)).await;
-        let response = invocation.result.map_err(|e| Failed(e.into()))?;
+        let response = invocation.result.map_err(|e| match e {
+            // Unusable input, like a bad argument (exit 2); every other failure is the guest's outcome (exit 1).
+            InvokeError::InvalidEvent(_) => anyhow::Error::from(e),
+            e => Failed(e.into()).into(),
+        })?;
         println!("{response}");
         Ok(())
     }
 
-    fn read_event(&self) -> anyhow::Result<String> {
-        let event = match &self.event {
-            None => return Ok("{}".to_string()),
+    /// The event's bytes; the host checks that they are JSON.
+    fn read_event(&self) -> anyhow::Result<Vec<u8>> {
+        match &self.event {
+            None => Ok(b"{}".to_vec()),
             Some(path) if path.as_os_str() == "-" => {
-                let mut buf = String::new();
-                std::io::stdin().read_to_string(&mut buf).context("cannot read the event from stdin")?;
-                buf
+                let mut buf = Vec::new();
+                std::io::stdin().read_to_end(&mut buf).context("cannot read the event from stdin")?;
+                Ok(buf)
             }
-            Some(path) => {
-                std::fs::read_to_string(path).with_context(|| format!("cannot read event {}", path.display()))?
-            }
-        };
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&event) {
-            anyhow::bail!("the event is not valid JSON (error at line {}, column {})", e.line(), e.column());
+            Some(path) => std::fs::read(path).with_context(|| format!("cannot read event {}", path.display())),
         }
-        Ok(event)
     }
 }

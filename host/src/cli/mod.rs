@@ -63,7 +63,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Compile(cmd) => cmd.run(),
             Command::Package(cmd) => cmd.run(),
             Command::New(cmd) => cmd.run(),
-            Command::Lambda => keyward::lambda::run().await.map_err(|e| anyhow::anyhow!("{e}")),
+            Command::Lambda => Ok(keyward::lambda::run().await?),
         }
     });
     match result {

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata as _, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_kms::operation::decrypt::DecryptError;
 use aws_sdk_kms::primitives::Blob;
 use aws_smithy_http_client::tls;
 
 use super::{Decrypted, KmsBackend, KmsError, Plaintext};
 use crate::context::EncryptionContext;
+use crate::error::{bounded, one_line, root_cause};
 
 /// Attempts per Decrypt (the SDK's standard retry with backoff); the invocation's deadline bounds them all.
 const MAX_ATTEMPTS: u32 = 3;
@@ -31,6 +32,8 @@ pub struct AwsKmsConfig {
 pub struct AwsKms {
     client: aws_sdk_kms::Client,
     key_ids: Vec<String>,
+    /// Where requests go, for messages: the endpoint override, or the regional endpoint.
+    endpoint: String,
 }
 
 impl AwsKms {
@@ -59,7 +62,12 @@ impl AwsKms {
 
     /// A client from an SDK configuration the caller built (credentials, region, endpoint, HTTP client).
     pub fn from_sdk_config(sdk_config: &aws_config::SdkConfig, key_ids: Vec<String>) -> Self {
-        Self { client: aws_sdk_kms::Client::new(sdk_config), key_ids }
+        let endpoint = match (sdk_config.endpoint_url(), sdk_config.region()) {
+            (Some(url), _) => url.to_string(),
+            (None, Some(region)) => format!("the KMS endpoint of {region}"),
+            (None, None) => "KMS (no region is configured: set AWS_REGION)".to_string(),
+        };
+        Self { client: aws_sdk_kms::Client::new(sdk_config), key_ids, endpoint }
     }
 
     /// The allowed keys.
@@ -103,11 +111,11 @@ impl KmsBackend for AwsKms {
                 }
                 // A ciphertext of another key: try the next allowed key, if any.
                 Err(e) if is_other_key(&e) => last = Some((key_id, e)),
-                Err(e) => return Err(map_error(&e, key_id, context)),
+                Err(e) => return Err(self.map_error(&e, key_id, context)),
             }
         }
         Err(match last {
-            Some((key_id, e)) if self.key_ids.len() == 1 => map_error(&e, key_id, context),
+            Some((key_id, e)) if self.key_ids.len() == 1 => self.map_error(&e, key_id, context),
             _ => KmsError::Denied(format!(
                 "the ciphertext was not made under any allowed key ({}), or the role may not use them",
                 self.key_ids.join(", ")
@@ -139,58 +147,82 @@ fn key_matches(allowed: &str, used_arn: &str) -> bool {
     used_arn == allowed || used_arn.rsplit_once("key/").is_some_and(|(_, id)| id == allowed)
 }
 
-fn map_error(
-    error: &SdkError<DecryptError, aws_sdk_kms::config::http::HttpResponse>,
-    key_id: &str,
-    context: &EncryptionContext,
-) -> KmsError {
-    let keys = context.keys().collect::<Vec<_>>().join(", ");
-    let service = match error {
-        SdkError::ServiceError(service) => service.err(),
-        SdkError::TimeoutError(_) => {
-            return KmsError::Unavailable(format!("KMS did not answer in time (key {key_id})"));
-        }
-        SdkError::DispatchFailure(_) => {
-            return KmsError::Unavailable(format!("cannot reach KMS (key {key_id}): {}", DisplayErrorContext(error)));
-        }
-        other => {
-            return KmsError::Unavailable(format!("KMS request failed (key {key_id}): {}", DisplayErrorContext(other)));
-        }
-    };
-    let detail = service.message().map(|m| format!(" (KMS: {m})")).unwrap_or_default();
-    match service {
-        DecryptError::InvalidCiphertextException(_) => KmsError::InvalidCiphertext(format!(
-            "KMS refused the ciphertext: it is malformed, or bound to another encryption context than the one given \
-             (context keys: [{keys}]){detail}"
-        )),
-        DecryptError::IncorrectKeyException(_) => {
-            KmsError::InvalidCiphertext(format!("the ciphertext was not made under the allowed key {key_id}{detail}"))
-        }
-        DecryptError::DisabledException(_) => KmsError::Denied(format!("KMS key {key_id} is disabled{detail}")),
-        DecryptError::NotFoundException(_) => KmsError::Denied(format!("KMS key {key_id} was not found{detail}")),
-        DecryptError::KmsInvalidStateException(_) => {
-            KmsError::Denied(format!("KMS key {key_id} is not in a usable state{detail}"))
-        }
-        DecryptError::InvalidKeyUsageException(_) => {
-            KmsError::Denied(format!("KMS key {key_id} is not an ENCRYPT_DECRYPT key{detail}"))
-        }
-        DecryptError::InvalidGrantTokenException(_) => KmsError::Denied(format!("invalid grant token{detail}")),
-        DecryptError::KeyUnavailableException(_)
-        | DecryptError::DependencyTimeoutException(_)
-        | DecryptError::KmsInternalException(_) => {
-            KmsError::Unavailable(format!("KMS failed for key {key_id}{detail}"))
-        }
-        other => match other.code() {
-            Some("AccessDeniedException") => KmsError::Denied(format!(
-                "the function's role may not decrypt with key {key_id} under encryption context keys [{keys}]: \
-                 check the key policy and the role's kms:Decrypt permission and kms:EncryptionContext conditions{detail}"
-            )),
-            Some(code @ ("ThrottlingException" | "LimitExceededException")) => {
-                KmsError::Unavailable(format!("KMS throttled the request ({code}) for key {key_id}"))
+impl AwsKms {
+    /// One line for an operator: what failed, where (endpoint, key id), and the root cause; never an SDK `Debug`
+    /// dump.
+    fn map_error(
+        &self,
+        error: &SdkError<DecryptError, aws_sdk_kms::config::http::HttpResponse>,
+        key_id: &str,
+        context: &EncryptionContext,
+    ) -> KmsError {
+        let endpoint = &self.endpoint;
+        let service = match error {
+            SdkError::ServiceError(service) => service.err(),
+            SdkError::TimeoutError(_) => {
+                return KmsError::Unavailable(format!(
+                    "KMS at {endpoint} did not answer in time (key {key_id}; {MAX_ATTEMPTS} attempts of at most {} ms)",
+                    ATTEMPT_TIMEOUT.as_millis()
+                ));
             }
-            Some(code) => KmsError::Unavailable(format!("KMS error {code} for key {key_id}{detail}")),
-            None => KmsError::Unavailable(format!("KMS failed for key {key_id}{detail}")),
-        },
+            SdkError::DispatchFailure(failure) => {
+                let what = match failure.as_connector_error() {
+                    Some(c) if c.is_timeout() => "timed out",
+                    _ => "failed",
+                };
+                return KmsError::Unavailable(format!(
+                    "cannot reach KMS at {endpoint} (key {key_id}): the connection {what}: {}",
+                    root_cause(error)
+                ));
+            }
+            SdkError::ResponseError(response) => {
+                return KmsError::Unavailable(format!(
+                    "KMS at {endpoint} sent a response keyward cannot read (key {key_id}; HTTP {}): {}",
+                    response.raw().status().as_u16(),
+                    root_cause(error)
+                ));
+            }
+            other => {
+                return KmsError::Unavailable(format!("KMS request failed (key {key_id}): {}", root_cause(other)));
+            }
+        };
+        let keys = context.keys().collect::<Vec<_>>().join(", ");
+        let detail = service.message().map(|m| format!(" (KMS: {})", bounded(&one_line(m), 512))).unwrap_or_default();
+        match service {
+            DecryptError::InvalidCiphertextException(_) => KmsError::InvalidCiphertext(format!(
+                "KMS refused the ciphertext: it is malformed, or bound to another encryption context than the one \
+                 given (context keys: [{keys}]){detail}"
+            )),
+            DecryptError::IncorrectKeyException(_) => KmsError::InvalidCiphertext(format!(
+                "the ciphertext was not made under the allowed key {key_id}{detail}"
+            )),
+            DecryptError::DisabledException(_) => KmsError::Denied(format!("KMS key {key_id} is disabled{detail}")),
+            DecryptError::NotFoundException(_) => KmsError::Denied(format!("KMS key {key_id} was not found{detail}")),
+            DecryptError::KmsInvalidStateException(_) => {
+                KmsError::Denied(format!("KMS key {key_id} is not in a usable state{detail}"))
+            }
+            DecryptError::InvalidKeyUsageException(_) => {
+                KmsError::Denied(format!("KMS key {key_id} is not an ENCRYPT_DECRYPT key{detail}"))
+            }
+            DecryptError::InvalidGrantTokenException(_) => KmsError::Denied(format!("invalid grant token{detail}")),
+            DecryptError::KeyUnavailableException(_)
+            | DecryptError::DependencyTimeoutException(_)
+            | DecryptError::KmsInternalException(_) => {
+                KmsError::Unavailable(format!("KMS failed for key {key_id}{detail}"))
+            }
+            other => match other.code() {
+                Some("AccessDeniedException") => KmsError::Denied(format!(
+                    "the function's role may not decrypt with key {key_id} under encryption context keys [{keys}]: \
+                     check the key policy and the role's kms:Decrypt permission and kms:EncryptionContext \
+                     conditions{detail}"
+                )),
+                Some(code @ ("ThrottlingException" | "LimitExceededException")) => {
+                    KmsError::Unavailable(format!("KMS throttled the request ({code}) for key {key_id}"))
+                }
+                Some(code) => KmsError::Unavailable(format!("KMS error {code} for key {key_id}{detail}")),
+                None => KmsError::Unavailable(format!("KMS failed for key {key_id}{detail}")),
+            },
+        }
     }
 }
 

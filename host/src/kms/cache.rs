@@ -1,6 +1,13 @@
-//! The plaintext cache: one KMS call serves many invocations. Keyed by a digest of the ciphertext and the
-//! effective encryption context; entries live for a TTL, the number of entries is bounded, and every plaintext
-//! is zeroized when its entry is evicted or expires.
+//! The plaintext cache: one KMS call serves many invocations.
+//!
+//! Entries are keyed by a digest of the ciphertext and the effective encryption context, and are of two kinds:
+//! - a **plaintext**, served for the TTL; past it, for a bounded grace window more, but only while the key service
+//!   is unavailable (serve stale on outage, never on refusal: the gate drops it when KMS refuses);
+//! - a **refusal** (`invalid-ciphertext`), answered from memory for the TTL, so a bad ciphertext does not cost a
+//!   KMS call per invocation. `denied` is never cached: permissions get fixed.
+//!
+//! Both kinds are bounded in number, each on its own (so refusals, which a guest can make up at will, never evict
+//! a plaintext), and every plaintext is zeroized when it is dropped.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -9,86 +16,193 @@ use std::time::{Duration, Instant};
 use secrecy::ExposeSecret as _;
 use sha2::{Digest, Sha256};
 
-use super::Plaintext;
+use super::{Decrypted, KmsError, Plaintext};
 use crate::context::EncryptionContext;
 
-/// Default time an entry is served: `KEYWARD_CACHE_TTL_SECS`.
+/// Default time an entry is fresh: `KEYWARD_CACHE_TTL_SECS`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
-/// Default number of entries kept.
+/// Default grace window past the TTL in which a plaintext is still served while the key service is unavailable:
+/// `KEYWARD_CACHE_STALE_SECS`.
+pub const DEFAULT_STALE: Duration = Duration::from_secs(3600);
+/// Default number of plaintexts kept; a quarter as many refusals are kept besides.
 pub const DEFAULT_MAX_ENTRIES: usize = 256;
+/// After a failed refresh of a stale plaintext, how long it is served without asking the key service again: an
+/// outage costs one slow KMS attempt per interval, not one per invocation, and adds no load to a throttled key.
+pub const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 type CacheKey = [u8; 32];
 
-struct Entry {
+struct Stored {
     plaintext: Plaintext,
     key_id: String,
     stored: Instant,
+    /// Set when a refresh failed: until then, the stale plaintext is served without a refresh.
+    retry_after: Option<Instant>,
 }
 
-/// A bounded TTL cache of plaintexts.
+struct Refusal {
+    error: KmsError,
+    stored: Instant,
+}
+
+#[derive(Default)]
+struct Entries {
+    plaintexts: HashMap<CacheKey, Stored>,
+    refusals: HashMap<CacheKey, Refusal>,
+}
+
+/// What the cache holds for one ciphertext and context.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A plaintext within its TTL.
+    Fresh(Decrypted),
+    /// The key service called this ciphertext invalid, within the TTL.
+    Refused(KmsError),
+    /// A plaintext past its TTL, within the grace window: to be served only if the key service is unavailable.
+    Stale {
+        /// The last plaintext.
+        decrypted: Decrypted,
+        /// False while a recent refresh failed: serve it without asking the key service.
+        refresh: bool,
+    },
+    /// Nothing usable.
+    Miss,
+}
+
+/// A bounded TTL cache of plaintexts and refusals.
 pub struct PlaintextCache {
     ttl: Duration,
+    stale: Duration,
     max_entries: usize,
-    entries: Mutex<HashMap<CacheKey, Entry>>,
+    entries: Mutex<Entries>,
 }
 
 impl std::fmt::Debug for PlaintextCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlaintextCache").field("ttl", &self.ttl).field("max_entries", &self.max_entries).finish()
+        f.debug_struct("PlaintextCache")
+            .field("ttl", &self.ttl)
+            .field("stale", &self.stale)
+            .field("max_entries", &self.max_entries)
+            .finish()
     }
 }
 
 impl PlaintextCache {
-    /// A cache serving entries for `ttl`, holding at most `max_entries` (at least one).
-    pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        Self { ttl, max_entries: max_entries.max(1), entries: Mutex::default() }
+    /// A cache whose entries are fresh for `ttl`, whose plaintexts may be served `stale` longer during an outage,
+    /// holding at most `max_entries` plaintexts (at least one) and a quarter as many refusals.
+    pub fn new(ttl: Duration, stale: Duration, max_entries: usize) -> Self {
+        Self { ttl, stale, max_entries: max_entries.max(1), entries: Mutex::default() }
     }
 
-    /// The plaintext and key id stored for this ciphertext and context, if younger than the TTL.
-    pub fn get(&self, ciphertext: &[u8], context: &EncryptionContext) -> Option<(Plaintext, String)> {
-        let key = cache_key(ciphertext, context);
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        match entries.get(&key) {
-            Some(entry) if entry.stored.elapsed() < self.ttl => {
-                Some((Plaintext::from(entry.plaintext.expose_secret().to_vec()), entry.key_id.clone()))
-            }
-            Some(_) => {
-                entries.remove(&key); // expired: dropped, and so zeroized
-                None
-            }
-            None => None,
-        }
+    fn max_refusals(&self) -> usize {
+        (self.max_entries / 4).max(1)
     }
 
-    /// Stores a plaintext, evicting expired entries and then the oldest ones to stay within bounds.
-    pub fn insert(&self, ciphertext: &[u8], context: &EncryptionContext, plaintext: &Plaintext, key_id: &str) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What is held for this ciphertext and context. Entries found past their use are dropped (and zeroized).
+    pub fn lookup(&self, ciphertext: &[u8], context: &EncryptionContext) -> Lookup {
         let key = cache_key(ciphertext, context);
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= self.max_entries && !entries.contains_key(&key) {
-            entries.retain(|_, entry| entry.stored.elapsed() < self.ttl);
-            while entries.len() >= self.max_entries {
-                let Some(oldest) = entries.iter().min_by_key(|(_, entry)| entry.stored).map(|(k, _)| *k) else {
-                    break;
-                };
-                entries.remove(&oldest);
+        let mut entries = self.lock();
+        if let Some(refusal) = entries.refusals.get(&key) {
+            if refusal.stored.elapsed() < self.ttl {
+                return Lookup::Refused(refusal.error.clone());
             }
+            entries.refusals.remove(&key);
         }
-        let entry = Entry {
-            plaintext: Plaintext::from(plaintext.expose_secret().to_vec()),
-            key_id: key_id.to_string(),
-            stored: Instant::now(),
+        let Some(stored) = entries.plaintexts.get(&key) else { return Lookup::Miss };
+        let age = stored.stored.elapsed();
+        let decrypted = || Decrypted {
+            plaintext: Plaintext::from(stored.plaintext.expose_secret().to_vec()),
+            key_id: stored.key_id.clone(),
         };
-        entries.insert(key, entry);
+        if age < self.ttl {
+            Lookup::Fresh(decrypted())
+        } else if age < self.ttl + self.stale {
+            let refresh = stored.retry_after.is_none_or(|at| Instant::now() >= at);
+            Lookup::Stale { decrypted: decrypted(), refresh }
+        } else {
+            entries.plaintexts.remove(&key);
+            Lookup::Miss
+        }
     }
 
-    /// Number of entries held (expired ones included until they are evicted).
+    /// Stores a plaintext (ending any refusal of the same request), evicting what is past its use and then the
+    /// oldest plaintexts to stay within bounds.
+    pub fn insert(&self, ciphertext: &[u8], context: &EncryptionContext, decrypted: &Decrypted) {
+        let key = cache_key(ciphertext, context);
+        let lifetime = self.ttl + self.stale;
+        let mut entries = self.lock();
+        entries.refusals.remove(&key);
+        make_room(&mut entries.plaintexts, key, self.max_entries, |s| s.stored, lifetime);
+        let stored = Stored {
+            plaintext: Plaintext::from(decrypted.plaintext.expose_secret().to_vec()),
+            key_id: decrypted.key_id.clone(),
+            stored: Instant::now(),
+            retry_after: None,
+        };
+        entries.plaintexts.insert(key, stored);
+    }
+
+    /// Remembers that the key service called this ciphertext invalid (ending any plaintext of the same request).
+    /// Other errors are not stored.
+    pub fn insert_refusal(&self, ciphertext: &[u8], context: &EncryptionContext, error: &KmsError) {
+        if !matches!(error, KmsError::InvalidCiphertext(_)) {
+            return;
+        }
+        let key = cache_key(ciphertext, context);
+        let mut entries = self.lock();
+        entries.plaintexts.remove(&key);
+        make_room(&mut entries.refusals, key, self.max_refusals(), |r| r.stored, self.ttl);
+        entries.refusals.insert(key, Refusal { error: error.clone(), stored: Instant::now() });
+    }
+
+    /// Drops whatever is held for this ciphertext and context (the key service refused it).
+    pub fn forget(&self, ciphertext: &[u8], context: &EncryptionContext) {
+        let key = cache_key(ciphertext, context);
+        let mut entries = self.lock();
+        entries.plaintexts.remove(&key);
+        entries.refusals.remove(&key);
+    }
+
+    /// Notes that refreshing this stale plaintext failed: it is served without a refresh for
+    /// [`STALE_RETRY_INTERVAL`].
+    pub fn refresh_failed(&self, ciphertext: &[u8], context: &EncryptionContext) {
+        let key = cache_key(ciphertext, context);
+        if let Some(stored) = self.lock().plaintexts.get_mut(&key) {
+            stored.retry_after = Some(Instant::now() + STALE_RETRY_INTERVAL);
+        }
+    }
+
+    /// Number of entries held, plaintexts and refusals (those past their use included until they are evicted).
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner).len()
+        let entries = self.lock();
+        entries.plaintexts.len() + entries.refusals.len()
     }
 
     /// Whether the cache holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Makes room for `key` in `map`: drops entries older than `lifetime`, then the oldest, until it fits in `max`.
+fn make_room<V>(
+    map: &mut HashMap<CacheKey, V>,
+    key: CacheKey,
+    max: usize,
+    stored: impl Fn(&V) -> Instant,
+    lifetime: Duration,
+) {
+    if map.len() < max || map.contains_key(&key) {
+        return;
+    }
+    map.retain(|_, v| stored(v).elapsed() < lifetime);
+    while map.len() >= max {
+        let Some(oldest) = map.iter().min_by_key(|(_, v)| stored(v)).map(|(k, _)| *k) else { break };
+        map.remove(&oldest);
     }
 }
 
@@ -110,41 +224,93 @@ mod tests {
         EncryptionContext::from_pairs(pairs.iter().copied()).unwrap()
     }
 
-    fn secret(s: &str) -> Plaintext {
-        Plaintext::from(s.as_bytes().to_vec())
+    fn secret(s: &str, key_id: &str) -> Decrypted {
+        Decrypted { plaintext: Plaintext::from(s.as_bytes().to_vec()), key_id: key_id.into() }
+    }
+
+    fn fresh(lookup: Lookup) -> Option<(Vec<u8>, String)> {
+        match lookup {
+            Lookup::Fresh(d) => Some((d.plaintext.expose_secret().to_vec(), d.key_id)),
+            _ => None,
+        }
     }
 
     #[test]
     fn hits_only_for_the_same_ciphertext_and_context() {
-        let cache = PlaintextCache::new(DEFAULT_TTL, 8);
-        cache.insert(b"ct", &ctx(&[("a", "1")]), &secret("pw"), "key-1");
-        let (plaintext, key_id) = cache.get(b"ct", &ctx(&[("a", "1")])).unwrap();
-        assert_eq!(plaintext.expose_secret(), b"pw");
-        assert_eq!(key_id, "key-1");
-        assert!(cache.get(b"ct", &ctx(&[("a", "2")])).is_none());
-        assert!(cache.get(b"ct", &ctx(&[])).is_none());
-        assert!(cache.get(b"other", &ctx(&[("a", "1")])).is_none());
+        let cache = PlaintextCache::new(DEFAULT_TTL, DEFAULT_STALE, 8);
+        cache.insert(b"ct", &ctx(&[("a", "1")]), &secret("pw", "key-1"));
+        assert_eq!(fresh(cache.lookup(b"ct", &ctx(&[("a", "1")]))), Some((b"pw".to_vec(), "key-1".into())));
+        assert!(matches!(cache.lookup(b"ct", &ctx(&[("a", "2")])), Lookup::Miss));
+        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Miss));
+        assert!(matches!(cache.lookup(b"other", &ctx(&[("a", "1")])), Lookup::Miss));
     }
 
     #[test]
-    fn entries_expire() {
-        let cache = PlaintextCache::new(Duration::from_millis(30), 8);
-        cache.insert(b"ct", &ctx(&[]), &secret("pw"), "k");
-        assert!(cache.get(b"ct", &ctx(&[])).is_some());
+    fn plaintexts_go_stale_then_expire() {
+        let cache = PlaintextCache::new(Duration::from_millis(30), Duration::from_millis(60), 8);
+        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
+        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Fresh(_)));
         std::thread::sleep(Duration::from_millis(40));
-        assert!(cache.get(b"ct", &ctx(&[])).is_none());
+        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Stale { refresh: true, .. }));
+        cache.refresh_failed(b"ct", &ctx(&[]));
+        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Stale { refresh: false, .. }));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Miss));
         assert!(cache.is_empty(), "an expired entry is dropped when found");
     }
 
     #[test]
-    fn the_oldest_entry_is_evicted_when_full() {
-        let cache = PlaintextCache::new(DEFAULT_TTL, 2);
+    fn without_a_grace_window_nothing_is_stale() {
+        let cache = PlaintextCache::new(Duration::from_millis(20), Duration::ZERO, 8);
+        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Miss));
+    }
+
+    #[test]
+    fn refusals_of_invalid_ciphertexts_are_remembered_for_the_ttl_and_others_not_at_all() {
+        let cache = PlaintextCache::new(Duration::from_millis(30), DEFAULT_STALE, 8);
+        cache.insert_refusal(b"bad", &ctx(&[]), &KmsError::InvalidCiphertext("no".into()));
+        cache.insert_refusal(b"denied", &ctx(&[]), &KmsError::Denied("no".into()));
+        cache.insert_refusal(b"down", &ctx(&[]), &KmsError::Unavailable("no".into()));
+        assert!(matches!(cache.lookup(b"bad", &ctx(&[])), Lookup::Refused(KmsError::InvalidCiphertext(_))));
+        assert!(matches!(cache.lookup(b"denied", &ctx(&[])), Lookup::Miss));
+        assert!(matches!(cache.lookup(b"down", &ctx(&[])), Lookup::Miss));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(matches!(cache.lookup(b"bad", &ctx(&[])), Lookup::Miss));
+    }
+
+    #[test]
+    fn a_refusal_ends_a_stale_plaintext_and_forget_ends_both() {
+        let cache = PlaintextCache::new(DEFAULT_TTL, DEFAULT_STALE, 8);
+        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
+        cache.insert_refusal(b"ct", &ctx(&[]), &KmsError::InvalidCiphertext("rotated away".into()));
+        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Refused(_)));
+        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
+        cache.forget(b"ct", &ctx(&[]));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_plaintext_is_evicted_when_full() {
+        let cache = PlaintextCache::new(DEFAULT_TTL, DEFAULT_STALE, 2);
         for ct in [b"c1", b"c2", b"c3"] {
-            cache.insert(ct, &ctx(&[]), &secret("pw"), "k");
+            cache.insert(ct, &ctx(&[]), &secret("pw", "k"));
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(cache.len(), 2);
-        assert!(cache.get(b"c1", &ctx(&[])).is_none());
-        assert!(cache.get(b"c2", &ctx(&[])).is_some() && cache.get(b"c3", &ctx(&[])).is_some());
+        assert!(matches!(cache.lookup(b"c1", &ctx(&[])), Lookup::Miss));
+        assert!(fresh(cache.lookup(b"c2", &ctx(&[]))).is_some() && fresh(cache.lookup(b"c3", &ctx(&[]))).is_some());
+    }
+
+    #[test]
+    fn made_up_ciphertexts_never_evict_a_plaintext() {
+        let cache = PlaintextCache::new(DEFAULT_TTL, DEFAULT_STALE, 8);
+        cache.insert(b"real", &ctx(&[]), &secret("pw", "k"));
+        for i in 0..1000u32 {
+            cache.insert_refusal(&i.to_be_bytes(), &ctx(&[]), &KmsError::InvalidCiphertext("garbage".into()));
+        }
+        assert!(fresh(cache.lookup(b"real", &ctx(&[]))).is_some());
+        assert_eq!(cache.len(), 1 + 2, "refusals are bounded at a quarter of the plaintexts");
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::cache::PlaintextCache;
+use super::cache::{Lookup, PlaintextCache, STALE_RETRY_INTERVAL};
 use super::{Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::EncryptionContext;
 
@@ -26,6 +26,8 @@ pub struct DecryptRecord {
     pub outcome: Result<(), KmsError>,
     /// Whether the plaintext cache answered.
     pub cache: CacheUse,
+    /// When a stale plaintext was served ([`CacheUse::Stale`]): why the key service could not refresh it.
+    pub stale_because: Option<KmsError>,
     /// Time spent in the cache and the backend.
     pub latency: Duration,
 }
@@ -35,10 +37,12 @@ pub struct DecryptRecord {
 pub enum CacheUse {
     /// No cache is configured, or the request was refused before reaching it.
     Off,
-    /// Served from the cache: no call to the key service.
+    /// Served from the cache (a plaintext, or a remembered `invalid-ciphertext`): no call to the key service.
     Hit,
     /// Not in the cache: the key service was called.
     Miss,
+    /// The key service was unavailable, and the last plaintext was served past its TTL, within the grace window.
+    Stale,
 }
 
 impl CacheUse {
@@ -47,9 +51,14 @@ impl CacheUse {
             CacheUse::Off => "off",
             CacheUse::Hit => "hit",
             CacheUse::Miss => "miss",
+            CacheUse::Stale => "stale",
         }
     }
 }
+
+/// Longest the key service is given to refresh a stale plaintext before the stale one is served: an outage must
+/// not eat the invocation's time.
+const STALE_REFRESH_BUDGET: Duration = Duration::from_secs(1);
 
 /// Applies the host's decrypt policy, then asks the cache, then the backend.
 #[derive(Debug, Clone)]
@@ -57,6 +66,19 @@ pub struct KmsGate {
     backend: Arc<dyn KmsBackend>,
     stamped: EncryptionContext,
     cache: Option<Arc<PlaintextCache>>,
+}
+
+/// What one pass through the cache and the backend gave.
+struct Answer {
+    result: Result<Decrypted, KmsError>,
+    cache: CacheUse,
+    stale_because: Option<KmsError>,
+}
+
+impl Answer {
+    fn new(result: Result<Decrypted, KmsError>, cache: CacheUse) -> Self {
+        Self { result, cache, stale_because: None }
+    }
 }
 
 impl KmsGate {
@@ -84,6 +106,9 @@ impl KmsGate {
     /// Decrypts for a guest: checks sizes, merges the stamped context (a contradiction is `denied`), answers from
     /// the cache or calls the backend (giving up at `deadline` with `unavailable`), and writes one audit line.
     /// Returns the outcome and its record.
+    ///
+    /// With a cache: an `invalid-ciphertext` answer is remembered for the TTL; a plaintext past its TTL is served
+    /// (and audited as stale) only when the backend is `unavailable`, and dropped when it refuses.
     pub async fn decrypt(
         &self,
         ciphertext: &[u8],
@@ -95,39 +120,75 @@ impl KmsGate {
             .and_then(|guest| guest.stamped_with(&self.stamped))
             .map_err(|e| KmsError::Denied(e.to_string()));
         let started = Instant::now();
-        let mut cache = CacheUse::Off;
-        let result = match &context {
-            _ if ciphertext.len() > MAX_CIPHERTEXT_BYTES => Err(KmsError::InvalidCiphertext(format!(
-                "ciphertext is {} bytes; the limit is {MAX_CIPHERTEXT_BYTES}",
-                ciphertext.len()
-            ))),
-            Err(e) => Err(e.clone()),
-            Ok(context) => match self.cache.as_deref().map(|c| (c, c.get(ciphertext, context))) {
-                Some((_, Some((plaintext, key_id)))) => {
-                    cache = CacheUse::Hit;
-                    Ok(Decrypted { plaintext, key_id })
-                }
-                Some((store, None)) => {
-                    cache = CacheUse::Miss;
-                    let result = self.call_backend(ciphertext, context, deadline).await;
-                    if let Ok(decrypted) = &result {
-                        store.insert(ciphertext, context, &decrypted.plaintext, &decrypted.key_id);
-                    }
-                    result
-                }
-                None => self.call_backend(ciphertext, context, deadline).await,
+        let answer = match &context {
+            _ if ciphertext.len() > MAX_CIPHERTEXT_BYTES => Answer::new(
+                Err(KmsError::InvalidCiphertext(format!(
+                    "ciphertext is {} bytes; the limit is {MAX_CIPHERTEXT_BYTES}",
+                    ciphertext.len()
+                ))),
+                CacheUse::Off,
+            ),
+            Err(e) => Answer::new(Err(e.clone()), CacheUse::Off),
+            Ok(context) => match &self.cache {
+                Some(cache) => self.through_cache(cache, ciphertext, context, deadline).await,
+                None => Answer::new(self.call_backend(ciphertext, context, deadline).await, CacheUse::Off),
             },
         };
         let record = DecryptRecord {
             ciphertext_id,
             context: context.ok(),
-            key_id: result.as_ref().ok().map(|d| d.key_id.clone()),
-            outcome: result.as_ref().map(|_| ()).map_err(Clone::clone),
-            cache,
+            key_id: answer.result.as_ref().ok().map(|d| d.key_id.clone()),
+            outcome: answer.result.as_ref().map(|_| ()).map_err(Clone::clone),
+            cache: answer.cache,
+            stale_because: answer.stale_because,
             latency: started.elapsed(),
         };
         audit(&record);
-        (result.map(|d| d.plaintext), record)
+        (answer.result.map(|d| d.plaintext), record)
+    }
+
+    async fn through_cache(
+        &self,
+        cache: &PlaintextCache,
+        ciphertext: &[u8],
+        context: &EncryptionContext,
+        deadline: Option<Instant>,
+    ) -> Answer {
+        let stale = match cache.lookup(ciphertext, context) {
+            Lookup::Fresh(decrypted) => return Answer::new(Ok(decrypted), CacheUse::Hit),
+            Lookup::Refused(error) => return Answer::new(Err(error), CacheUse::Hit),
+            Lookup::Stale { decrypted, refresh: false } => {
+                let why = KmsError::Unavailable(format!(
+                    "the last refresh failed less than {} s ago",
+                    STALE_RETRY_INTERVAL.as_secs()
+                ));
+                return Answer { result: Ok(decrypted), cache: CacheUse::Stale, stale_because: Some(why) };
+            }
+            Lookup::Stale { decrypted, refresh: true } => Some(decrypted),
+            Lookup::Miss => None,
+        };
+        let deadline = match stale {
+            Some(_) => {
+                let budget = Instant::now() + STALE_REFRESH_BUDGET;
+                Some(deadline.map_or(budget, |d| d.min(budget)))
+            }
+            None => deadline,
+        };
+        match (self.call_backend(ciphertext, context, deadline).await, stale) {
+            (Ok(decrypted), _) => {
+                cache.insert(ciphertext, context, &decrypted);
+                Answer::new(Ok(decrypted), CacheUse::Miss)
+            }
+            (Err(error @ KmsError::Unavailable(_)), Some(stale)) => {
+                cache.refresh_failed(ciphertext, context);
+                Answer { result: Ok(stale), cache: CacheUse::Stale, stale_because: Some(error) }
+            }
+            (Err(error), _) => {
+                cache.forget(ciphertext, context);
+                cache.insert_refusal(ciphertext, context, &error);
+                Answer::new(Err(error), CacheUse::Miss)
+            }
+        }
     }
 
     async fn call_backend(
@@ -139,9 +200,15 @@ impl KmsGate {
         let call = self.backend.decrypt(ciphertext, context);
         match deadline {
             None => call.await,
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), call).await.unwrap_or_else(|_| {
-                Err(KmsError::Unavailable("the key service did not answer before the invocation's deadline".into()))
-            }),
+            Some(deadline) => {
+                let allowed = deadline.saturating_duration_since(Instant::now());
+                tokio::time::timeout_at(deadline.into(), call).await.unwrap_or_else(|_| {
+                    Err(KmsError::Unavailable(format!(
+                        "the key service did not answer in the {} ms it was given",
+                        allowed.as_millis()
+                    )))
+                })
+            }
         }
     }
 }
@@ -154,12 +221,16 @@ fn audit(record: &DecryptRecord) {
     let key_id = record.key_id.as_deref().unwrap_or("-");
     let latency_us = u64::try_from(record.latency.as_micros()).unwrap_or(u64::MAX);
     let cache = record.cache.as_str();
-    match &record.outcome {
-        Ok(()) => tracing::info!(
+    match (&record.outcome, &record.stale_because) {
+        (Ok(()), Some(why)) => tracing::warn!(
+            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, key_id, context, cache, latency_us,
+            outcome = "ok", stale_because = %why, "kms decrypt: the key service is unavailable; served the last plaintext past its TTL"
+        ),
+        (Ok(()), None) => tracing::info!(
             target: "keyward::audit", ciphertext_id = %record.ciphertext_id, key_id, context, cache, latency_us,
             outcome = "ok", "kms decrypt"
         ),
-        Err(e) => tracing::warn!(
+        (Err(e), _) => tracing::warn!(
             target: "keyward::audit", ciphertext_id = %record.ciphertext_id, key_id, context, cache, latency_us,
             outcome = e.kind(), error = %e, "kms decrypt"
         ),
@@ -168,6 +239,9 @@ fn audit(record: &DecryptRecord) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use secrecy::ExposeSecret;
 
     use super::*;
@@ -213,38 +287,51 @@ mod tests {
     /// A backend that counts calls and can be made slow or failing.
     #[derive(Debug, Default)]
     struct Scripted {
-        calls: std::sync::atomic::AtomicUsize,
+        calls: AtomicUsize,
         delay: Duration,
-        fail: std::sync::atomic::AtomicBool,
+        fail: Mutex<Option<KmsError>>,
+    }
+
+    impl Scripted {
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+
+        fn fail_with(&self, error: Option<KmsError>) {
+            *self.fail.lock().unwrap() = error;
+        }
     }
 
     #[async_trait::async_trait]
     impl KmsBackend for Scripted {
         async fn decrypt(&self, _: &[u8], _: &EncryptionContext) -> Result<Decrypted, KmsError> {
-            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
-            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(KmsError::Unavailable("scripted outage".into()));
+            if let Some(error) = self.fail.lock().unwrap().clone() {
+                return Err(error);
             }
             Ok(Decrypted { plaintext: Plaintext::from(b"pw".to_vec()), key_id: "scripted".into() })
         }
     }
 
+    fn cached_gate(backend: &Arc<Scripted>, ttl: Duration, stale: Duration) -> KmsGate {
+        KmsGate::new(backend.clone(), EncryptionContext::new()).with_cache(Arc::new(PlaintextCache::new(ttl, stale, 8)))
+    }
+
     #[tokio::test]
     async fn the_cache_serves_repeats_and_outlives_an_outage() {
         let backend = Arc::new(Scripted::default());
-        let cache = Arc::new(PlaintextCache::new(Duration::from_secs(60), 8));
-        let gate = KmsGate::new(backend.clone(), EncryptionContext::new()).with_cache(cache);
+        let gate = cached_gate(&backend, Duration::from_secs(60), Duration::ZERO);
         let (first, record) = gate.decrypt(b"ct", vec![], None).await;
         assert!(first.is_ok());
         assert_eq!(record.cache, CacheUse::Miss);
-        backend.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        backend.fail_with(Some(KmsError::Unavailable("scripted outage".into())));
         for _ in 0..5 {
             let (again, record) = gate.decrypt(b"ct", vec![], None).await;
             assert_eq!(again.unwrap().expose_secret(), b"pw");
             assert_eq!(record.cache, CacheUse::Hit);
         }
-        assert_eq!(backend.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(backend.calls(), 1);
         // Another context is another entry: the outage shows.
         let (other, record) = gate.decrypt(b"ct", pairs(&[("a", "b")]), None).await;
         assert!(matches!(other, Err(KmsError::Unavailable(_))));
@@ -257,7 +344,75 @@ mod tests {
         let gate = KmsGate::new(backend, EncryptionContext::new());
         let started = Instant::now();
         let (result, _) = gate.decrypt(b"ct", vec![], Some(Instant::now() + Duration::from_millis(50))).await;
-        assert!(matches!(result, Err(KmsError::Unavailable(ref m)) if m.contains("deadline")), "{result:?}");
+        assert!(matches!(result, Err(KmsError::Unavailable(ref m)) if m.contains("did not answer")), "{result:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn an_invalid_ciphertext_is_answered_from_memory_and_denied_is_asked_again() {
+        let backend = Arc::new(Scripted::default());
+        let gate = cached_gate(&backend, Duration::from_secs(60), Duration::ZERO);
+        backend.fail_with(Some(KmsError::InvalidCiphertext("encoded twice?".into())));
+        for expected_cache in [CacheUse::Miss, CacheUse::Hit, CacheUse::Hit] {
+            let (result, record) = gate.decrypt(b"bad", vec![], None).await;
+            assert!(matches!(result, Err(KmsError::InvalidCiphertext(_))), "{result:?}");
+            assert_eq!(record.cache, expected_cache);
+        }
+        assert_eq!(backend.calls(), 1);
+
+        backend.fail_with(Some(KmsError::Denied("no permission yet".into())));
+        for _ in 0..2 {
+            let (result, record) = gate.decrypt(b"not-yet", vec![], None).await;
+            assert!(matches!(result, Err(KmsError::Denied(_))));
+            assert_eq!(record.cache, CacheUse::Miss);
+        }
+        assert_eq!(backend.calls(), 3, "access denied is asked again: permissions get fixed");
+    }
+
+    #[tokio::test]
+    async fn past_its_ttl_a_plaintext_is_served_on_outage_and_dropped_on_refusal() {
+        let backend = Arc::new(Scripted::default());
+        let gate = cached_gate(&backend, Duration::from_millis(20), Duration::from_secs(60));
+        assert!(gate.decrypt(b"ct", vec![], None).await.0.is_ok());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+
+        // Outage: the stale plaintext, audited as such; then no KMS call for the retry interval.
+        backend.fail_with(Some(KmsError::Unavailable("connection refused".into())));
+        let (result, record) = gate.decrypt(b"ct", vec![], None).await;
+        assert_eq!(result.unwrap().expose_secret(), b"pw");
+        assert_eq!(record.cache, CacheUse::Stale);
+        assert!(matches!(record.stale_because, Some(KmsError::Unavailable(ref m)) if m.contains("refused")));
+        let (again, record) = gate.decrypt(b"ct", vec![], None).await;
+        assert!(again.is_ok());
+        assert_eq!(record.cache, CacheUse::Stale);
+        assert_eq!(backend.calls(), 2, "a failed refresh is not retried at once");
+
+        // Refusal: never stale.
+        let gate = cached_gate(&backend, Duration::from_millis(20), Duration::from_secs(60));
+        backend.fail_with(None);
+        assert!(gate.decrypt(b"ct", vec![], None).await.0.is_ok());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        backend.fail_with(Some(KmsError::Denied("key disabled".into())));
+        let (result, record) = gate.decrypt(b"ct", vec![], None).await;
+        assert!(matches!(result, Err(KmsError::Denied(_))), "{result:?}");
+        assert_eq!(record.stale_because, None);
+        backend.fail_with(Some(KmsError::Unavailable("down now".into())));
+        let (result, _) = gate.decrypt(b"ct", vec![], None).await;
+        assert!(matches!(result, Err(KmsError::Unavailable(_))), "the refused plaintext is gone: {result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_refresh_gives_up_early_when_a_stale_plaintext_is_at_hand() {
+        let backend = Arc::new(Scripted::default());
+        let gate = cached_gate(&backend, Duration::from_millis(20), Duration::from_secs(60));
+        assert!(gate.decrypt(b"ct", vec![], None).await.0.is_ok());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let slow = Arc::new(Scripted { delay: Duration::from_secs(30), ..Scripted::default() });
+        let gate = KmsGate { backend: slow, ..gate };
+        let started = Instant::now();
+        let (result, record) = gate.decrypt(b"ct", vec![], Some(Instant::now() + Duration::from_secs(20))).await;
+        assert!(result.is_ok());
+        assert_eq!(record.cache, CacheUse::Stale);
+        assert!(started.elapsed() < STALE_REFRESH_BUDGET + Duration::from_millis(500), "{:?}", started.elapsed());
     }
 }

@@ -97,10 +97,10 @@ pub(crate) fn load(
         // deployment package (made by `keyward compile`/`package`), which is as trusted as the binary itself.
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(engine, bytes) };
-        component.map_err(|e| LoadError::Precompiled(one_line(&e)))?
+        component.map_err(|e| LoadError::Precompiled(error_line(&e)))?
     } else {
         check_header(bytes)?;
-        Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid(one_line(&e)))?
+        Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid(error_line(&e)))?
     };
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
@@ -109,8 +109,8 @@ pub(crate) fn load(
         }
     }
     check_handler(engine, &ty).map_err(LoadError::WrongWorld)?;
-    let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(one_line(&e)))?;
-    SecretHandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(one_line(&e)))
+    let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(error_line(&e)))?;
+    SecretHandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(error_line(&e)))
 }
 
 /// Checks the exported `handle` against the WIT signature now, so a mismatch is a load error rather than a
@@ -175,9 +175,9 @@ fn unversioned(name: &str) -> &str {
     name.split_once('@').map_or(name, |(name, _)| name)
 }
 
-/// An error and its causes on one line.
-pub(crate) fn one_line(error: &wasmtime::Error) -> String {
-    error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ").replace('\n', " ")
+/// A wasmtime error and its causes on one line.
+pub(crate) fn error_line(error: &wasmtime::Error) -> String {
+    crate::error::one_line(&error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": "))
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use component::LoadError;
-pub(crate) use component::{one_line, read as read_component};
+use component::error_line;
+pub(crate) use component::read as read_component;
 use engine::{EPOCH_TICK, EpochTicker};
 use kms_capability::KmsCapability;
 use limits::StoreLimiter;
@@ -24,50 +25,8 @@ use output::GuestOutput;
 use redact::Redactor;
 
 use crate::bindings::{HandlerContext, SecretHandlerPre};
+use crate::error::InvokeError;
 use crate::kms::{DecryptRecord, KmsGate};
-
-/// Why an invocation failed. Messages never contain plaintext: a guest's own error message is passed on with the
-/// secrets it was handed masked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvokeError {
-    /// The guest's handler returned `err`.
-    #[error("guest returned an error: {0}")]
-    Guest(String),
-    /// The guest trapped (a panic, an `unreachable`, a stack overflow, ...).
-    #[error("guest trapped: {0}")]
-    Trap(String),
-    /// The guest called `exit`.
-    #[error("guest exited with status {0} instead of returning a response")]
-    Exit(i32),
-    /// The guest hit one of its limits.
-    #[error(transparent)]
-    Limit(#[from] LimitExceeded),
-    /// The guest's response is not JSON.
-    #[error("guest response is not valid JSON (error at line {line}, column {column})")]
-    InvalidResponse {
-        /// Where parsing failed.
-        line: usize,
-        /// Where parsing failed.
-        column: usize,
-    },
-    /// The guest could not be instantiated (for example, all instance slots are busy).
-    #[error("cannot instantiate guest: {0}")]
-    Instantiate(String),
-}
-
-impl InvokeError {
-    /// A stable name for the kind of failure (the Lambda `errorType`).
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            InvokeError::Guest(_) => "GuestError",
-            InvokeError::Trap(_) | InvokeError::Exit(_) => "GuestTrap",
-            InvokeError::Limit(LimitExceeded::Time { .. }) => "GuestTimeout",
-            InvokeError::Limit(_) => "GuestLimitExceeded",
-            InvokeError::InvalidResponse { .. } => "GuestInvalidResponse",
-            InvokeError::Instantiate(_) => "HostError",
-        }
-    }
-}
 
 /// What a store holds for one invocation.
 pub(crate) struct GuestState {
@@ -167,10 +126,7 @@ impl Sandbox {
         let redactor = Redactor::new(&handed_out);
         stdout.flush_to_log(&redactor);
         stderr.flush_to_log(&redactor);
-        let outcome = outcome.map_err(|e| match e {
-            InvokeError::Guest(message) => InvokeError::Guest(redactor.text(&message)),
-            other => other,
-        });
+        let outcome = outcome.map_err(|e| e.scrubbed(|text| redactor.text(text)));
         (outcome, records)
     }
 
@@ -188,7 +144,7 @@ impl Sandbox {
 
 /// Builds an engine for `limits` and checks, compiles (or loads precompiled) and links `component` in it.
 fn load(component: &[u8], limits: &Limits) -> Result<(Engine, SecretHandlerPre<GuestState>), LoadError> {
-    let engine_error = |e: wasmtime::Error| LoadError::Engine(one_line(&e));
+    let engine_error = |e: wasmtime::Error| LoadError::Engine(error_line(&e));
     let engine = engine::build(limits, None).map_err(engine_error)?;
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
@@ -212,10 +168,10 @@ pub fn precompile(component: &[u8], target: Option<&str>) -> Result<Vec<u8>, Loa
         // Loading compiled it for this machine already.
         None => pre.instance_pre().component().serialize(),
         Some(triple) => engine::build(&limits, Some(triple))
-            .map_err(|e| LoadError::Engine(one_line(&e)))?
+            .map_err(|e| LoadError::Engine(error_line(&e)))?
             .precompile_component(component),
     };
-    compiled.map_err(|e| LoadError::Invalid(one_line(&e)))
+    compiled.map_err(|e| LoadError::Invalid(error_line(&e)))
 }
 
 /// The key service gets the invocation's time less a tenth (at most 100 ms), which is left for the guest to
@@ -235,13 +191,13 @@ fn trap_error(error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeErro
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => time_limit.clone().into(),
         Some(trap) => InvokeError::Trap(trap.to_string()),
-        None => InvokeError::Trap(one_line(error)),
+        None => InvokeError::Trap(error_line(error)),
     }
 }
 
 fn instantiate_error(error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
     match trap_error(error, time_limit) {
-        InvokeError::Trap(_) => InvokeError::Instantiate(one_line(error)),
+        InvokeError::Trap(_) => InvokeError::Instantiate(error_line(error)),
         known => known,
     }
 }

@@ -98,6 +98,8 @@ impl Guest for Probe {
             "big" => Ok(Value::String("x".repeat(number("bytes") as usize)).to_string()),
             "not-json" => Ok("this is not json".to_string()),
             "fail" => Err(arg("message").as_str().unwrap_or("probe failed").to_string()),
+            // An error message of `bytes` bytes, several lines.
+            "fail-big" => Err("probe failed on purpose\n".repeat(number("bytes") as usize / 24 + 1)),
             // Write `lines` lines to stdout and stderr.
             "print" => {
                 for i in 0..number("lines") {

@@ -1,28 +1,16 @@
-//! Lambda mode: the `keyward` binary as the function's `bootstrap`. Configuration comes from the function's
-//! environment; each event runs the guest once; a guest failure is a function error, never a crash.
-//!
-//! | variable | meaning | default |
-//! |---|---|---|
-//! | `KEYWARD_COMPONENT` | the guest (`.cwasm` or `.wasm`) | `$LAMBDA_TASK_ROOT/handler.cwasm`, then `handler.wasm` |
-//! | `KEYWARD_GUEST_ENV` | names of env vars handed to the guest (`A,B`) | none |
-//! | `KEYWARD_KMS_KEY_ID` | allowed KMS keys (`id,arn,alias/name`) | required |
-//! | `KEYWARD_KMS_ENDPOINT` | KMS endpoint override | the regional endpoint |
-//! | `KEYWARD_KMS_CONTEXT` | stamped encryption context (`K=V,K=V`) | none |
-//! | `KEYWARD_CACHE_TTL_SECS` | plaintext cache TTL, 0 disables | 300 |
-//! | `KEYWARD_PREFETCH` | guest env vars decrypted during init (`A,B`) | none |
-//! | `KEYWARD_TIMEOUT_MS`, `KEYWARD_MEMORY_MB`, `KEYWARD_MAX_DECRYPT_CALLS`, `KEYWARD_MAX_RESPONSE_BYTES` | limits | as the CLI |
+//! Lambda mode's configuration: the `KEYWARD_*` variables of the function's environment, checked once.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
-use serde_json::value::RawValue;
+use std::time::Duration;
 
 use crate::context::Pair;
-use crate::kms::cache::DEFAULT_TTL;
-use crate::kms::{AwsKms, AwsKmsConfig};
-use crate::{EncryptionContext, Host, HostConfig, InvocationContext, Limits};
+use crate::kms::AwsKmsConfig;
+use crate::kms::cache::{DEFAULT_STALE, DEFAULT_TTL};
+use crate::sandbox::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS};
+use crate::{EncryptionContext, HostConfig, Limits};
+
+/// Lambda's limit on a synchronous invocation's response, and keyward's on its event: 6 MiB.
+pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
 
 /// Everything Lambda mode reads from the environment, checked.
 #[derive(Debug, Clone)]
@@ -40,7 +28,7 @@ pub struct LambdaConfig {
 /// A configuration problem, naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ConfigError(String);
+pub struct ConfigError(pub(crate) String);
 
 impl LambdaConfig {
     /// Reads the configuration through `var` (the process environment in production).
@@ -99,12 +87,19 @@ impl LambdaConfig {
             // Lambda runs one invocation at a time per process.
             max_instances: 1,
             ..Limits::default()
-                .with_memory_mb(small("KEYWARD_MEMORY_MB", u64::from(crate::sandbox::limits::DEFAULT_MEMORY_MB))?)
-                .with_timeout_ms(number("KEYWARD_TIMEOUT_MS", crate::sandbox::limits::DEFAULT_TIMEOUT_MS)?)
+                .with_memory_mb(small("KEYWARD_MEMORY_MB", u64::from(DEFAULT_MEMORY_MB))?)
+                .with_timeout_ms(number("KEYWARD_TIMEOUT_MS", DEFAULT_TIMEOUT_MS)?)
         };
         limits.validate().map_err(|e| ConfigError(format!("limits: {e}")))?;
+        if limits.max_response_bytes > LAMBDA_PAYLOAD_LIMIT {
+            return Err(ConfigError(format!(
+                "KEYWARD_MAX_RESPONSE_BYTES={} is over Lambda's response limit of {LAMBDA_PAYLOAD_LIMIT} bytes",
+                limits.max_response_bytes
+            )));
+        }
 
         let cache_ttl = Duration::from_secs(number("KEYWARD_CACHE_TTL_SECS", DEFAULT_TTL.as_secs())?);
+        let cache_stale = Duration::from_secs(number("KEYWARD_CACHE_STALE_SECS", DEFAULT_STALE.as_secs())?);
         let prefetch = list("KEYWARD_PREFETCH");
         if !prefetch.is_empty() && cache_ttl.is_zero() {
             return Err(ConfigError("KEYWARD_PREFETCH needs the cache, but KEYWARD_CACHE_TTL_SECS is 0".into()));
@@ -119,89 +114,10 @@ impl LambdaConfig {
         }
         Ok(Self {
             component,
-            host: HostConfig { limits, guest_env, stamped_context, cache_ttl, ..HostConfig::default() },
+            host: HostConfig { limits, guest_env, stamped_context, cache_ttl, cache_stale, ..HostConfig::default() },
             kms: AwsKmsConfig { key_ids, endpoint: var("KEYWARD_KMS_ENDPOINT").filter(|e| !e.is_empty()) },
             prefetch,
         })
-    }
-}
-
-/// Builds the host: configuration, KMS client, component, prefetched secrets.
-///
-/// # Errors
-/// One line naming what is wrong.
-pub async fn init(config: LambdaConfig) -> Result<Host, String> {
-    let kms = AwsKms::from_env(config.kms).await?;
-    let host = Host::from_file(&config.component, Arc::new(kms), config.host).map_err(|e| e.to_string())?;
-    host.prefetch(&config.prefetch).await.map_err(|e| e.to_string())?;
-    Ok(host)
-}
-
-/// Runs as the Lambda `bootstrap` until the runtime stops. A failed init is reported to the Runtime API's
-/// init-error endpoint, then returned.
-///
-/// # Errors
-/// The init error, or the runtime's.
-pub async fn run() -> Result<(), lambda_runtime::Error> {
-    let started = std::time::Instant::now();
-    let config = LambdaConfig::from_vars(|name| std::env::var(name).ok());
-    let component = config.as_ref().map(|c| c.component.display().to_string()).unwrap_or_default();
-    let host = match config {
-        Ok(config) => init(config).await,
-        Err(e) => Err(e.to_string()),
-    };
-    let host = match host {
-        Ok(host) => Arc::new(host),
-        Err(message) => {
-            tracing::error!(error = %message, "init failed");
-            report_init_error(&message).await;
-            return Err(message.into());
-        }
-    };
-    tracing::info!(init_ms = started.elapsed().as_millis(), component, "keyward ready");
-    lambda_runtime::run(service_fn(move |event| handle(host.clone(), event))).await
-}
-
-async fn handle(host: Arc<Host>, event: LambdaEvent<Box<RawValue>>) -> Result<Box<RawValue>, Diagnostic> {
-    let ctx = InvocationContext {
-        request_id: event.context.request_id.clone(),
-        function_arn: event.context.invoked_function_arn.clone(),
-        deadline: Some(deadline(event.context.deadline, SystemTime::now())),
-    };
-    let invocation = host.invoke(event.payload.get(), ctx).await;
-    match invocation.result {
-        // Already checked to be JSON by the host.
-        Ok(response) => RawValue::from_string(response).map_err(|e| Diagnostic {
-            error_type: "GuestInvalidResponse".into(),
-            error_message: format!("guest response is not valid JSON: line {}, column {}", e.line(), e.column()),
-        }),
-        Err(e) => Err(Diagnostic { error_type: e.error_type().into(), error_message: e.to_string() }),
-    }
-}
-
-/// Lambda's deadline is milliseconds since the Unix epoch. Some Runtime API emulators (cargo-lambda's) send the
-/// time left instead; a value too small to be a timestamp of this century is read that way.
-fn deadline(deadline_ms: u64, now: SystemTime) -> SystemTime {
-    const YEAR_2001_MS: u64 = 1_000_000_000_000;
-    if deadline_ms < YEAR_2001_MS {
-        now + Duration::from_millis(deadline_ms)
-    } else {
-        UNIX_EPOCH + Duration::from_millis(deadline_ms)
-    }
-}
-
-async fn report_init_error(message: &str) {
-    let Ok(client) = lambda_runtime_api_client::Client::builder().build() else { return };
-    let body = serde_json::json!({ "errorType": "Runtime.InitError", "errorMessage": message }).to_string();
-    let request = lambda_runtime_api_client::build_request()
-        .method(http::Method::POST)
-        .uri("/2018-06-01/runtime/init/error")
-        .header("lambda-runtime-function-error-type", "Runtime.InitError")
-        .body(lambda_runtime_api_client::body::Body::from(body));
-    if let Ok(request) = request
-        && let Err(e) = client.call(request).await
-    {
-        tracing::warn!(error = %e, "cannot report the init error to the Runtime API");
     }
 }
 
@@ -217,13 +133,6 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_are_timestamps_or_time_left() {
-        let now = UNIX_EPOCH + Duration::from_millis(1_795_944_012_668);
-        assert_eq!(deadline(1_795_944_015_668, now), now + Duration::from_secs(3));
-        assert_eq!(deadline(600_000, now), now + Duration::from_secs(600));
-    }
-
-    #[test]
     fn reads_a_full_configuration() {
         let c = config(&[
             ("KEYWARD_COMPONENT", "/opt/h.wasm"),
@@ -235,6 +144,7 @@ mod tests {
             ("KEYWARD_KMS_ENDPOINT", "http://127.0.0.1:5000"),
             ("KEYWARD_KMS_CONTEXT", "function=hello,stage=prod"),
             ("KEYWARD_CACHE_TTL_SECS", "0"),
+            ("KEYWARD_CACHE_STALE_SECS", "60"),
             ("KEYWARD_TIMEOUT_MS", "1500"),
             ("KEYWARD_MEMORY_MB", "32"),
         ])
@@ -245,6 +155,7 @@ mod tests {
         assert_eq!(c.kms.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(c.host.stamped_context.to_string(), "function=hello,stage=prod");
         assert_eq!(c.host.cache_ttl, Duration::ZERO);
+        assert_eq!(c.host.cache_stale, Duration::from_secs(60));
         assert_eq!(c.host.limits.timeout, Duration::from_millis(1500));
         assert_eq!(c.host.limits.memory_bytes, 32 << 20);
     }
@@ -254,6 +165,7 @@ mod tests {
         let c = config(&[("KEYWARD_KMS_KEY_ID", "k"), ("LAMBDA_TASK_ROOT", "/var/task")]).unwrap();
         assert_eq!(c.component, PathBuf::from("/var/task/handler.wasm"));
         assert_eq!(c.host.cache_ttl, DEFAULT_TTL);
+        assert_eq!(c.host.cache_stale, DEFAULT_STALE);
         assert!(c.host.guest_env.is_empty() && c.prefetch.is_empty());
     }
 
@@ -265,6 +177,8 @@ mod tests {
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "novalue")], "KEYWARD_KMS_CONTEXT"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_TIMEOUT_MS", "soon")], "KEYWARD_TIMEOUT_MS"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MEMORY_MB", "0")], "memory limit"),
+            (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MAX_RESPONSE_BYTES", "7000000")], "Lambda's response limit"),
+            (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_CACHE_STALE_SECS", "-1")], "KEYWARD_CACHE_STALE_SECS"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_PREFETCH", "PASSWORD")], "not in KEYWARD_GUEST_ENV"),
             (
                 &[
@@ -281,5 +195,35 @@ mod tests {
             let err = config(vars).unwrap_err().to_string();
             assert!(err.contains(expected), "{vars:?}: expected {expected:?} in {err:?}");
         }
+    }
+
+    /// The README's variable table and the parser name the same variables.
+    #[test]
+    fn the_readme_documents_every_variable_read() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("| variable | meaning | default |").unwrap()..];
+        let table = section.lines().take_while(|line| line.starts_with('|'));
+        let mut documented: Vec<String> = table
+            .filter_map(|row| row.split('`').nth(1))
+            .filter(|name| name.starts_with("KEYWARD_"))
+            .map(String::from)
+            .collect();
+        documented.sort();
+
+        let read = std::sync::Mutex::new(Vec::new());
+        let vars: HashMap<&str, &str> =
+            [("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_GUEST_ENV", "P"), ("P", "x"), ("KEYWARD_PREFETCH", "P")]
+                .into_iter()
+                .collect();
+        LambdaConfig::from_vars(|name| {
+            read.lock().unwrap().push(name.to_string());
+            vars.get(name).map(|v| v.to_string())
+        })
+        .unwrap();
+        let mut read: Vec<String> =
+            read.into_inner().unwrap().into_iter().filter(|n| n.starts_with("KEYWARD_")).collect();
+        read.sort();
+        read.dedup();
+        assert_eq!(documented, read, "README table (left) vs variables read (right)");
     }
 }

@@ -1,0 +1,202 @@
+//! How an invocation fails, and how any failure is put into words: one line, bounded, never a `Debug` dump.
+
+use crate::sandbox::LimitExceeded;
+
+/// Most bytes of a message keyward passes on from elsewhere (a guest's error, a trap, a key service's answer).
+/// Longer ones are cut at a character boundary and marked, so a function error always fits Lambda's limits and a
+/// log line stays bounded.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// Why an invocation failed. Messages never contain plaintext: a guest's own error message is passed on with the
+/// secrets it was handed masked, and cut to [`MAX_MESSAGE_BYTES`].
+///
+/// Each kind has a stable name, [`InvokeError::error_type`]: the Lambda `errorType`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvokeError {
+    /// The guest's handler returned `err`.
+    #[error("guest returned an error: {0}")]
+    Guest(String),
+    /// The guest trapped (a panic, an `unreachable`, a stack overflow, ...).
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The guest called `exit`.
+    #[error("guest exited with status {0} instead of returning a response")]
+    Exit(i32),
+    /// The guest hit one of its limits.
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
+    /// The guest's response is not JSON.
+    #[error("guest response is not valid JSON (error at line {line}, column {column})")]
+    InvalidResponse {
+        /// Where parsing failed.
+        line: usize,
+        /// Where parsing failed.
+        column: usize,
+    },
+    /// The event is not UTF-8 JSON; the guest was not run. The message says where, never what.
+    #[error("the event is not valid JSON: {0}")]
+    InvalidEvent(String),
+    /// The invocation's deadline had passed before the guest could start.
+    #[error("the invocation's deadline had passed before the guest started")]
+    DeadlineExceeded,
+    /// The Lambda Runtime API handed over an invocation keyward cannot run as given (a malformed header).
+    #[error("invalid invocation: {0}")]
+    InvalidInvocation(String),
+    /// The guest could not be instantiated (for example, all instance slots are busy).
+    #[error("cannot instantiate guest: {0}")]
+    Instantiate(String),
+}
+
+impl InvokeError {
+    /// A stable name for the kind of failure (the Lambda `errorType`). The README lists them all.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            InvokeError::Guest(_) => "GuestError",
+            InvokeError::Trap(_) | InvokeError::Exit(_) => "GuestTrap",
+            InvokeError::Limit(LimitExceeded::Time { .. }) => "GuestTimeout",
+            InvokeError::Limit(_) => "GuestLimitExceeded",
+            InvokeError::InvalidResponse { .. } => "GuestInvalidResponse",
+            InvokeError::InvalidEvent(_) => "InvalidEvent",
+            InvokeError::DeadlineExceeded => "DeadlineExceeded",
+            InvokeError::InvalidInvocation(_) => "InvalidInvocation",
+            InvokeError::Instantiate(_) => "HostError",
+        }
+    }
+
+    /// Every `errorType` an invocation can fail with.
+    pub const ERROR_TYPES: &[&str] = &[
+        "GuestError",
+        "GuestTrap",
+        "GuestTimeout",
+        "GuestLimitExceeded",
+        "GuestInvalidResponse",
+        "InvalidEvent",
+        "DeadlineExceeded",
+        "InvalidInvocation",
+        "HostError",
+    ];
+
+    /// The same error with the text it carries from elsewhere passed through `scrub` (masking secrets), then
+    /// made one line and cut to [`MAX_MESSAGE_BYTES`]. Masking comes first, so a cut can never leave part of a
+    /// secret behind.
+    pub(crate) fn scrubbed(self, scrub: impl Fn(&str) -> String) -> Self {
+        let clean = |text: String| bounded(&one_line(&scrub(&text)), MAX_MESSAGE_BYTES);
+        match self {
+            InvokeError::Guest(text) => InvokeError::Guest(clean(text)),
+            InvokeError::Trap(text) => InvokeError::Trap(clean(text)),
+            InvokeError::Instantiate(text) => InvokeError::Instantiate(clean(text)),
+            other => other,
+        }
+    }
+}
+
+/// The event checked to be JSON text, as the guest's `handle` receives it.
+///
+/// # Errors
+/// [`InvokeError::InvalidEvent`] naming where the bytes stop being UTF-8 or JSON; never quoting them, since an event
+/// may hold anything.
+pub fn check_event(event: &[u8]) -> Result<&str, InvokeError> {
+    let text = std::str::from_utf8(event).map_err(|e| {
+        InvokeError::InvalidEvent(format!("it is not UTF-8 (invalid byte at offset {})", e.valid_up_to()))
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| InvokeError::InvalidEvent(format!("error at line {}, column {}", e.line(), e.column())))?;
+    Ok(text)
+}
+
+/// `text` with line breaks (and other control characters) turned into spaces.
+pub(crate) fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary), marked with how long it was.
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut: {} bytes in all]", &text[..end], text.len())
+}
+
+/// The innermost cause of an error, in one bounded line: what an operator needs ("Connection refused (os error
+/// 111)"), without the wrappers' `Debug` dumps.
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    bounded(&one_line(&cause.to_string()), 512)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_cut_at_a_character_and_marked() {
+        assert_eq!(bounded("short", 10), "short");
+        let cut = bounded(&"é".repeat(10), 5);
+        assert_eq!(cut, "éé… [cut: 20 bytes in all]");
+    }
+
+    #[test]
+    fn scrubbing_masks_before_cutting() {
+        let secret = "s3cret-value";
+        let message = format!("{}{secret}", "x".repeat(MAX_MESSAGE_BYTES - 4));
+        let error = InvokeError::Guest(message).scrubbed(|text| text.replace(secret, "[REDACTED]"));
+        let InvokeError::Guest(text) = error else { panic!() };
+        assert!(!text.contains("s3cr"), "{text}");
+        assert!(text.len() < MAX_MESSAGE_BYTES + 64);
+    }
+
+    #[test]
+    fn events_must_be_utf8_json_and_errors_never_quote_them() {
+        assert_eq!(check_event(br#"{"a":1}"#), Ok(r#"{"a":1}"#));
+        let not_json = check_event(b"{not json").unwrap_err();
+        assert_eq!(not_json.error_type(), "InvalidEvent");
+        assert!(!not_json.to_string().contains("not json"), "{not_json}");
+        let not_utf8 = check_event(b"{\"a\":\"\xff\xfe\"}").unwrap_err();
+        assert_eq!(not_utf8.to_string(), "the event is not valid JSON: it is not UTF-8 (invalid byte at offset 6)");
+    }
+
+    #[test]
+    fn every_error_type_is_listed() {
+        let all = [
+            InvokeError::Guest(String::new()),
+            InvokeError::Trap(String::new()),
+            InvokeError::Exit(1),
+            InvokeError::Limit(LimitExceeded::Time { limit_ms: 1 }),
+            InvokeError::Limit(LimitExceeded::DecryptCalls { limit: 1 }),
+            InvokeError::InvalidResponse { line: 1, column: 1 },
+            InvokeError::InvalidEvent(String::new()),
+            InvokeError::DeadlineExceeded,
+            InvokeError::InvalidInvocation(String::new()),
+            InvokeError::Instantiate(String::new()),
+        ];
+        for error in all {
+            assert!(InvokeError::ERROR_TYPES.contains(&error.error_type()), "{error:?}");
+        }
+    }
+
+    /// The README's `errorType` table lists exactly the types an invocation can fail with.
+    #[test]
+    fn the_readme_lists_every_error_type() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("| `errorType` | when |").unwrap()..];
+        let table = section.lines().skip(2).take_while(|line| line.starts_with('|'));
+        let listed: Vec<&str> = table.filter_map(|row| row.split('`').nth(1)).collect();
+        assert_eq!(listed, InvokeError::ERROR_TYPES);
+    }
+
+    #[test]
+    fn the_root_cause_is_the_innermost_error() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused\n(os error 111)");
+        #[derive(Debug, thiserror::Error)]
+        #[error("dispatch failure")]
+        struct Wrapper(#[source] std::io::Error);
+        assert_eq!(root_cause(&Wrapper(io)), "Connection refused (os error 111)");
+    }
+}

@@ -1,0 +1,129 @@
+//! Lambda mode: the `keyward` binary as the function's `bootstrap`. Configuration comes from the function's
+//! environment; each event runs the guest once; every failure of an invocation (the guest's, the caller's event, an
+//! odd header, a key service outage) is a function error for that invocation, never the end of the process.
+//!
+//! The `KEYWARD_*` variables and their defaults are listed once, in the README ("Running as a Lambda"); a test
+//! holds that table and [`LambdaConfig::from_vars`] to each other.
+
+mod config;
+mod diagnostic;
+mod runtime_api;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use config::{ConfigError, LAMBDA_PAYLOAD_LIMIT, LambdaConfig};
+pub use diagnostic::Diagnostic;
+pub use runtime_api::RuntimeApiError;
+use runtime_api::{Next, NextInvocation, RuntimeApi};
+
+use crate::kms::AwsKms;
+use crate::{Host, HostError, InvocationContext, InvokeError};
+
+/// Consecutive failed polls of the Runtime API after which it is taken to be gone (about 10 s of retries).
+const MAX_POLL_FAILURES: u32 = 8;
+/// The first pause after a failed poll; it doubles with each failure, up to 2 s.
+const POLL_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why Lambda mode stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LambdaError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The host could not be built (component, prefetch).
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The Runtime API is missing or gone.
+    #[error(transparent)]
+    RuntimeApi(#[from] RuntimeApiError),
+}
+
+/// Builds the host: configuration, KMS client, component, prefetched secrets.
+///
+/// # Errors
+/// A [`LambdaError`] naming what is wrong.
+pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
+    let kms = AwsKms::from_env(config.kms).await.map_err(ConfigError)?;
+    let host = Host::from_file(&config.component, Arc::new(kms), config.host)?;
+    host.prefetch(&config.prefetch).await?;
+    Ok(host)
+}
+
+/// Runs as the Lambda `bootstrap`: builds the host, then serves invocations until the Runtime API goes away. A
+/// failed init is reported to the Runtime API's init-error endpoint, then returned.
+///
+/// # Errors
+/// The init error, or the Runtime API's when it is missing or has stopped answering.
+pub async fn run() -> Result<(), LambdaError> {
+    let started = Instant::now();
+    let api = RuntimeApi::new(std::env::var("AWS_LAMBDA_RUNTIME_API").ok().as_deref())?;
+    let config = LambdaConfig::from_vars(|name| std::env::var(name).ok());
+    let component = config.as_ref().map(|c| c.component.display().to_string()).unwrap_or_default();
+    let host = match config {
+        Ok(config) => init(config).await,
+        Err(e) => Err(e.into()),
+    };
+    let host = match host {
+        Ok(host) => host,
+        Err(e) => {
+            tracing::error!(error = %e, "init failed");
+            if let Err(report) = api.init_error(&Diagnostic::init_error(e.to_string())).await {
+                tracing::warn!(error = %report, "cannot report the init error to the Runtime API");
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(init_ms = started.elapsed().as_millis(), component, "keyward ready");
+    Ok(serve(&api, &host).await?)
+}
+
+/// Fetches invocations one after another and answers each with a response or a function error. Returns only
+/// when the Runtime API cannot be reached any more.
+async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
+    let mut failures = 0;
+    loop {
+        let invocation = match api.next().await {
+            Ok(Next::Invocation(invocation)) => invocation,
+            Ok(Next::Unanswerable(why)) => {
+                tracing::error!("skipped an invocation that cannot be answered: {why}");
+                tokio::time::sleep(POLL_BACKOFF).await;
+                continue;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= MAX_POLL_FAILURES {
+                    return Err(e);
+                }
+                let pause = POLL_BACKOFF.saturating_mul(1 << failures.min(5)).min(Duration::from_secs(2));
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis(), "cannot fetch the next invocation");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        failures = 0;
+        let delivered = match handle(host, &invocation).await {
+            Ok(response) => api.respond(&invocation, response).await,
+            Err(e) => api.fail(&invocation, &Diagnostic::from(&e)).await,
+        };
+        if let Err(e) = delivered {
+            tracing::error!(request_id = %invocation.request_id, error = %e, "cannot deliver the invocation's outcome");
+        }
+    }
+}
+
+async fn handle(host: &Host, invocation: &NextInvocation) -> Result<String, InvokeError> {
+    let event = match &invocation.event {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(request_id = %invocation.request_id, error_type = e.error_type(), error = %e, "invocation failed");
+            return Err(e.clone());
+        }
+    };
+    let ctx = InvocationContext {
+        request_id: invocation.request_id.clone(),
+        function_arn: invocation.function_arn.clone(),
+        deadline: invocation.deadline,
+    };
+    host.invoke(event, ctx).await.result
+}
