@@ -1,7 +1,7 @@
 //! A small Lambda Runtime API server of the test suite's own, speaking the real wire format
 //! (<https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html>), for what no emulator sends: any header
 //! bytes, no request id, no deadline, bodies that are not JSON. Each function polls under its own base path
-//! (`AWS_LAMBDA_RUNTIME_API=127.0.0.1:PORT/NAME`), so several can share one server.
+//! (`AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:PORT/NAME`, as cargo-lambda does), so several can share one server.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -130,7 +130,7 @@ impl RuntimeApiServer {
 
     /// `AWS_LAMBDA_RUNTIME_API` for the function `name`.
     pub fn address(&self, name: &str) -> String {
-        format!("127.0.0.1:{}/{name}", self.port)
+        format!("http://127.0.0.1:{}/{name}", self.port)
     }
 
     /// Queues `invocation` for the function `name`.
