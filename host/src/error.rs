@@ -33,8 +33,8 @@ pub enum InvokeError {
         /// Where parsing failed.
         column: usize,
     },
-    /// The event is not UTF-8 JSON; the guest was not run. The message says where, never what.
-    #[error("the event is not valid JSON: {0}")]
+    /// The event is not UTF-8 JSON, or too large; the guest was not run. The message says where, never what.
+    #[error("the event {0}")]
     InvalidEvent(String),
     /// The invocation's deadline had passed before the guest could start.
     #[error("the invocation's deadline had passed before the guest started")]
@@ -96,17 +96,22 @@ impl InvokeError {
 /// [`InvokeError::InvalidEvent`] naming where the bytes stop being UTF-8 or JSON; never quoting them, since an event
 /// may hold anything.
 pub fn check_event(event: &[u8]) -> Result<&str, InvokeError> {
-    let text = std::str::from_utf8(event).map_err(|e| {
-        InvokeError::InvalidEvent(format!("it is not UTF-8 (invalid byte at offset {})", e.valid_up_to()))
+    let text = std::str::from_utf8(event)
+        .map_err(|e| InvokeError::InvalidEvent(format!("is not UTF-8 (invalid byte at offset {})", e.valid_up_to())))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
+        InvokeError::InvalidEvent(format!("is not valid JSON (error at line {}, column {})", e.line(), e.column()))
     })?;
-    serde_json::from_str::<serde::de::IgnoredAny>(text)
-        .map_err(|e| InvokeError::InvalidEvent(format!("error at line {}, column {}", e.line(), e.column())))?;
     Ok(text)
 }
 
-/// `text` with line breaks (and other control characters) turned into spaces.
+/// `text` with what could break a log line or disguise it turned into spaces: control characters (C0 and C1, line
+/// breaks among them), Unicode's line and paragraph separators, and the bidirectional overrides and isolates that
+/// can make a line read otherwise than it is.
 pub(crate) fn one_line(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    let breaks = |c: char| {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    text.chars().map(|c| if breaks(c) { ' ' } else { c }).collect()
 }
 
 /// `text` cut to at most `max` bytes (at a character boundary), marked with how long it was.
@@ -136,6 +141,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_line_leaves_no_breaks_or_direction_tricks() {
+        assert_eq!(one_line("a\nb\r\tc\u{85}d\u{9b}e"), "a b  c d e");
+        assert_eq!(one_line("x\u{2028}y\u{2029}z\u{202e}w\u{2066}v"), "x y z w v");
+        assert_eq!(one_line("é 中 😀"), "é 中 😀");
+    }
+
+    #[test]
     fn long_text_is_cut_at_a_character_and_marked() {
         assert_eq!(bounded("short", 10), "short");
         let cut = bounded(&"é".repeat(10), 5);
@@ -159,7 +171,8 @@ mod tests {
         assert_eq!(not_json.error_type(), "InvalidEvent");
         assert!(!not_json.to_string().contains("not json"), "{not_json}");
         let not_utf8 = check_event(b"{\"a\":\"\xff\xfe\"}").unwrap_err();
-        assert_eq!(not_utf8.to_string(), "the event is not valid JSON: it is not UTF-8 (invalid byte at offset 6)");
+        assert_eq!(not_utf8.to_string(), "the event is not UTF-8 (invalid byte at offset 6)");
+        assert_eq!(not_json.to_string(), "the event is not valid JSON (error at line 1, column 2)");
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn bad_arguments_are_refused_with_exit_code_2() {
     let bytes = dir.path("bytes.json");
     std::fs::write(&bytes, b"{\"a\":\"\xff\"}").unwrap();
     for (args, expected) in [
-        (vec!["invoke", hello, "--key", &key, "--event", &event], "event is not valid JSON"),
+        (vec!["invoke", hello, "--key", &key, "--event", &event], "the event is not valid JSON (error at line 1, column 2)"),
         (vec!["invoke", hello, "--key", &key, "--event", &bytes], "not UTF-8 (invalid byte at offset 6)"),
         (vec!["invoke", hello, "--key", &key, "--context", "novalue"], "KEY=VALUE"),
         (vec!["invoke", hello, "--key", &key, "--memory-mb", "0"], "memory-mb"),

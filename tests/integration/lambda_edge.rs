@@ -248,6 +248,8 @@ async fn row6_prefetch_survives_an_unavailable_kms_and_fails_on_a_refusal() {
     let mut unreachable = kms.hello("prefetch-down", &kms.good, &down.url(), &kms.key, &prefetch);
     let mut throttling = kms.hello("prefetch-throttled", &kms.good, &throttled.url(), &kms.key, &prefetch);
     let mut refused = kms.hello("prefetch-refused", &kms.wrong_context, &kms.moto.url(), &kms.key, &prefetch);
+    // An empty ciphertext (the SAM template's default before the secret is set) is no ciphertext at all.
+    let mut empty = kms.hello("prefetch-empty", "", &kms.moto.url(), &kms.key, &prefetch);
 
     for function in [&unreachable, &throttling] {
         let log = wait_for_log(function, "keyward ready");
@@ -271,6 +273,10 @@ async fn row6_prefetch_survives_an_unavailable_kms_and_fails_on_a_refusal() {
     let message = init_error["errorMessage"].as_str().unwrap();
     assert!(message.contains("cannot prefetch PASSWORD") && message.contains("invalid-ciphertext"), "{message}");
     assert!(!refused.child.wait().unwrap().success());
+    let init_error = kms.api.init_error("prefetch-empty", Duration::from_secs(30)).expect("an init error");
+    let message = init_error["errorMessage"].as_str().unwrap();
+    assert!(message.contains("cannot prefetch PASSWORD: invalid-ciphertext: the ciphertext is 0 bytes"), "{message}");
+    assert!(!empty.child.wait().unwrap().success());
     kms.assert_no_plaintext_logged(&[&unreachable, &throttling, &refused]);
 }
 

@@ -49,7 +49,9 @@ pub(crate) fn main() -> ExitCode {
     // Lambda starts `bootstrap` without arguments.
     let started_by_lambda = std::env::args_os().len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let cli = if started_by_lambda { Cli { verbose: 1, command: Command::Lambda } } else { Cli::parse() };
-    init_logging(cli.verbose);
+    // Lambda mode logs invocations and audit lines by default, however it was started.
+    let verbose = if matches!(cli.command, Command::Lambda) { cli.verbose.max(1) } else { cli.verbose };
+    init_logging(verbose);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return report(&anyhow::anyhow!("cannot start the async runtime: {e}")),

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{ProvideErrorMetadata as _, SdkError};
-use aws_sdk_kms::operation::decrypt::DecryptError;
+use aws_sdk_kms::operation::decrypt::{DecryptError, DecryptOutput};
 use aws_sdk_kms::primitives::Blob;
 use aws_smithy_http_client::tls;
 
@@ -13,6 +14,8 @@ use super::{Decrypted, KmsBackend, KmsError, Plaintext};
 use crate::context::EncryptionContext;
 use crate::error::{bounded, one_line, root_cause};
 
+/// Largest ciphertext KMS takes (the `CiphertextBlob` length limit of Decrypt).
+const MAX_KMS_CIPHERTEXT_BYTES: usize = 6144;
 /// Attempts per Decrypt (the SDK's standard retry with backoff); the invocation's deadline bounds them all.
 const MAX_ATTEMPTS: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -40,7 +43,7 @@ impl AwsKms {
     /// A client from the default credential chain and region (on Lambda: the function's role and region).
     ///
     /// # Errors
-    /// A message when no key is given.
+    /// A message when no key is given, the endpoint is not an http(s) URL, or no region is configured.
     pub async fn from_env(config: AwsKmsConfig) -> Result<Self, String> {
         if config.key_ids.is_empty() {
             return Err("no KMS key is allowed: set KEYWARD_KMS_KEY_ID to the key (id, ARN or alias)".into());
@@ -55,9 +58,22 @@ impl AwsKms {
                     .build(),
             );
         if let Some(endpoint) = &config.endpoint {
+            let usable = endpoint
+                .parse::<http::Uri>()
+                .is_ok_and(|uri| uri.host().is_some() && matches!(uri.scheme_str(), Some("http" | "https")));
+            if !usable {
+                return Err(format!(
+                    "KEYWARD_KMS_ENDPOINT={:?} is not an http(s) URL such as https://kms.eu-west-1.amazonaws.com",
+                    bounded(endpoint, 128)
+                ));
+            }
             loader = loader.endpoint_url(endpoint);
         }
-        Ok(Self::from_sdk_config(&loader.load().await, config.key_ids))
+        let sdk_config = loader.load().await;
+        if sdk_config.region().is_none() {
+            return Err("no AWS region is configured: set AWS_REGION (Lambda sets it for every function)".into());
+        }
+        Ok(Self::from_sdk_config(&sdk_config, config.key_ids))
     }
 
     /// A client from an SDK configuration the caller built (credentials, region, endpoint, HTTP client).
@@ -65,7 +81,7 @@ impl AwsKms {
         let endpoint = match (sdk_config.endpoint_url(), sdk_config.region()) {
             (Some(url), _) => url.to_string(),
             (None, Some(region)) => format!("the KMS endpoint of {region}"),
-            (None, None) => "KMS (no region is configured: set AWS_REGION)".to_string(),
+            (None, None) => "KMS (no region is configured)".to_string(),
         };
         Self { client: aws_sdk_kms::Client::new(sdk_config), key_ids, endpoint }
     }
@@ -80,45 +96,73 @@ impl AwsKms {
         key_id: &str,
         ciphertext: &[u8],
         context: &EncryptionContext,
-    ) -> Result<Decrypted, SdkError<DecryptError, aws_sdk_kms::config::http::HttpResponse>> {
+    ) -> Result<DecryptOutput, SdkError<DecryptError, HttpResponse>> {
         let pairs = context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let output = self
-            .client
+        self.client
             .decrypt()
             .key_id(key_id)
             .ciphertext_blob(Blob::new(ciphertext))
             .set_encryption_context(Some(pairs))
             .send()
-            .await?;
-        let plaintext = Plaintext::from(output.plaintext.map(Blob::into_inner).unwrap_or_default());
-        Ok(Decrypted { plaintext, key_id: output.key_id.unwrap_or_else(|| key_id.to_string()) })
+            .await
+    }
+
+    /// KMS's answer, checked: a plaintext, and the ARN of the key that opened it, which must be the one asked for.
+    fn opened(&self, key_id: &str, output: DecryptOutput) -> Result<Decrypted, KmsError> {
+        let (Some(plaintext), Some(used)) = (output.plaintext, output.key_id) else {
+            return Err(KmsError::Unavailable(format!(
+                "KMS at {} answered without a plaintext or a key id (key {key_id}); the answer was not used",
+                self.endpoint
+            )));
+        };
+        if plaintext.as_ref().is_empty() {
+            return Err(KmsError::Unavailable(format!(
+                "KMS at {} answered with an empty plaintext (key {key_id}); the answer was not used",
+                self.endpoint
+            )));
+        }
+        if !key_matches(key_id, &used) {
+            // KMS answered for another key than the one asked for: never hand that plaintext on.
+            return Err(KmsError::Denied(format!(
+                "KMS decrypted with key {used}, which is not the allowed key {key_id}"
+            )));
+        }
+        Ok(Decrypted { plaintext: Plaintext::from(plaintext.into_inner()), key_id: used })
     }
 }
 
 #[async_trait]
 impl KmsBackend for AwsKms {
     async fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Decrypted, KmsError> {
+        // KMS would answer these with a ValidationException; saying so here saves the call and names the problem.
+        if ciphertext.is_empty() || ciphertext.len() > MAX_KMS_CIPHERTEXT_BYTES {
+            return Err(KmsError::InvalidCiphertext(format!(
+                "the ciphertext is {} bytes; a KMS ciphertext is 1 to {MAX_KMS_CIPHERTEXT_BYTES} bytes",
+                ciphertext.len()
+            )));
+        }
         let mut last = None;
+        let mut all_incorrect_key = true;
         for key_id in &self.key_ids {
             match self.decrypt_with(key_id, ciphertext, context).await {
-                Ok(decrypted) if key_matches(key_id, &decrypted.key_id) => return Ok(decrypted),
-                Ok(decrypted) => {
-                    // KMS answered for another key than the one asked for: never hand that plaintext on.
-                    return Err(KmsError::Denied(format!(
-                        "KMS decrypted with key {}, which is not the allowed key {key_id}",
-                        decrypted.key_id
-                    )));
-                }
+                Ok(output) => return self.opened(key_id, output),
                 // A ciphertext of another key: try the next allowed key, if any.
-                Err(e) if is_other_key(&e) => last = Some((key_id, e)),
+                Err(e) if is_other_key(&e) => {
+                    all_incorrect_key &= matches!(e.as_service_error(), Some(DecryptError::IncorrectKeyException(_)));
+                    last = Some((key_id, e));
+                }
                 Err(e) => return Err(self.map_error(&e, key_id, context)),
             }
         }
+        let allowed = self.key_ids.join(", ");
         Err(match last {
             Some((key_id, e)) if self.key_ids.len() == 1 => self.map_error(&e, key_id, context),
+            // Every allowed key said the ciphertext is another key's: a fact about the ciphertext.
+            _ if all_incorrect_key => {
+                KmsError::InvalidCiphertext(format!("the ciphertext was not made under any allowed key ({allowed})"))
+            }
             _ => KmsError::Denied(format!(
-                "the ciphertext was not made under any allowed key ({}), or the role may not use them",
-                self.key_ids.join(", ")
+                "the ciphertext was not made under any allowed key ({allowed}), or the role may not use them"
             )),
         })
     }
@@ -133,7 +177,7 @@ pub fn https_client() -> aws_sdk_kms::config::SharedHttpClient {
 
 /// Whether KMS refused because the ciphertext belongs to another key. Real KMS says IncorrectKeyException; some
 /// KMS-compatible servers say AccessDeniedException.
-fn is_other_key(error: &SdkError<DecryptError, aws_sdk_kms::config::http::HttpResponse>) -> bool {
+fn is_other_key(error: &SdkError<DecryptError, HttpResponse>) -> bool {
     matches!(error.as_service_error(), Some(DecryptError::IncorrectKeyException(_)))
         || error.as_service_error().and_then(|e| e.code()) == Some("AccessDeniedException")
 }
@@ -152,13 +196,13 @@ impl AwsKms {
     /// dump.
     fn map_error(
         &self,
-        error: &SdkError<DecryptError, aws_sdk_kms::config::http::HttpResponse>,
+        error: &SdkError<DecryptError, HttpResponse>,
         key_id: &str,
         context: &EncryptionContext,
     ) -> KmsError {
         let endpoint = &self.endpoint;
-        let service = match error {
-            SdkError::ServiceError(service) => service.err(),
+        let (service, status) = match error {
+            SdkError::ServiceError(service) => (service.err(), service.raw().status().as_u16()),
             SdkError::TimeoutError(_) => {
                 return KmsError::Unavailable(format!(
                     "KMS at {endpoint} did not answer in time (key {key_id}; {MAX_ATTEMPTS} attempts of at most {} ms)",
@@ -208,7 +252,7 @@ impl AwsKms {
             DecryptError::KeyUnavailableException(_)
             | DecryptError::DependencyTimeoutException(_)
             | DecryptError::KmsInternalException(_) => {
-                KmsError::Unavailable(format!("KMS failed for key {key_id}{detail}"))
+                KmsError::Unavailable(format!("KMS failed for key {key_id} (HTTP {status}){detail}"))
             }
             other => match other.code() {
                 Some("AccessDeniedException") => KmsError::Denied(format!(
@@ -216,11 +260,28 @@ impl AwsKms {
                      check the key policy and the role's kms:Decrypt permission and kms:EncryptionContext \
                      conditions{detail}"
                 )),
+                Some(
+                    code @ ("UnrecognizedClientException"
+                    | "InvalidClientTokenId"
+                    | "InvalidSignatureException"
+                    | "IncompleteSignatureException"
+                    | "MissingAuthenticationTokenException"
+                    | "ExpiredTokenException"),
+                ) => KmsError::Denied(format!(
+                    "KMS at {endpoint} did not accept the function's credentials ({code}) for key {key_id}{detail}"
+                )),
+                Some("ValidationException") => KmsError::InvalidCiphertext(format!(
+                    "KMS refused the request as malformed (ValidationException) for key {key_id}{detail}"
+                )),
                 Some(code @ ("ThrottlingException" | "LimitExceededException")) => {
                     KmsError::Unavailable(format!("KMS throttled the request ({code}) for key {key_id}"))
                 }
-                Some(code) => KmsError::Unavailable(format!("KMS error {code} for key {key_id}{detail}")),
-                None => KmsError::Unavailable(format!("KMS failed for key {key_id}{detail}")),
+                Some(code) => {
+                    KmsError::Unavailable(format!("KMS error {code} (HTTP {status}) for key {key_id}{detail}"))
+                }
+                None => KmsError::Unavailable(format!(
+                    "KMS at {endpoint} answered HTTP {status} without an error code (key {key_id}){detail}"
+                )),
             },
         }
     }
@@ -238,5 +299,121 @@ mod tests {
         assert!(key_matches("alias/my-function", arn));
         assert!(!key_matches("ffffffff-12ab-34cd-56ef-1234567890ab", arn));
         assert!(!key_matches("arn:aws:kms:eu-west-1:123456789012:key/other", arn));
+    }
+
+    fn service_error(error: DecryptError, status: u16) -> SdkError<DecryptError, HttpResponse> {
+        let status = aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap();
+        SdkError::service_error(error, HttpResponse::new(status, aws_smithy_types::body::SdkBody::empty()))
+    }
+
+    /// Every error KMS's Decrypt documents, and the common ones every AWS API may send, land in the WIT kind that
+    /// tells the guest what to do: `invalid-ciphertext` (the ciphertext will never open here), `denied` (a policy or
+    /// the credentials refuse; may be fixed), `unavailable` (try again later).
+    #[test]
+    fn every_kms_error_code_lands_in_its_kind() {
+        use aws_sdk_kms::error::ErrorMetadata;
+        use aws_sdk_kms::types::error as kms;
+        let sdk = aws_config::SdkConfig::builder().region(aws_config::Region::new("eu-west-1")).build();
+        let backend = AwsKms::from_sdk_config(&sdk, vec!["k".into()]);
+        let generic = |code: &str| DecryptError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        let cases: Vec<(&str, DecryptError, u16, &str)> = vec![
+            (
+                "InvalidCiphertext",
+                DecryptError::InvalidCiphertextException(kms::InvalidCiphertextException::builder().build()),
+                400,
+                "invalid-ciphertext",
+            ),
+            (
+                "IncorrectKey",
+                DecryptError::IncorrectKeyException(kms::IncorrectKeyException::builder().build()),
+                400,
+                "invalid-ciphertext",
+            ),
+            ("Validation", generic("ValidationException"), 400, "invalid-ciphertext"),
+            ("Disabled", DecryptError::DisabledException(kms::DisabledException::builder().build()), 400, "denied"),
+            ("NotFound", DecryptError::NotFoundException(kms::NotFoundException::builder().build()), 400, "denied"),
+            (
+                "KMSInvalidState",
+                DecryptError::KmsInvalidStateException(kms::KmsInvalidStateException::builder().build()),
+                400,
+                "denied",
+            ),
+            (
+                "InvalidKeyUsage",
+                DecryptError::InvalidKeyUsageException(kms::InvalidKeyUsageException::builder().build()),
+                400,
+                "denied",
+            ),
+            (
+                "InvalidGrantToken",
+                DecryptError::InvalidGrantTokenException(kms::InvalidGrantTokenException::builder().build()),
+                400,
+                "denied",
+            ),
+            ("AccessDenied", generic("AccessDeniedException"), 400, "denied"),
+            ("UnrecognizedClient", generic("UnrecognizedClientException"), 400, "denied"),
+            ("InvalidSignature", generic("InvalidSignatureException"), 400, "denied"),
+            ("ExpiredToken", generic("ExpiredTokenException"), 400, "denied"),
+            (
+                "KeyUnavailable",
+                DecryptError::KeyUnavailableException(kms::KeyUnavailableException::builder().build()),
+                500,
+                "unavailable",
+            ),
+            (
+                "DependencyTimeout",
+                DecryptError::DependencyTimeoutException(kms::DependencyTimeoutException::builder().build()),
+                500,
+                "unavailable",
+            ),
+            (
+                "KMSInternal",
+                DecryptError::KmsInternalException(kms::KmsInternalException::builder().build()),
+                500,
+                "unavailable",
+            ),
+            ("Throttling", generic("ThrottlingException"), 400, "unavailable"),
+            ("an unknown code", generic("SomethingNewException"), 400, "unavailable"),
+            ("no code at all", DecryptError::generic(ErrorMetadata::builder().build()), 503, "unavailable"),
+        ];
+        let context = EncryptionContext::from_pairs([("function", "f")]).unwrap();
+        for (case, error, status, kind) in cases {
+            let mapped = backend.map_error(&service_error(error, status), "k", &context);
+            assert_eq!(mapped.kind(), kind, "{case}: {mapped}");
+            assert!(!mapped.to_string().contains('\n'), "{case}: {mapped}");
+        }
+        let no_code = backend.map_error(
+            &service_error(DecryptError::generic(ErrorMetadata::builder().build()), 503),
+            "k",
+            &context,
+        );
+        assert!(no_code.to_string().contains("HTTP 503"), "{no_code}");
+    }
+
+    /// A success that is not one (no plaintext, no key id, an empty plaintext, another key) is never handed on.
+    #[test]
+    fn malformed_answers_are_not_used() {
+        let sdk = aws_config::SdkConfig::builder().region(aws_config::Region::new("eu-west-1")).build();
+        let backend = AwsKms::from_sdk_config(&sdk, vec!["k1".into()]);
+        let arn = "arn:aws:kms:eu-west-1:1:key/k1";
+        let answer = |plaintext: Option<&[u8]>, key: Option<&str>| {
+            let output =
+                DecryptOutput::builder().set_plaintext(plaintext.map(Blob::new)).set_key_id(key.map(String::from));
+            backend.opened("k1", output.build())
+        };
+        assert!(answer(Some(b"pw"), Some(arn)).is_ok());
+        assert!(matches!(answer(None, Some(arn)), Err(KmsError::Unavailable(_))));
+        assert!(matches!(answer(Some(b"pw"), None), Err(KmsError::Unavailable(_))));
+        assert!(matches!(answer(Some(b""), Some(arn)), Err(KmsError::Unavailable(_))));
+        assert!(matches!(answer(Some(b"pw"), Some("arn:aws:kms:eu-west-1:1:key/k2")), Err(KmsError::Denied(_))));
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_is_not_a_url_is_refused_at_init() {
+        for endpoint in ["not a url", "kms.eu-west-1.amazonaws.com", "ftp://host"] {
+            let config = AwsKmsConfig { key_ids: vec!["k".into()], endpoint: Some(endpoint.into()) };
+            let err = AwsKms::from_env(config).await.unwrap_err();
+            assert!(err.contains("KEYWARD_KMS_ENDPOINT") && err.contains("not an http(s) URL"), "{endpoint}: {err}");
+        }
     }
 }

@@ -20,8 +20,8 @@ use runtime_api::{Next, NextInvocation, RuntimeApi};
 use crate::kms::AwsKms;
 use crate::{Host, HostError, InvocationContext, InvokeError};
 
-/// Consecutive failed polls of the Runtime API after which it is taken to be gone (about 10 s of retries).
-const MAX_POLL_FAILURES: u32 = 8;
+/// Consecutive failed polls of the Runtime API after which it is taken to be gone (about 11 s of retries).
+const MAX_POLL_FAILURES: u32 = 10;
 /// The first pause after a failed poll; it doubles with each failure, up to 2 s.
 const POLL_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -66,8 +66,8 @@ pub async fn run() -> Result<(), LambdaError> {
     };
     let host = match host {
         Ok(host) => host,
+        // The caller prints the error once; here it is only reported to the Runtime API.
         Err(e) => {
-            tracing::error!(error = %e, "init failed");
             if let Err(report) = api.init_error(&Diagnostic::init_error(e.to_string())).await {
                 tracing::warn!(error = %report, "cannot report the init error to the Runtime API");
             }
@@ -95,7 +95,7 @@ async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
                 if failures >= MAX_POLL_FAILURES {
                     return Err(e);
                 }
-                let pause = POLL_BACKOFF.saturating_mul(1 << failures.min(5)).min(Duration::from_secs(2));
+                let pause = POLL_BACKOFF.saturating_mul(1 << (failures - 1).min(5)).min(Duration::from_secs(2));
                 tracing::warn!(error = %e, retry_in_ms = pause.as_millis(), "cannot fetch the next invocation");
                 tokio::time::sleep(pause).await;
                 continue;

@@ -36,8 +36,8 @@ pub enum RuntimeApiError {
     /// `AWS_LAMBDA_RUNTIME_API` is missing or unusable.
     #[error("{0}")]
     Config(String),
-    /// The request did not get an answer.
-    #[error("cannot reach the Lambda Runtime API at {endpoint} ({path}): {cause}")]
+    /// The request did not get an answer that could be read.
+    #[error("the request to the Lambda Runtime API at {endpoint} ({path}) failed: {cause}")]
     Transport {
         /// The Runtime API's address.
         endpoint: String,
@@ -106,7 +106,11 @@ impl RuntimeApi {
         let uri = url
             .parse::<http::Uri>()
             .ok()
-            .filter(|uri| uri.authority().is_some() && uri.scheme_str() == Some("http"))
+            .filter(|uri| {
+                uri.scheme_str() == Some("http")
+                    && uri.host().is_some_and(|h| !h.is_empty())
+                    && uri.authority().is_some_and(|a| has_valid_port(a.as_str()))
+            })
             .ok_or_else(|| {
                 RuntimeApiError::Config(format!(
                     "AWS_LAMBDA_RUNTIME_API={:?} is not a host:port of the Lambda Runtime API",
@@ -137,9 +141,9 @@ impl RuntimeApi {
         };
         let event = match Limited::new(body, LAMBDA_PAYLOAD_LIMIT).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(InvokeError::InvalidEvent(format!(
-                "it is larger than Lambda's limit of {LAMBDA_PAYLOAD_LIMIT} bytes"
-            ))),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(InvokeError::InvalidEvent(format!("is larger than Lambda's limit of {LAMBDA_PAYLOAD_LIMIT} bytes")))
+            }
             Err(e) => Err(InvokeError::InvalidInvocation(format!(
                 "the event could not be read from the Runtime API: {}",
                 root_cause(e.as_ref())
@@ -216,10 +220,18 @@ impl RuntimeApi {
     }
 }
 
-/// A request id goes into the response's URL path: it must be non-empty and hold nothing a path would read
-/// differently. Lambda's are UUIDs.
+/// A request id goes into the response's URL path and into every log line of the invocation: it must be short,
+/// hold a letter or digit (so it is not `.` or `..`), and nothing a path would read differently. Lambda's are UUIDs.
 fn is_path_safe(id: &str) -> bool {
-    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:~".contains(&b))
+    id.len() <= 128
+        && id.bytes().any(|b| b.is_ascii_alphanumeric())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:~".contains(&b))
+}
+
+/// Whether an authority's port, if it has one, is a number a port can be (`http` reads 99999 as no port).
+fn has_valid_port(authority: &str) -> bool {
+    let after_ipv6 = authority.rfind(']').map_or(authority, |end| &authority[end + 1..]);
+    after_ipv6.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_ok())
 }
 
 fn text_header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -241,7 +253,7 @@ fn deadline_header(headers: &HeaderMap, now: SystemTime) -> Option<SystemTime> {
         return None;
     };
     let Some(ms) = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) else {
-        let shown = String::from_utf8_lossy(value.as_bytes());
+        let shown = one_line(&String::from_utf8_lossy(value.as_bytes()));
         tracing::warn!(
             header = %bounded(&shown, 64),
             "the invocation's Lambda-Runtime-Deadline-Ms is not a whole number of milliseconds; the configured timeout applies"
@@ -280,7 +292,8 @@ mod tests {
     #[test]
     fn request_ids_must_fit_in_a_path() {
         assert!(is_path_safe("8476a536-e9f4-11e8-9739-2dfe598c3fcd"));
-        for bad in ["", "../next", "a b", "a?b", "a#b", "a%2f"] {
+        let long = "a".repeat(129);
+        for bad in ["", ".", "..", "../next", "a b", "a?b", "a#b", "a%2f", &long] {
             assert!(!is_path_safe(bad), "{bad:?}");
         }
     }
@@ -289,7 +302,9 @@ mod tests {
     fn the_runtime_api_address_is_checked() {
         assert!(RuntimeApi::new(Some("127.0.0.1:9001")).is_ok());
         assert!(RuntimeApi::new(Some("http://127.0.0.1:9001/.rt/fn")).is_ok());
-        for bad in [None, Some(""), Some("https://example.com"), Some("not a host")] {
+        assert!(RuntimeApi::new(Some("[::1]:9001")).is_ok());
+        assert!(RuntimeApi::new(Some("localhost")).is_ok());
+        for bad in [None, Some(""), Some("https://example.com"), Some("not a host"), Some("127.0.0.1:99999")] {
             let err = RuntimeApi::new(bad).unwrap_err().to_string();
             assert!(err.contains("AWS_LAMBDA_RUNTIME_API"), "{bad:?}: {err}");
         }
