@@ -80,11 +80,11 @@ impl InvokeError {
     /// made one line and cut to [`MAX_MESSAGE_BYTES`]. Masking comes first, so a cut can never leave part of a
     /// secret behind.
     pub(crate) fn scrubbed(self, scrub: impl Fn(&str) -> String) -> Self {
-        let clean = |text: String| bounded(&one_line(&scrub(&text)), MAX_MESSAGE_BYTES);
+        let tidy = |text: String| clean(&scrub(&text), MAX_MESSAGE_BYTES);
         match self {
-            InvokeError::Guest(text) => InvokeError::Guest(clean(text)),
-            InvokeError::Trap(text) => InvokeError::Trap(clean(text)),
-            InvokeError::Instantiate(text) => InvokeError::Instantiate(clean(text)),
+            InvokeError::Guest(text) => InvokeError::Guest(tidy(text)),
+            InvokeError::Trap(text) => InvokeError::Trap(tidy(text)),
+            InvokeError::Instantiate(text) => InvokeError::Instantiate(tidy(text)),
             other => other,
         }
     }
@@ -107,11 +107,17 @@ pub fn check_event(event: &[u8]) -> Result<&str, InvokeError> {
 /// `text` with what could break a log line or disguise it turned into spaces: control characters (C0 and C1, line
 /// breaks among them), Unicode's line and paragraph separators, and the bidirectional overrides and isolates that
 /// can make a line read otherwise than it is.
-pub(crate) fn one_line(text: &str) -> String {
+pub fn one_line(text: &str) -> String {
     let breaks = |c: char| {
         c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
     };
     text.chars().map(|c| if breaks(c) { ' ' } else { c }).collect()
+}
+
+/// Text from outside keyward (a key service's answer, a header) made fit for a message: one line, at most `max`
+/// bytes.
+pub(crate) fn clean(text: &str, max: usize) -> String {
+    bounded(&one_line(text), max)
 }
 
 /// `text` cut to at most `max` bytes (at a character boundary), marked with how long it was.
@@ -133,7 +139,7 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     while let Some(source) = cause.source() {
         cause = source;
     }
-    bounded(&one_line(&cause.to_string()), 512)
+    clean(&cause.to_string(), 512)
 }
 
 #[cfg(test)]

@@ -245,8 +245,9 @@ impl Host {
         let now = SystemTime::now();
         let mut timeout = self.limits().timeout;
         if let Some(deadline) = ctx.deadline {
+            // Less than a millisecond left is no time to start in.
             match deadline.duration_since(now) {
-                Ok(left) if !left.is_zero() => timeout = timeout.min(left),
+                Ok(left) if left >= Duration::from_millis(1) => timeout = timeout.min(left),
                 _ => return Err(InvokeError::DeadlineExceeded),
             }
         }

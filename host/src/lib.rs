@@ -13,12 +13,14 @@
 //! The CLI (`keyward`) and the Lambda runtime are thin shells around [`Host`].
 #![warn(missing_docs)]
 
+mod address;
 mod bindings;
 pub mod context;
 pub mod error;
 mod host;
 pub mod kms;
 pub mod lambda;
+pub mod mask;
 pub mod sandbox;
 pub mod testing;
 

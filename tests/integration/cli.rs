@@ -28,7 +28,7 @@ fn bad_component_files_get_one_clear_line_and_exit_code_2() {
         (
             "a component importing sockets",
             wat(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#),
-            "imports `wasi:sockets/tcp@0.2.0`, which keyward does not provide",
+            "imports `wasi:sockets/tcp@0.2.0`, which keyward does not grant",
         ),
         (
             "a component importing http",
@@ -82,7 +82,10 @@ fn bad_arguments_are_refused_with_exit_code_2() {
     let bytes = dir.path("bytes.json");
     std::fs::write(&bytes, b"{\"a\":\"\xff\"}").unwrap();
     for (args, expected) in [
-        (vec!["invoke", hello, "--key", &key, "--event", &event], "the event is not valid JSON (error at line 1, column 2)"),
+        (
+            vec!["invoke", hello, "--key", &key, "--event", &event],
+            "the event is not valid JSON (error at line 1, column 2)",
+        ),
         (vec!["invoke", hello, "--key", &key, "--event", &bytes], "not UTF-8 (invalid byte at offset 6)"),
         (vec!["invoke", hello, "--key", &key, "--context", "novalue"], "KEY=VALUE"),
         (vec!["invoke", hello, "--key", &key, "--memory-mb", "0"], "memory-mb"),

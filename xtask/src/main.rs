@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 /// Guest components, by package name: the examples users run and the test guests the host's tests load.
-const GUESTS: &[&str] = &["hello", "signer", "probe"];
+const GUESTS: &[&str] = &["hello", "signer", "probe", "netprobe"];
 /// JavaScript guests, by directory, built with componentize-js (from npm) into the same folder as the Rust ones.
 const JS_GUESTS: &[(&str, &str)] = &[("guest/examples/hello-js", "hello-js")];
 /// Guests that only exist as components: nothing of theirs to test natively.
-const WASM_ONLY: &[&str] = &["probe"];
+const WASM_ONLY: &[&str] = &["probe", "netprobe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 const DEMO_SECRET: &str = "correct-horse-battery-staple";
 /// What the tests run besides cargo: moto's KMS API, cargo-lambda's Runtime API emulator (a prebuilt binary in

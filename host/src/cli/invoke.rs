@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use keyward::context::Pair;
-use keyward::sandbox::limits::{DEFAULT_MAX_DECRYPT_CALLS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB};
+use keyward::sandbox::limits::{
+    DEFAULT_MAX_DECRYPT_CALLS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB, MAX_TIMEOUT_MS,
+};
 use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, InvokeError, Limits, LocalKey};
 
 use super::Failed;
@@ -29,7 +31,7 @@ pub(crate) struct Invoke {
     event: Option<PathBuf>,
     /// Wall-clock limit of the invocation.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TIMEOUT_MS,
-          value_parser = clap::value_parser!(u64).range(1..=900_000))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS))]
     timeout_ms: u64,
     /// Memory limit of the guest.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MEMORY_MB,

@@ -76,7 +76,7 @@ pub(crate) fn main() -> ExitCode {
 
 /// Prints one line for the error and picks the exit code.
 fn report(error: &anyhow::Error) -> ExitCode {
-    eprintln!("keyward: error: {}", format!("{error:#}").replace('\n', " "));
+    eprintln!("keyward: error: {}", keyward::error::one_line(&format!("{error:#}")));
     ExitCode::from(if error.is::<Failed>() { EXIT_FAILED } else { EXIT_BAD_INPUT })
 }
 
@@ -89,5 +89,7 @@ fn init_logging(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    // Every line is masked with the plaintexts the process holds: a net under whatever might log one.
+    let writer = keyward::mask::MaskingWriter::new(std::io::stderr);
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).init();
 }

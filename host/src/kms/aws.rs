@@ -12,7 +12,7 @@ use aws_smithy_http_client::tls;
 
 use super::{Decrypted, KmsBackend, KmsError, Plaintext};
 use crate::context::EncryptionContext;
-use crate::error::{bounded, one_line, root_cause};
+use crate::error::{bounded, clean, root_cause};
 
 /// Largest ciphertext KMS takes (the `CiphertextBlob` length limit of Decrypt).
 const MAX_KMS_CIPHERTEXT_BYTES: usize = 6144;
@@ -58,10 +58,7 @@ impl AwsKms {
                     .build(),
             );
         if let Some(endpoint) = &config.endpoint {
-            let usable = endpoint
-                .parse::<http::Uri>()
-                .is_ok_and(|uri| uri.host().is_some() && matches!(uri.scheme_str(), Some("http" | "https")));
-            if !usable {
+            if crate::address::parse_url(endpoint, &["http", "https"]).is_none() {
                 return Err(format!(
                     "KEYWARD_KMS_ENDPOINT={:?} is not an http(s) URL such as https://kms.eu-west-1.amazonaws.com",
                     bounded(endpoint, 128)
@@ -70,8 +67,17 @@ impl AwsKms {
             loader = loader.endpoint_url(endpoint);
         }
         let sdk_config = loader.load().await;
-        if sdk_config.region().is_none() {
-            return Err("no AWS region is configured: set AWS_REGION (Lambda sets it for every function)".into());
+        match sdk_config.region() {
+            None => {
+                return Err("no AWS region is configured: set AWS_REGION (Lambda sets it for every function)".into());
+            }
+            Some(region) if !crate::address::is_region(region.as_ref()) => {
+                return Err(format!(
+                    "AWS_REGION={:?} is not a region name such as eu-west-1",
+                    bounded(region.as_ref(), 64)
+                ));
+            }
+            Some(_) => {}
         }
         Ok(Self::from_sdk_config(&sdk_config, config.key_ids))
     }
@@ -109,9 +115,9 @@ impl AwsKms {
 
     /// KMS's answer, checked: a plaintext, and the ARN of the key that opened it, which must be the one asked for.
     fn opened(&self, key_id: &str, output: DecryptOutput) -> Result<Decrypted, KmsError> {
-        let (Some(plaintext), Some(used)) = (output.plaintext, output.key_id) else {
+        let (Some(plaintext), Some(used)) = (output.plaintext, output.key_id.filter(|id| is_key_arn(id))) else {
             return Err(KmsError::Unavailable(format!(
-                "KMS at {} answered without a plaintext or a key id (key {key_id}); the answer was not used",
+                "KMS at {} answered without a plaintext or a key ARN (key {key_id}); the answer was not used",
                 self.endpoint
             )));
         };
@@ -188,7 +194,16 @@ fn key_matches(allowed: &str, used_arn: &str) -> bool {
     if allowed.starts_with("alias/") || allowed.contains(":alias/") {
         return true;
     }
-    used_arn == allowed || used_arn.rsplit_once("key/").is_some_and(|(_, id)| id == allowed)
+    used_arn == allowed || used_arn.split(':').nth(5).and_then(|r| r.strip_prefix("key/")) == Some(allowed)
+}
+
+/// Whether KMS's `KeyId` is a key ARN, `arn:PARTITION:kms:REGION:ACCOUNT:key/ID`, of visible ASCII only: what
+/// KMS returns, and nothing that could break a log line.
+fn is_key_arn(id: &str) -> bool {
+    let parts: Vec<&str> = id.split(':').collect();
+    id.len() <= 256
+        && id.bytes().all(|b| b.is_ascii_graphic())
+        && matches!(parts.as_slice(), ["arn", _, "kms", _, _, key] if key.strip_prefix("key/").is_some_and(|k| !k.is_empty() && !k.contains('/')))
 }
 
 impl AwsKms {
@@ -231,7 +246,7 @@ impl AwsKms {
             }
         };
         let keys = context.keys().collect::<Vec<_>>().join(", ");
-        let detail = service.message().map(|m| format!(" (KMS: {})", bounded(&one_line(m), 512))).unwrap_or_default();
+        let detail = service.message().map(|m| format!(" (KMS: {})", clean(m, 512))).unwrap_or_default();
         match service {
             DecryptError::InvalidCiphertextException(_) => KmsError::InvalidCiphertext(format!(
                 "KMS refused the ciphertext: it is malformed, or bound to another encryption context than the one \
@@ -254,7 +269,7 @@ impl AwsKms {
             | DecryptError::KmsInternalException(_) => {
                 KmsError::Unavailable(format!("KMS failed for key {key_id} (HTTP {status}){detail}"))
             }
-            other => match other.code() {
+            other => match other.code().map(|code| clean(code, 128)).as_deref() {
                 Some("AccessDeniedException") => KmsError::Denied(format!(
                     "the function's role may not decrypt with key {key_id} under encryption context keys [{keys}]: \
                      check the key policy and the role's kms:Decrypt permission and kms:EncryptionContext \
@@ -279,6 +294,9 @@ impl AwsKms {
                 Some(code) => {
                     KmsError::Unavailable(format!("KMS error {code} (HTTP {status}) for key {key_id}{detail}"))
                 }
+                None if matches!(status, 401 | 403) => KmsError::Denied(format!(
+                    "KMS at {endpoint} refused the request with HTTP {status} and no error code (key {key_id}){detail}"
+                )),
                 None => KmsError::Unavailable(format!(
                     "KMS at {endpoint} answered HTTP {status} without an error code (key {key_id}){detail}"
                 )),
@@ -299,6 +317,11 @@ mod tests {
         assert!(key_matches("alias/my-function", arn));
         assert!(!key_matches("ffffffff-12ab-34cd-56ef-1234567890ab", arn));
         assert!(!key_matches("arn:aws:kms:eu-west-1:123456789012:key/other", arn));
+        let tail = "arn:aws:kms:eu-west-1:123456789012:key/x/key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert!(!key_matches("1234abcd-12ab-34cd-56ef-1234567890ab", tail), "only the ARN's resource counts");
+        assert!(!is_key_arn(tail));
+        assert!(is_key_arn(arn));
+        assert!(!is_key_arn("arn:aws:kms:us-east-1:1:key/other\nFORGED line"));
     }
 
     fn service_error(error: DecryptError, status: u16) -> SdkError<DecryptError, HttpResponse> {

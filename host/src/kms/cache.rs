@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Decrypted, KmsError, Plaintext};
 use crate::context::EncryptionContext;
+use crate::mask;
 
 /// Default time an entry is fresh: `KEYWARD_CACHE_TTL_SECS`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
@@ -34,6 +35,8 @@ type CacheKey = [u8; 32];
 
 struct Stored {
     plaintext: Plaintext,
+    /// Keeps the plaintext in the set every host log line is masked with, while it is cached.
+    _held: mask::Held,
     key_id: String,
     stored: Instant,
     /// Set when a refresh failed: until then, the stale plaintext is served without a refresh.
@@ -120,7 +123,7 @@ impl PlaintextCache {
         };
         if age < self.ttl {
             Lookup::Fresh(decrypted())
-        } else if age < self.ttl + self.stale {
+        } else if age < self.ttl.saturating_add(self.stale) {
             let refresh = stored.retry_after.is_none_or(|at| Instant::now() >= at);
             Lookup::Stale { decrypted: decrypted(), refresh }
         } else {
@@ -133,12 +136,13 @@ impl PlaintextCache {
     /// oldest plaintexts to stay within bounds.
     pub fn insert(&self, ciphertext: &[u8], context: &EncryptionContext, decrypted: &Decrypted) {
         let key = cache_key(ciphertext, context);
-        let lifetime = self.ttl + self.stale;
+        let lifetime = self.ttl.saturating_add(self.stale);
         let mut entries = self.lock();
         entries.refusals.remove(&key);
         make_room(&mut entries.plaintexts, key, self.max_entries, |s| s.stored, lifetime);
         let stored = Stored {
             plaintext: Plaintext::from(decrypted.plaintext.expose_secret().to_vec()),
+            _held: mask::hold(decrypted.plaintext.expose_secret()),
             key_id: decrypted.key_id.clone(),
             stored: Instant::now(),
             retry_after: None,
@@ -257,6 +261,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Miss));
         assert!(cache.is_empty(), "an expired entry is dropped when found");
+    }
+
+    #[test]
+    fn the_largest_settings_do_not_overflow() {
+        let cache = PlaintextCache::new(Duration::from_secs(u64::MAX), Duration::from_secs(u64::MAX), 1);
+        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
+        cache.insert(b"other", &ctx(&[]), &secret("pw", "k"));
+        assert!(matches!(cache.lookup(b"other", &ctx(&[])), Lookup::Fresh(_)));
     }
 
     #[test]

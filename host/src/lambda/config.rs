@@ -179,6 +179,7 @@ mod tests {
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MEMORY_MB", "0")], "memory limit"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MAX_RESPONSE_BYTES", "7000000")], "Lambda's response limit"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_CACHE_STALE_SECS", "-1")], "KEYWARD_CACHE_STALE_SECS"),
+            (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_TIMEOUT_MS", "18446744073709551615")], "timeout must be 1 to"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_PREFETCH", "PASSWORD")], "not in KEYWARD_GUEST_ENV"),
             (
                 &[

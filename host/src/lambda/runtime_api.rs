@@ -103,20 +103,12 @@ impl RuntimeApi {
         })?;
         let url = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
         // Checked here, so the client's own `expect`s on the base URI can never fire.
-        let uri = url
-            .parse::<http::Uri>()
-            .ok()
-            .filter(|uri| {
-                uri.scheme_str() == Some("http")
-                    && uri.host().is_some_and(|h| !h.is_empty())
-                    && uri.authority().is_some_and(|a| has_valid_port(a.as_str()))
-            })
-            .ok_or_else(|| {
-                RuntimeApiError::Config(format!(
-                    "AWS_LAMBDA_RUNTIME_API={:?} is not a host:port of the Lambda Runtime API",
-                    bounded(address, 128)
-                ))
-            })?;
+        let uri = crate::address::parse_url(&url, &["http"]).ok_or_else(|| {
+            RuntimeApiError::Config(format!(
+                "AWS_LAMBDA_RUNTIME_API={:?} is not a host:port of the Lambda Runtime API",
+                bounded(address, 128)
+            ))
+        })?;
         Ok(Self { client: PooledClient::builder().with_endpoint(uri).build(), endpoint: address.to_string() })
     }
 
@@ -226,12 +218,6 @@ fn is_path_safe(id: &str) -> bool {
     id.len() <= 128
         && id.bytes().any(|b| b.is_ascii_alphanumeric())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:~".contains(&b))
-}
-
-/// Whether an authority's port, if it has one, is a number a port can be (`http` reads 99999 as no port).
-fn has_valid_port(authority: &str) -> bool {
-    let after_ipv6 = authority.rfind(']').map_or(authority, |end| &authority[end + 1..]);
-    after_ipv6.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_ok())
 }
 
 fn text_header(headers: &HeaderMap, name: &str) -> Option<String> {

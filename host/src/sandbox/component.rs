@@ -7,32 +7,6 @@ use wasmtime::component::{Component, Linker, Type};
 use super::GuestState;
 use crate::bindings::{HANDLER_EXPORT, SecretHandlerPre};
 
-/// What guests may import, by `namespace:package/interface` (any version). Everything is granted empty: no
-/// preopened directories, no environment beyond what is configured, closed stdin.
-const ALLOWED_IMPORTS: &[&str] = &[
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-    "wasi:clocks/monotonic-clock",
-    "wasi:clocks/wall-clock",
-    "wasi:random/random",
-    "wasi:random/insecure",
-    "wasi:random/insecure-seed",
-    "wasi:filesystem/types",
-    "wasi:filesystem/preopens",
-    "keyward:lambda/kms",
-];
-
 /// Why a component cannot be run. Each message names the problem and, where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -59,11 +33,8 @@ pub enum LoadError {
     /// The component failed validation or compilation.
     #[error("invalid component: {0}")]
     Invalid(String),
-    /// The component imports an interface keyward does not provide.
-    #[error(
-        "component imports `{0}`, which keyward does not provide; guests may import only wasi:cli, wasi:io, \
-         wasi:clocks, wasi:random, wasi:filesystem (with no directories) and keyward:lambda/kms"
-    )]
+    /// The component imports an interface keyward does not grant.
+    #[error("component imports `{0}`, which keyward does not grant; guests may import only {list}", list = super::imports::granted_list())]
     ForbiddenImport(String),
     /// The component does not export the handler, or exports it with another shape.
     #[error("component does not implement the keyward:lambda/secret-handler world: {0}")]
@@ -104,7 +75,7 @@ pub(crate) fn load(
     };
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
-        if !ALLOWED_IMPORTS.contains(&unversioned(name)) {
+        if !super::imports::is_granted(name) {
             return Err(LoadError::ForbiddenImport(name.to_string()));
         }
     }
@@ -170,11 +141,6 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     }
 }
 
-/// `wasi:cli/stdout@0.2.3` → `wasi:cli/stdout`.
-fn unversioned(name: &str) -> &str {
-    name.split_once('@').map_or(name, |(name, _)| name)
-}
-
 /// A wasmtime error and its causes on one line.
 pub(crate) fn error_line(error: &wasmtime::Error) -> String {
     crate::error::one_line(&error.chain().map(ToString::to_string).collect::<Vec<_>>().join(": "))
@@ -191,11 +157,5 @@ mod tests {
         assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
         assert!(matches!(check_header(b"\0asm\x0d\0\x01\0"), Ok(())));
         assert!(matches!(check_header(b"\0asm\x02\0\0\0"), Err(LoadError::UnknownVersion(_))));
-    }
-
-    #[test]
-    fn versions_are_ignored_when_matching_imports() {
-        assert_eq!(unversioned("wasi:cli/stdout@0.2.3"), "wasi:cli/stdout");
-        assert_eq!(unversioned("keyward:lambda/kms"), "keyward:lambda/kms");
     }
 }

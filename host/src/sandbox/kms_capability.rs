@@ -1,15 +1,42 @@
 //! The `keyward:lambda/kms` import: the guest's only way to plaintext. Counts calls against the invocation's
 //! quota, passes each through the host's [`KmsGate`], and keeps a record of each for the caller.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use secrecy::ExposeSecret;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::StoreContextMut;
+use wasmtime::component::Linker;
+use zeroize::Zeroize as _;
 
 use super::GuestState;
 use super::limits::LimitExceeded;
 use crate::bindings::kms;
-use crate::kms::{DecryptRecord, KmsError, KmsGate, Plaintext};
+use crate::kms::{DecryptRecord, KmsError, KmsGate};
+use crate::mask::{self, Masker};
+
+/// The interface's name in the WIT package.
+const INTERFACE: &str = "keyward:lambda/kms@0.1.0";
+
+/// A plaintext handed to the guest. wasmtime lowers it into the guest's memory from a clone of this `Arc` and drops
+/// that clone after the copy; this last one is zeroized when the invocation ends. Until then it also keeps the
+/// plaintext in the set every host log line is masked with.
+#[derive(Debug)]
+struct HandedOut {
+    bytes: Arc<[u8]>,
+    _held: mask::Held,
+}
+
+impl Drop for HandedOut {
+    fn drop(&mut self) {
+        zeroize_if_last(&mut self.bytes);
+    }
+}
+
+/// Zeroizes the bytes if no other reference to them is left; returns whether it did.
+fn zeroize_if_last(bytes: &mut Arc<[u8]>) -> bool {
+    Arc::get_mut(bytes).map(|b| b.zeroize()).is_some()
+}
 
 /// Per-invocation state of the capability.
 #[derive(Debug)]
@@ -19,8 +46,7 @@ pub(crate) struct KmsCapability {
     deadline: Instant,
     max_calls: u32,
     records: Vec<DecryptRecord>,
-    /// What was handed out, kept (zeroized on drop) until the invocation's output has been redacted.
-    handed_out: Vec<Plaintext>,
+    handed_out: Vec<HandedOut>,
 }
 
 impl KmsCapability {
@@ -28,23 +54,18 @@ impl KmsCapability {
         Self { gate, deadline, max_calls, records: Vec::new(), handed_out: Vec::new() }
     }
 
-    /// The record of every decrypt, and every plaintext handed to the guest.
-    pub(crate) fn finish(self) -> (Vec<DecryptRecord>, Vec<Plaintext>) {
-        (self.records, self.handed_out)
+    /// The record of every decrypt, and a masker for every plaintext handed to the guest. The plaintexts are
+    /// zeroized as this returns.
+    pub(crate) fn finish(self) -> (Vec<DecryptRecord>, Masker) {
+        let masker = Masker::new(self.handed_out.iter().map(|h| &h.bytes[..]));
+        (self.records, masker)
     }
-}
 
-/// Adds `keyward:lambda/kms` to `linker`, served from each store's [`KmsCapability`].
-pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
-    kms::add_to_linker::<GuestState, HasSelf<KmsCapability>>(linker, |state| &mut state.kms)
-}
-
-impl kms::Host for KmsCapability {
     async fn decrypt(
         &mut self,
         ciphertext: Vec<u8>,
         encryption_context: Vec<(String, String)>,
-    ) -> wasmtime::Result<Result<Vec<u8>, kms::Error>> {
+    ) -> wasmtime::Result<Result<Arc<[u8]>, kms::Error>> {
         if self.records.len() >= self.max_calls as usize {
             // A trap, not a `denied`: a guest looping on decrypt must not get to carry on.
             return Err(wasmtime::Error::new(LimitExceeded::DecryptCalls { limit: self.max_calls }));
@@ -53,14 +74,28 @@ impl kms::Host for KmsCapability {
         self.records.push(record);
         Ok(match result {
             Ok(plaintext) => {
-                // The guest's copy is its own; the host keeps its `Plaintext` only to redact logs.
-                let copy = plaintext.expose_secret().to_vec();
-                self.handed_out.push(plaintext);
-                Ok(copy)
+                let bytes: Arc<[u8]> = Arc::from(plaintext.expose_secret());
+                let held = mask::hold(&bytes);
+                self.handed_out.push(HandedOut { bytes: bytes.clone(), _held: held });
+                Ok(bytes)
             }
             Err(e) => Err(to_wit(e)),
         })
     }
+}
+
+/// Adds `keyward:lambda/kms` to `linker`, served from each store's [`KmsCapability`].
+///
+/// Wired by hand rather than through bindgen's `add_to_linker`: bindgen's `decrypt` returns a `Vec<u8>` that
+/// wasmtime drops, unzeroized, after copying it into the guest. Returning an `Arc<[u8]>` (which wasmtime lowers
+/// the same way) leaves the host's last copy with keyward, which zeroizes it.
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    linker.instance(INTERFACE)?.func_wrap_async(
+        "decrypt",
+        |mut store: StoreContextMut<'_, GuestState>, (ciphertext, context): (Vec<u8>, Vec<(String, String)>)| {
+            Box::new(async move { Ok((store.data_mut().kms.decrypt(ciphertext, context).await?,)) })
+        },
+    )
 }
 
 fn to_wit(error: KmsError) -> kms::Error {
@@ -68,5 +103,21 @@ fn to_wit(error: KmsError) -> kms::Error {
         KmsError::Denied(msg) => kms::Error::Denied(msg),
         KmsError::InvalidCiphertext(msg) => kms::Error::InvalidCiphertext(msg),
         KmsError::Unavailable(msg) => kms::Error::Unavailable(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_copy_is_zeroized_and_a_shared_one_is_not_touched() {
+        let mut bytes: Arc<[u8]> = Arc::from(&b"s3cret"[..]);
+        let lowered = bytes.clone();
+        assert!(!zeroize_if_last(&mut bytes), "another copy is alive");
+        assert_eq!(&lowered[..], b"s3cret");
+        drop(lowered);
+        assert!(zeroize_if_last(&mut bytes));
+        assert_eq!(&bytes[..], &[0u8; 6]);
     }
 }

@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_INSTANCES: u32 = 8;
 /// Largest memory limit that may be configured (Lambda's largest function has 10 GB in all).
 pub const MAX_MEMORY_MB: u32 = 4096;
+/// Longest time limit that may be configured: Lambda's longest timeout, 15 minutes.
+pub const MAX_TIMEOUT_MS: u64 = 900_000;
 
 /// Per-invocation resource limits. Build with [`Limits::default`] and adjust fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +71,8 @@ impl Limits {
         if self.memory_bytes < mb(1) || self.memory_bytes > max_memory {
             return Err(format!("memory limit must be 1 to {MAX_MEMORY_MB} MiB, not {} bytes", self.memory_bytes));
         }
-        if self.timeout.is_zero() {
-            return Err("timeout must be at least 1 ms".into());
+        if self.timeout.is_zero() || self.timeout > Duration::from_millis(MAX_TIMEOUT_MS) {
+            return Err(format!("timeout must be 1 to {MAX_TIMEOUT_MS} ms, not {} ms", self.timeout.as_millis()));
         }
         if self.max_instances == 0 {
             return Err("at least one instance must be allowed".into());
@@ -111,6 +113,26 @@ pub enum LimitExceeded {
     DecryptCalls {
         /// The limit.
         limit: u32,
+    },
+    /// The guest asked `wasi:random` for more bytes at once than its memory limit (the host would hold them all).
+    #[error("guest asked wasi:random for {requested} bytes at once; the limit is its memory limit of {limit} bytes")]
+    RandomBytes {
+        /// Bytes asked for.
+        requested: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The guest passed more data to one host call than its memory limit.
+    #[error("guest passed more than its memory limit of {limit} bytes to one host call")]
+    HostCallData {
+        /// The limit.
+        limit: usize,
+    },
+    /// The guest held more resource handles (streams, pollables, ...) at once than allowed.
+    #[error("guest held more than {limit} resource handles at once")]
+    Handles {
+        /// The limit.
+        limit: usize,
     },
     /// The response is too large.
     #[error("guest response of {size} bytes exceeds the limit of {limit} bytes")]

@@ -3,10 +3,10 @@
 
 mod component;
 mod engine;
+mod imports;
 mod kms_capability;
 pub mod limits;
 mod output;
-mod redact;
 
 use std::time::Duration;
 
@@ -22,7 +22,6 @@ use kms_capability::KmsCapability;
 use limits::StoreLimiter;
 pub use limits::{LimitExceeded, Limits};
 use output::GuestOutput;
-use redact::Redactor;
 
 use crate::bindings::{HandlerContext, SecretHandlerPre};
 use crate::error::InvokeError;
@@ -84,13 +83,13 @@ impl Sandbox {
     pub(crate) async fn run(&self, request: RunRequest<'_>) -> (Result<String, InvokeError>, Vec<DecryptRecord>) {
         let stdout = GuestOutput::new("stdout", self.limits.max_output_bytes);
         let stderr = GuestOutput::new("stderr", self.limits.max_output_bytes);
+        // What the host allocates for the guest in one call is bounded by the guest's own memory limit: the
+        // bytes wasi:random makes, and the data the guest passes in (wasmtime's "hostcall fuel", 128 MiB by default).
         let wasi = WasiCtxBuilder::new()
             .envs(request.env)
             .stdout(stdout.clone())
             .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
+            .max_random_size(self.limits.memory_bytes as u64)
             .build();
         let state = GuestState {
             wasi,
@@ -100,6 +99,8 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        store.set_hostcall_fuel(self.limits.memory_bytes);
+        store.set_max_component_handles(MAX_HANDLES);
         // The epoch deadline stops a guest that computes too long; the outer timeout stops one that waits too long
         // in a host call. Both report the same limit.
         let ticks = request.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
@@ -109,12 +110,13 @@ impl Sandbox {
             LimitExceeded::Time { limit_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX) };
 
         let call = async {
-            let guest = self.pre.instantiate_async(&mut store).await.map_err(|e| instantiate_error(&e, &time_limit))?;
+            let guest =
+                self.pre.instantiate_async(&mut store).await.map_err(|e| self.instantiate_error(&e, &time_limit))?;
             guest
                 .keyward_lambda_handler()
                 .call_handle(&mut store, request.event, &request.context)
                 .await
-                .map_err(|e| trap_error(&e, &time_limit))
+                .map_err(|e| self.trap_error(&e, &time_limit))
         };
         let outcome = match tokio::time::timeout(request.timeout + 2 * EPOCH_TICK, call).await {
             Err(_elapsed) => Err(InvokeError::Limit(time_limit)),
@@ -122,11 +124,10 @@ impl Sandbox {
             Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
             Ok(Ok(Ok(response))) => self.check_response(response),
         };
-        let (records, handed_out) = store.into_data().kms.finish();
-        let redactor = Redactor::new(&handed_out);
-        stdout.flush_to_log(&redactor);
-        stderr.flush_to_log(&redactor);
-        let outcome = outcome.map_err(|e| e.scrubbed(|text| redactor.text(text)));
+        let (records, masker) = store.into_data().kms.finish();
+        stdout.flush_to_log(&masker);
+        stderr.flush_to_log(&masker);
+        let outcome = outcome.map_err(|e| e.scrubbed(|text| masker.text(text)));
         (outcome, records)
     }
 
@@ -147,8 +148,7 @@ fn load(component: &[u8], limits: &Limits) -> Result<(Engine, SecretHandlerPre<G
     let engine_error = |e: wasmtime::Error| LoadError::Engine(error_line(&e));
     let engine = engine::build(limits, None).map_err(engine_error)?;
     let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
-    kms_capability::add_to_linker(&mut linker).map_err(engine_error)?;
+    imports::add_to_linker(&mut linker).map_err(engine_error)?;
     let pre = component::load(&engine, &linker, component)?;
     Ok((engine, pre))
 }
@@ -180,24 +180,64 @@ fn kms_deadline(timeout: Duration) -> std::time::Instant {
     std::time::Instant::now() + timeout - (timeout / 10).min(Duration::from_millis(100))
 }
 
-/// Names the limit behind a trap when there is one, else the trap itself.
-fn trap_error(error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
-    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
-        return limit.clone().into();
+/// Resource handles (WASI streams, pollables, ...) a guest may hold at once; each is host memory.
+const MAX_HANDLES: usize = 10_000;
+
+impl Sandbox {
+    /// Names the limit behind a trap when there is one, else what happened, in one line; the whole error, with
+    /// its wasm backtrace, is logged at debug level.
+    fn trap_error(&self, error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
+        tracing::debug!(error = %crate::error::one_line(&format!("{error:?}")), "guest trap in full");
+        if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+            return limit.clone().into();
+        }
+        if let Some(exit) = error.downcast_ref::<I32Exit>() {
+            return InvokeError::Exit(exit.0);
+        }
+        if let Some(limit) = self.host_limit(error) {
+            return limit.into();
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => time_limit.clone().into(),
+            Some(trap) => InvokeError::Trap(describe_trap(*trap)),
+            None => InvokeError::Trap(error.root_cause().to_string()),
+        }
     }
-    if let Some(exit) = error.downcast_ref::<I32Exit>() {
-        return InvokeError::Exit(exit.0);
+
+    fn instantiate_error(&self, error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
+        match self.trap_error(error, time_limit) {
+            InvokeError::Trap(_) => InvokeError::Instantiate(error.root_cause().to_string()),
+            known => known,
+        }
     }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => time_limit.clone().into(),
-        Some(trap) => InvokeError::Trap(trap.to_string()),
-        None => InvokeError::Trap(error_line(error)),
+
+    /// The limits wasmtime and wasmtime-wasi enforce for keyward (set in [`Sandbox::run`]) report themselves only in
+    /// words; these are theirs (wasmtime 48), and the sandbox tests fail if they change.
+    fn host_limit(&self, error: &wasmtime::Error) -> Option<LimitExceeded> {
+        error.chain().find_map(|cause| {
+            let text = cause.to_string();
+            if text.contains("fuel allocated for hostcalls has been exhausted") {
+                return Some(LimitExceeded::HostCallData { limit: self.limits.memory_bytes });
+            }
+            if text.contains("store handle limit exceeded") {
+                return Some(LimitExceeded::Handles { limit: MAX_HANDLES });
+            }
+            let (requested, limit) = text.strip_prefix("requested len ")?.split_once(" exceeds limit ")?;
+            Some(LimitExceeded::RandomBytes { requested: requested.parse().ok()?, limit: limit.parse().ok()? })
+        })
     }
 }
 
-fn instantiate_error(error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
-    match trap_error(error, time_limit) {
-        InvokeError::Trap(_) => InvokeError::Instantiate(error_line(error)),
-        known => known,
+/// What a trap means, for the person reading the function error.
+fn describe_trap(trap: Trap) -> String {
+    match trap {
+        Trap::UnreachableCodeReached => {
+            "unreachable executed (a Rust guest panics this way; its message is on the guest's stderr)".into()
+        }
+        Trap::StackOverflow => "stack overflow: the guest's calls nested deeper than the wasm stack allows".into(),
+        Trap::MemoryOutOfBounds => {
+            "out-of-bounds memory access (also how a guest's own stack overflow in linear memory ends)".into()
+        }
+        other => other.to_string(),
     }
 }

@@ -108,6 +108,50 @@ impl Guest for Probe {
                 }
                 Ok(json!({ "printed": number("lines") }).to_string())
             }
+            // Ask the host for `bytes` random bytes in one call.
+            "random" => {
+                Ok(json!({ "random": wasip2::random::random::get_random_bytes(number("bytes")).len() }).to_string())
+            }
+            // Recurse `depth` calls deep with small frames: the engine's wasm stack runs out.
+            "recurse" => Ok(json!({ "depth": recurse(number("depth")) }).to_string()),
+            // Recurse with 8 KiB frames in linear memory: the guest's own (shadow) stack runs out.
+            "recurse-frames" => Ok(json!({ "depth": recurse_frames(number("depth")) }).to_string()),
+            // Block in a host call (a clock wait) for `ms` milliseconds.
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(number("ms")));
+                Ok(json!({ "slept_ms": number("ms") }).to_string())
+            }
+            // Hold `count` host resources (clock pollables) at once.
+            "handles" => {
+                let pollables: Vec<_> = (0..number("count"))
+                    .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(1_000_000_000))
+                    .collect();
+                Ok(json!({ "handles": pollables.len() }).to_string())
+            }
+            // Bytes that are not UTF-8 on stdout and stderr, then a good response.
+            "not-utf8-output" => {
+                use std::io::Write as _;
+                std::io::stdout().write_all(b"bytes \xff\xfe on stdout\n").map_err(|e| e.to_string())?;
+                std::io::stderr().write_all(b"bytes \xc3\x28 on stderr\n").map_err(|e| e.to_string())?;
+                Ok(json!({ "printed": true }).to_string())
+            }
+            // A careless guest printing its secret the ways careless code does, then failing with it.
+            "leak-forms" => {
+                let ciphertext = base64::engine::general_purpose::STANDARD
+                    .decode(arg("ciphertext").as_str().unwrap_or(""))
+                    .map_err(|e| format!("ciphertext is not base64: {e}"))?;
+                let plaintext = kms::decrypt(&ciphertext, &[]).map_err(describe)?;
+                let secret = String::from_utf8_lossy(&plaintext).into_owned();
+                eprintln!("debug: {secret:?}");
+                println!("{}", json!({ "level": "debug", "secret": secret }));
+                println!("b64 {}", base64::engine::general_purpose::STANDARD.encode(&plaintext));
+                println!("b64url {}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&plaintext));
+                println!("hex {}", plaintext.iter().map(|b| format!("{b:02x}")).collect::<String>());
+                for line in secret.lines() {
+                    println!("line: {line}");
+                }
+                Err(format!("failed with {secret:?}"))
+            }
             other => Err(format!("unknown action {other:?}")),
         }
     }
@@ -119,4 +163,23 @@ fn describe(error: kms::Error) -> String {
         kms::Error::InvalidCiphertext(msg) => format!("kms invalid-ciphertext: {msg}"),
         kms::Error::Unavailable(msg) => format!("kms unavailable: {msg}"),
     }
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if depth == 0 {
+        return 0;
+    }
+    let below = recurse(std::hint::black_box(depth - 1));
+    std::hint::black_box(below) + 1
+}
+
+#[inline(never)]
+fn recurse_frames(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth as u8; 8192]);
+    if depth == 0 {
+        return u64::from(frame[0]);
+    }
+    let below = recurse_frames(std::hint::black_box(depth - 1));
+    std::hint::black_box(below) + u64::from(std::hint::black_box(&frame)[8191] & 1)
 }

@@ -1,0 +1,317 @@
+//! Masking: the net under careless code. A guest that prints its secret, or puts it in its error, in any of the
+//! forms careless programs produce, does not put it in the host's log or in the function error.
+//!
+//! For each plaintext (at least [`MIN_MASKED_LEN`] bytes), these forms are replaced by `[REDACTED]`:
+//! - the bytes as they are, with surrounding whitespace trimmed, and as lossy UTF-8 (`\u{FFFD}` for bad bytes);
+//! - JSON-escaped (what `serde_json` or `JSON.stringify` writes inside quotes) and Rust-escaped (`{:?}`);
+//! - base64, standard and URL-safe, with and without padding;
+//! - hex, lower and upper case;
+//! - each line of a multi-line secret (a PEM key), if the line has at least [`MIN_MASKED_LINE_LEN`] bytes.
+//!
+//! A guest that means to leak can always encode its way around this (reverse the bytes, XOR them): masking is a
+//! net for mistakes. What keeps secrets in is isolation and credentials.
+//!
+//! Two places use it: each invocation masks its guest's stdout, stderr and error message with the plaintexts that
+//! invocation was handed, and [`MaskingWriter`] masks every host log line with every plaintext the process holds
+//! at the time (in the cache, or handed to a running invocation), whatever wrote the line.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// Shorter plaintexts are not masked: a 1–3 byte "secret" would mask ordinary text everywhere.
+pub const MIN_MASKED_LEN: usize = 4;
+/// Shorter lines of a multi-line secret are not masked on their own (a PEM's lines are 64 characters).
+pub const MIN_MASKED_LINE_LEN: usize = 8;
+/// What a masked form is replaced by.
+pub const MASK: &str = "[REDACTED]";
+
+/// Every form of `secret` that is masked (see the module docs), each at least [`MIN_MASKED_LEN`] bytes, without
+/// repeats.
+fn forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    if secret.len() < MIN_MASKED_LEN {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(secret);
+    let quoted = |s: String| s.get(1..s.len().saturating_sub(1)).unwrap_or_default().as_bytes().to_vec();
+    let mut forms: Vec<Vec<u8>> = vec![
+        secret.to_vec(),
+        secret.trim_ascii().to_vec(),
+        text.as_bytes().to_vec(),
+        quoted(serde_json::to_string(&text).unwrap_or_default()),
+        quoted(format!("{text:?}")),
+    ];
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(secret).into_bytes());
+    }
+    let hex = crate::kms::hex(secret);
+    forms.push(hex.to_ascii_uppercase().into_bytes());
+    forms.push(hex.into_bytes());
+    for line in secret.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() >= MIN_MASKED_LINE_LEN && line.len() < secret.len() {
+            forms.push(line.to_vec());
+        }
+    }
+    forms.retain(|form| form.len() >= MIN_MASKED_LEN);
+    forms.sort();
+    forms.dedup();
+    forms.into_iter().map(Zeroizing::new).collect()
+}
+
+/// Masks every form of a set of secrets in text.
+///
+/// The matcher (aho-corasick) keeps its own copy of the forms, which is freed but not zeroized when the masker is
+/// dropped; the forms keyward builds to make it are zeroized.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    /// `None` without secrets. `Err` if the matcher could not be built: then everything is withheld.
+    matcher: Option<Result<AhoCorasick, ()>>,
+}
+
+impl Masker {
+    /// A masker for `secrets` (plaintexts).
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut patterns: Vec<Zeroizing<Vec<u8>>> = secrets.into_iter().flat_map(forms).collect();
+        if patterns.is_empty() {
+            return Self { matcher: None };
+        }
+        patterns.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
+        patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
+        // Leftmost-longest: where a secret contains another, or a form of one contains another, the whole is masked.
+        let built = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(patterns.iter().map(|p| p.as_slice()))
+            .map_err(|_| ());
+        Self { matcher: Some(built) }
+    }
+
+    /// Whether there is anything to mask.
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none()
+    }
+
+    /// `input` with every form of every secret replaced by [`MASK`].
+    pub fn bytes<'b>(&self, input: &'b [u8]) -> Cow<'b, [u8]> {
+        match &self.matcher {
+            None => Cow::Borrowed(input),
+            Some(Ok(matcher)) if !matcher.is_match(input) => Cow::Borrowed(input),
+            Some(Ok(matcher)) => {
+                let mut out = Vec::with_capacity(input.len());
+                matcher.replace_all_with_bytes(input, &mut out, |_, _, out| {
+                    out.extend_from_slice(MASK.as_bytes());
+                    true
+                });
+                Cow::Owned(out)
+            }
+            // Fail closed: nothing is shown that could not be checked.
+            Some(Err(())) => Cow::Borrowed(b"[output withheld: it could not be checked for secrets]"),
+        }
+    }
+
+    /// As [`Masker::bytes`], for text (bytes that are not UTF-8 are shown as `\u{FFFD}`).
+    pub fn text(&self, input: &str) -> String {
+        String::from_utf8_lossy(&self.bytes(input.as_bytes())).into_owned()
+    }
+}
+
+/// The plaintexts the process holds now (each with a count of holders), and a masker built from them when a log
+/// line next needs one.
+#[derive(Default)]
+struct HeldSet {
+    secrets: Mutex<HashMap<[u8; 32], HeldSecret>>,
+    /// `None` when the set changed since the masker was built.
+    masker: RwLock<Option<Arc<Masker>>>,
+}
+
+struct HeldSecret {
+    bytes: Zeroizing<Vec<u8>>,
+    holders: usize,
+}
+
+static HELD: LazyLock<HeldSet> = LazyLock::new(HeldSet::default);
+
+/// Keeps a plaintext in the set [`MaskingWriter`] masks, until dropped.
+#[derive(Debug)]
+pub struct Held {
+    digest: Option<[u8; 32]>,
+}
+
+/// Adds `secret` to the set every host log line is masked with; it leaves the set when the returned guard is
+/// dropped (and every other guard of the same secret is).
+pub fn hold(secret: &[u8]) -> Held {
+    if secret.len() < MIN_MASKED_LEN {
+        return Held { digest: None };
+    }
+    let digest: [u8; 32] = Sha256::digest(secret).into();
+    let mut secrets = HELD.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+    let entry =
+        secrets.entry(digest).or_insert_with(|| HeldSecret { bytes: Zeroizing::new(secret.to_vec()), holders: 0 });
+    entry.holders += 1;
+    if entry.holders == 1 {
+        *HELD.masker.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+    Held { digest: Some(digest) }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(digest) = self.digest else { return };
+        let mut secrets = HELD.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = secrets.get_mut(&digest) {
+            entry.holders -= 1;
+            if entry.holders == 0 {
+                secrets.remove(&digest);
+                *HELD.masker.write().unwrap_or_else(PoisonError::into_inner) = None;
+            }
+        }
+    }
+}
+
+/// A masker for every plaintext the process holds now.
+pub fn held_masker() -> Arc<Masker> {
+    if let Some(masker) = HELD.masker.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        return masker.clone();
+    }
+    let secrets = HELD.secrets.lock().unwrap_or_else(PoisonError::into_inner);
+    let masker = Arc::new(Masker::new(secrets.values().map(|held| held.bytes.as_slice())));
+    *HELD.masker.write().unwrap_or_else(PoisonError::into_inner) = Some(masker.clone());
+    masker
+}
+
+/// A log writer (a `tracing_subscriber` [`MakeWriter`](tracing_subscriber::fmt::MakeWriter)) that masks every
+/// line with every plaintext the process holds, then writes it to `inner`. keyward's binary logs through it; a
+/// program using the library can too.
+#[derive(Debug, Clone)]
+pub struct MaskingWriter<M> {
+    inner: M,
+}
+
+impl<M> MaskingWriter<M> {
+    /// Masks what is written, then writes it through `inner`.
+    pub fn new(inner: M) -> Self {
+        Self { inner }
+    }
+}
+
+/// One log record being written: tracing's formatter writes a whole record in one `write_all`.
+#[derive(Debug)]
+pub struct MaskedRecord<W: std::io::Write> {
+    inner: W,
+}
+
+impl<W: std::io::Write> std::io::Write for MaskedRecord<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write_all(&held_masker().bytes(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a> for MaskingWriter<M> {
+    type Writer = MaskedRecord<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        MaskedRecord { inner: self.inner.make_writer() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "pa\"ss\\word-123\nline2-of-the-secret";
+
+    /// How careless programs print a secret.
+    fn careless_forms(secret: &str) -> Vec<String> {
+        let bytes = secret.as_bytes();
+        let mut printed = vec![
+            secret.to_string(),
+            format!("{secret:?}"),
+            serde_json::json!({ "password": secret }).to_string(),
+            STANDARD.encode(bytes),
+            STANDARD_NO_PAD.encode(bytes),
+            URL_SAFE.encode(bytes),
+            URL_SAFE_NO_PAD.encode(bytes),
+            crate::kms::hex(bytes),
+            crate::kms::hex(bytes).to_uppercase(),
+            format!("failed with {secret:?}"),
+        ];
+        printed.extend(secret.lines().map(|line| format!("> {line}")));
+        printed
+    }
+
+    #[test]
+    fn every_careless_form_is_masked() {
+        let masker = Masker::new([SECRET.as_bytes()]);
+        for printed in careless_forms(SECRET) {
+            let masked = masker.text(&format!("log: {printed} end"));
+            assert!(masked.contains(MASK), "{printed:?} -> {masked:?}");
+            for piece in ["ss\\", "word-123", "line2-of", &STANDARD_NO_PAD.encode(SECRET)[..12]] {
+                assert!(!masked.contains(piece), "{printed:?} -> {masked:?} still holds {piece:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn trimmed_and_lossy_secrets_are_masked() {
+        let masker = Masker::new([b"hunter2-admin\n".as_slice(), b"hunter2\xffTOPSECRET".as_slice()]);
+        assert_eq!(masker.text("[hunter2-admin]"), "[[REDACTED]]");
+        assert_eq!(masker.text("x hunter2\u{fffd}TOPSECRET y"), "x [REDACTED] y");
+    }
+
+    #[test]
+    fn longest_first_and_short_secrets_are_left_alone() {
+        let masker = Masker::new([b"hunter2".as_slice(), b"hunter2-admin", b"pw"]);
+        assert_eq!(masker.text("a hunter2 b hunter2-admin c pw"), "a [REDACTED] b [REDACTED] c pw");
+        assert_eq!(masker.text("hunter2hunter2"), "[REDACTED][REDACTED]");
+        assert!(Masker::new([b"pw".as_slice()]).is_empty());
+        assert_eq!(Masker::default().text("nothing to hide"), "nothing to hide");
+    }
+
+    #[test]
+    fn held_secrets_mask_log_lines_until_released() {
+        let secret = b"held-s3cret-for-the-log-writer";
+        let text = "line with held-s3cret-for-the-log-writer";
+        let first = hold(secret);
+        let second = hold(secret);
+        assert_eq!(held_masker().text(text), "line with [REDACTED]");
+        drop(first);
+        assert_eq!(held_masker().text(text), "line with [REDACTED]", "still held by the second guard");
+        drop(second);
+        assert_eq!(held_masker().text(text), text);
+    }
+
+    #[test]
+    fn the_writer_masks_what_it_writes() {
+        let _held = hold(b"writer-s3cret-value");
+        let out = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let writer = MaskingWriter::new(move || SharedBuf(sink.clone()));
+        let mut record = tracing_subscriber::fmt::MakeWriter::make_writer(&writer);
+        std::io::Write::write_all(&mut record, b"audit context=k=writer-s3cret-value\n").unwrap();
+        assert_eq!(String::from_utf8(out.lock().unwrap().clone()).unwrap(), "audit context=k=[REDACTED]\n");
+    }
+
+    struct SharedBuf(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The import policy: what a guest may import, in one list. The list links each granted interface (and nothing
+//! else: no sockets, no HTTP), checks every component's imports at load, and words the refusal; the README's list
+//! is tested against it.
+//!
+//! Every WASI interface is granted empty: no preopened directories, no environment beyond what is configured, no
+//! stdin, stdout and stderr captured by the host.
+
+use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
+use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+use wasmtime_wasi::random::WasiRandom;
+
+use super::GuestState;
+use super::kms_capability;
+
+/// One interface a guest may import.
+pub(crate) struct Grant {
+    /// `namespace:package/interface`; a component may import any version the linker's semver matching accepts.
+    pub(crate) name: &'static str,
+    link: fn(&mut Linker<GuestState>) -> wasmtime::Result<()>,
+}
+
+/// The store's resource table, for the `wasi:io` interfaces.
+struct Table;
+
+impl HasData for Table {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+fn table(state: &mut GuestState) -> &mut ResourceTable {
+    &mut state.table
+}
+
+fn rng(state: &mut GuestState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
+    state.wasi.random()
+}
+
+/// What guests may import. A Rust `wasm32-wasip2` guest imports most of these through `std` whether it uses them
+/// or not (filesystem among them: with no directories granted, every path fails).
+pub(crate) const GRANTED: &[Grant] = &[
+    Grant { name: "keyward:lambda/kms", link: kms_capability::add_to_linker },
+    Grant { name: "wasi:cli/environment", link: |l| cli::environment::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
+    Grant { name: "wasi:cli/exit", link: |l| cli::exit::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
+    Grant { name: "wasi:cli/stdin", link: |l| cli::stdin::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
+    Grant { name: "wasi:cli/stdout", link: |l| cli::stdout::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
+    Grant { name: "wasi:cli/stderr", link: |l| cli::stderr::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
+    Grant {
+        name: "wasi:cli/terminal-input",
+        link: |l| cli::terminal_input::add_to_linker::<_, WasiCli>(l, GuestState::cli),
+    },
+    Grant {
+        name: "wasi:cli/terminal-output",
+        link: |l| cli::terminal_output::add_to_linker::<_, WasiCli>(l, GuestState::cli),
+    },
+    Grant {
+        name: "wasi:cli/terminal-stdin",
+        link: |l| cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, GuestState::cli),
+    },
+    Grant {
+        name: "wasi:cli/terminal-stdout",
+        link: |l| cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, GuestState::cli),
+    },
+    Grant {
+        name: "wasi:cli/terminal-stderr",
+        link: |l| cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, GuestState::cli),
+    },
+    Grant {
+        name: "wasi:clocks/monotonic-clock",
+        link: |l| clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, GuestState::clocks),
+    },
+    Grant {
+        name: "wasi:clocks/wall-clock",
+        link: |l| clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, GuestState::clocks),
+    },
+    Grant {
+        name: "wasi:filesystem/preopens",
+        link: |l| filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, GuestState::filesystem),
+    },
+    Grant {
+        name: "wasi:filesystem/types",
+        link: |l| filesystem::types::add_to_linker::<_, WasiFilesystem>(l, GuestState::filesystem),
+    },
+    Grant { name: "wasi:io/error", link: |l| io::error::add_to_linker::<_, Table>(l, table) },
+    Grant { name: "wasi:io/poll", link: |l| io::poll::add_to_linker::<_, Table>(l, table) },
+    Grant { name: "wasi:io/streams", link: |l| io::streams::add_to_linker::<_, Table>(l, table) },
+    Grant { name: "wasi:random/insecure", link: |l| random::insecure::add_to_linker::<_, WasiRandom>(l, rng) },
+    Grant {
+        name: "wasi:random/insecure-seed",
+        link: |l| random::insecure_seed::add_to_linker::<_, WasiRandom>(l, rng),
+    },
+    Grant { name: "wasi:random/random", link: |l| random::random::add_to_linker::<_, WasiRandom>(l, rng) },
+];
+
+/// Links every granted interface, and nothing else.
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    GRANTED.iter().try_for_each(|grant| (grant.link)(linker))
+}
+
+/// Whether an import (`wasi:cli/stdout@0.2.3`) is granted, whatever its version.
+pub(crate) fn is_granted(import: &str) -> bool {
+    let name = import.split_once('@').map_or(import, |(name, _)| name);
+    GRANTED.iter().any(|grant| grant.name == name)
+}
+
+/// The granted interfaces for a message: `keyward:lambda/kms, wasi:cli/{environment, exit, ...}, ...`.
+pub(crate) fn granted_list() -> String {
+    let mut packages: Vec<(&str, Vec<&str>)> = Vec::new();
+    for grant in GRANTED {
+        let (package, interface) = grant.name.split_once('/').unwrap_or((grant.name, ""));
+        match packages.iter_mut().find(|(p, _)| *p == package) {
+            Some((_, interfaces)) => interfaces.push(interface),
+            None => packages.push((package, vec![interface])),
+        }
+    }
+    let groups: Vec<String> = packages
+        .into_iter()
+        .map(|(package, interfaces)| match interfaces.as_slice() {
+            [one] => format!("{package}/{one}"),
+            many => format!("{package}/{{{}}}", many.join(", ")),
+        })
+        .collect();
+    groups.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_ignored_and_nothing_else_is_granted() {
+        assert!(is_granted("wasi:cli/stdout@0.2.3"));
+        assert!(is_granted("keyward:lambda/kms@0.1.0"));
+        for refused in ["wasi:sockets/tcp@0.2.0", "wasi:http/outgoing-handler@0.2.0", "wasi:cli/run@0.2.0", "x"] {
+            assert!(!is_granted(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_list_names_every_grant_by_package() {
+        let list = granted_list();
+        assert!(list.starts_with("keyward:lambda/kms, wasi:cli/{environment, exit, stdin"), "{list}");
+        assert!(list.contains("wasi:io/{error, poll, streams}"), "{list}");
+    }
+
+    /// The README's list of what guests may import is this list.
+    #[test]
+    fn the_readme_lists_every_grant() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("Guests may import exactly these interfaces").expect("the README's import list");
+        let section = &readme[start..];
+        let end = section.find("\n\n").unwrap_or(section.len());
+        let mut listed: Vec<&str> = section[..end].split('`').skip(1).step_by(2).collect();
+        listed.sort();
+        let mut granted: Vec<&str> = GRANTED.iter().map(|g| g.name).collect();
+        granted.sort();
+        assert_eq!(listed, granted);
+    }
+}
