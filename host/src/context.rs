@@ -218,4 +218,47 @@ mod tests {
         assert!("=b".parse::<Pair>().is_err());
         assert!("ab".parse::<Pair>().is_err());
     }
+
+    mod properties {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn pairs() -> impl Strategy<Value = BTreeMap<String, String>> {
+            proptest::collection::btree_map("[a-c]{1,2}", "[x-z]{0,2}", 0..6)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Stamping keeps every guest pair and every stamped pair, or refuses a guest value that contradicts a
+            /// stamp; it never lets a guest value replace a stamped one.
+            #[test]
+            fn stamps_always_win(guest in pairs(), stamp in pairs()) {
+                let stamped = EncryptionContext::from_pairs(stamp.clone()).unwrap();
+                let merged = EncryptionContext::from_pairs(guest.clone()).unwrap().stamped_with(&stamped);
+                let contradiction = guest.iter().find(|(k, v)| stamp.get(*k).is_some_and(|s| s != *v));
+                match (merged, contradiction) {
+                    (Err(ContextError::ContradictsStamp(key)), Some((k, _))) => prop_assert_eq!(&key, k),
+                    (Ok(merged), None) => {
+                        let merged: BTreeMap<&str, &str> = merged.iter().collect();
+                        for (k, v) in stamp.iter().chain(guest.iter()) {
+                            prop_assert_eq!(merged.get(k.as_str()), Some(&v.as_str()));
+                        }
+                        prop_assert_eq!(merged.len(), stamp.keys().chain(guest.keys()).collect::<std::collections::BTreeSet<_>>().len());
+                    }
+                    (other, c) => prop_assert!(false, "{other:?} with contradiction {c:?}"),
+                }
+            }
+
+            /// Two contexts share canonical bytes only if they are the same context.
+            #[test]
+            fn canonical_bytes_tell_contexts_apart(a in pairs(), b in pairs()) {
+                let (a, b) = (EncryptionContext::from_pairs(a).unwrap(), EncryptionContext::from_pairs(b).unwrap());
+                prop_assert_eq!(a.canonical_bytes() == b.canonical_bytes(), a == b);
+            }
+        }
+    }
 }

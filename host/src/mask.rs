@@ -314,4 +314,34 @@ mod tests {
             Ok(())
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any secret (4 bytes or more), printed in any of the careless forms amid any text, is masked.
+            #[test]
+            fn any_secret_in_any_form_is_masked(
+                secret in "[ -~\n]{4,40}",
+                before in "[ -~]{0,20}",
+                after in "[ -~]{0,20}",
+                form in any::<prop::sample::Index>(),
+            ) {
+                let forms = careless_forms(&secret);
+                let printed = &forms[form.index(forms.len())];
+                let masked = Masker::new([secret.as_bytes()]).text(&format!("{before}{printed}{after}"));
+                // The secret itself may be written within the text around it by chance; the form must be gone.
+                prop_assume!(!before.contains(secret.trim()) && !after.contains(secret.trim()));
+                prop_assume!(!MASK.contains(secret.trim()));
+                prop_assert!(!masked.contains(secret.as_str()), "{printed:?} -> {masked:?}");
+                for line in secret.lines().filter(|l| l.len() >= MIN_MASKED_LINE_LEN) {
+                    prop_assert!(!masked.contains(line), "{printed:?} -> {masked:?} still holds the line {line:?}");
+                }
+            }
+        }
+    }
 }

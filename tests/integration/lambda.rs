@@ -34,7 +34,7 @@ impl Function {
     }
 
     /// Invokes through the emulator; `Ok(response)` or `Err(error JSON)` for a function error.
-    fn invoke(&self, emulator: &Server, event: &serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {
+    pub fn invoke(&self, emulator: &Server, event: &serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {
         let path = format!("/2015-03-31/functions/{}/invocations", self.name);
         let (status, head, body) = http(
             emulator.port,

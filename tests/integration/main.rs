@@ -7,6 +7,7 @@ mod cli;
 mod deploy;
 mod fault_proxy;
 mod hello;
+mod hostile;
 mod kms;
 mod lambda;
 mod lambda_edge;

@@ -48,6 +48,7 @@ impl AwsKms {
         if config.key_ids.is_empty() {
             return Err("no KMS key is allowed: set KEYWARD_KMS_KEY_ID to the key (id, ARN or alias)".into());
         }
+        refuse_sensitive_logging(|name| std::env::var(name).ok())?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(https_client())
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
@@ -171,6 +172,18 @@ impl KmsBackend for AwsKms {
                 "the ciphertext was not made under any allowed key ({allowed}), or the role may not use them"
             )),
         })
+    }
+}
+
+/// The AWS SDK logs the bodies of responses marked sensitive (Decrypt's, with the plaintext) at TRACE when
+/// `LOG_SENSITIVE_BODIES=true` (aws-smithy-runtime's `log_response_body`); keyward refuses to run so.
+fn refuse_sensitive_logging(var: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+    match var("LOG_SENSITIVE_BODIES") {
+        Some(value) if value.trim().eq_ignore_ascii_case("true") => Err(
+            "LOG_SENSITIVE_BODIES=true would make the AWS SDK log KMS's answers, decrypted secrets among them: unset it"
+                .into(),
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -438,5 +451,12 @@ mod tests {
             let err = AwsKms::from_env(config).await.unwrap_err();
             assert!(err.contains("KEYWARD_KMS_ENDPOINT") && err.contains("not an http(s) URL"), "{endpoint}: {err}");
         }
+    }
+
+    #[test]
+    fn sdk_logging_of_sensitive_bodies_is_refused() {
+        assert!(refuse_sensitive_logging(|_| Some("TRUE".into())).unwrap_err().contains("LOG_SENSITIVE_BODIES"));
+        assert!(refuse_sensitive_logging(|_| Some("false".into())).is_ok());
+        assert!(refuse_sensitive_logging(|_| None).is_ok());
     }
 }

@@ -314,4 +314,48 @@ mod tests {
         let key = LocalKey::from_bytes(&[7u8; 32]);
         assert_eq!(format!("{key:?}"), format!("LocalKey {{ id: {:?}, .. }}", key.id()));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn context() -> impl Strategy<Value = EncryptionContext> {
+            proptest::collection::btree_map("[a-z]{1,8}", ".{0,16}", 0..4)
+                .prop_map(|pairs| EncryptionContext::from_pairs(pairs).unwrap())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Whatever bytes arrive, the parser answers `invalid-ciphertext` or the plaintext, and never panics.
+            #[test]
+            fn any_bytes_are_refused_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..200), ctx in context()) {
+                let key = LocalKey::from_bytes(&[7; 32]);
+                prop_assert!(matches!(key.decrypt(&bytes, &ctx), Err(KmsError::InvalidCiphertext(_))));
+            }
+
+            /// A ciphertext opens under its own context only, and any change of a byte, or a cut, is refused.
+            #[test]
+            fn only_the_exact_ciphertext_and_context_open(
+                plaintext in proptest::collection::vec(any::<u8>(), 0..64),
+                ctx in context(),
+                other in context(),
+                flip in any::<prop::sample::Index>(),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let key = LocalKey::from_bytes(&[9; 32]);
+                let ciphertext = key.encrypt(&plaintext, &ctx).unwrap();
+                let opened = key.decrypt(&ciphertext, &ctx).unwrap();
+                prop_assert_eq!(opened.expose_secret(), plaintext.as_slice());
+                if other != ctx {
+                    prop_assert!(key.decrypt(&ciphertext, &other).is_err());
+                }
+                let mut flipped = ciphertext.clone();
+                flipped[flip.index(ciphertext.len())] ^= 0x01;
+                prop_assert!(key.decrypt(&flipped, &ctx).is_err());
+                prop_assert!(key.decrypt(&ciphertext[..cut.index(ciphertext.len())], &ctx).is_err());
+            }
+        }
+    }
 }

@@ -29,6 +29,8 @@ const FUNCTION_ARN: &str = "lambda-runtime-invoked-function-arn";
 const INVOCATION_ID: &str = "lambda-runtime-invocation-id";
 const ERROR_TYPE: &str = "lambda-runtime-function-error-type";
 const API_VERSION: &str = "/2018-06-01/runtime";
+/// How long a response, error or init error may take to be accepted.
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why talking to the Runtime API failed (not an invocation's failure: that is an [`InvokeError`]).
 #[derive(Debug, thiserror::Error)]
@@ -190,12 +192,23 @@ impl RuntimeApi {
         headers: Vec<(&'static str, HeaderValue)>,
         body: Body,
     ) -> Result<http::Response<hyper::body::Incoming>, RuntimeApiError> {
+        let method_is_get = method == Method::GET;
         let mut request = build_request().method(method).uri(path);
         for (name, value) in headers {
             request = request.header(name, value);
         }
         let request = request.body(body).map_err(|e| self.transport(path, &e))?;
-        let response = self.client.call(request).await.map_err(|e| self.transport(path, e.as_ref()))?;
+        let call = self.client.call(request);
+        // `/next` waits for an invocation as long as it takes; every other request is answered at once by Lambda,
+        // and one that is not (some emulators hold an init error) must not hold the process forever.
+        let response = if method_is_get {
+            call.await
+        } else {
+            tokio::time::timeout(POST_TIMEOUT, call)
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {} s", POST_TIMEOUT.as_secs()).into()))
+        };
+        let response = response.map_err(|e| self.transport(path, e.as_ref()))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
