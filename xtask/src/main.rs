@@ -24,8 +24,8 @@ tasks:
   test [ARGS]    install what the tests need (wasm32-wasip2 target; moto and cargo-lambda from PyPI),
                  build the guests, run every test (ARGS go to cargo test)
   build-guests   build every guest component: Rust for wasm32-wasip2, JavaScript with componentize-js
-  bench          measure the hello guest: per-invocation time in process, cold start (.wasm and .cwasm)
-                 and warm invoke latency as a Lambda";
+  bench          measure the example guests in process, masking, cold start (.wasm and .cwasm) and warm
+                 invoke latency as a Lambda, and a soak of good and hostile invocations";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -247,6 +247,6 @@ fn count(summary: &str, label: &str) -> u64 {
 fn bench() -> Result {
     let scripts = install_python_tools()?;
     build_guests()?;
-    step("benchmarking the hello guest: in-process invocations, then cold and warm starts as a Lambda");
+    step("benchmarking: in-process invocations and masking, cold and warm starts as a Lambda, then the soak");
     run(cargo().env("PATH", path_with(&scripts)?).args(["bench", "--package", "keyward"]))
 }

@@ -33,6 +33,17 @@ impl Drop for HandedOut {
     }
 }
 
+/// Every plaintext one invocation was handed.
+#[derive(Debug)]
+pub(crate) struct HandedOutAll(Vec<HandedOut>);
+
+impl HandedOutAll {
+    /// A masker for them (built only when there is something to mask: it costs more than the invocation).
+    pub(crate) fn masker(&self) -> Masker {
+        Masker::new(self.0.iter().map(|h| &h.bytes[..]))
+    }
+}
+
 /// Zeroizes the bytes if no other reference to them is left; returns whether it did.
 fn zeroize_if_last(bytes: &mut Arc<[u8]>) -> bool {
     Arc::get_mut(bytes).map(|b| b.zeroize()).is_some()
@@ -54,11 +65,9 @@ impl KmsCapability {
         Self { gate, deadline, max_calls, records: Vec::new(), handed_out: Vec::new() }
     }
 
-    /// The record of every decrypt, and a masker for every plaintext handed to the guest. The plaintexts are
-    /// zeroized as this returns.
-    pub(crate) fn finish(self) -> (Vec<DecryptRecord>, Masker) {
-        let masker = Masker::new(self.handed_out.iter().map(|h| &h.bytes[..]));
-        (self.records, masker)
+    /// The record of every decrypt, and the plaintexts handed to the guest (zeroized when dropped).
+    pub(crate) fn finish(self) -> (Vec<DecryptRecord>, HandedOutAll) {
+        (self.records, HandedOutAll(self.handed_out))
     }
 
     async fn decrypt(

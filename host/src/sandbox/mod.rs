@@ -8,6 +8,7 @@ mod kms_capability;
 pub mod limits;
 mod output;
 
+use std::cell::LazyCell;
 use std::time::Duration;
 
 use wasmtime::component::{Linker, ResourceTable};
@@ -124,7 +125,8 @@ impl Sandbox {
             Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
             Ok(Ok(Ok(response))) => self.check_response(response),
         };
-        let (records, masker) = store.into_data().kms.finish();
+        let (records, handed_out) = store.into_data().kms.finish();
+        let masker = LazyCell::new(|| handed_out.masker());
         stdout.flush_to_log(&masker);
         stderr.flush_to_log(&masker);
         let outcome = outcome.map_err(|e| e.scrubbed(|text| masker.text(text)));

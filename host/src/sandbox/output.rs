@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use std::cell::LazyCell;
+
 use crate::mask::Masker;
 
 /// How many bytes a guest may write in one `write` call (the WASI write budget).
@@ -43,8 +45,11 @@ impl GuestOutput {
 
     /// Writes what was captured to the log (in the caller's span, which carries the request id), with the
     /// invocation's secrets masked, and empties it.
-    pub(crate) fn flush_to_log(&self, masker: &Masker) {
+    pub(crate) fn flush_to_log(&self, masker: &LazyCell<Masker, impl FnOnce() -> Masker>) {
         let captured = std::mem::take(&mut *self.captured.lock().unwrap_or_else(PoisonError::into_inner));
+        if captured.bytes.is_empty() && captured.dropped == 0 {
+            return;
+        }
         for line in String::from_utf8_lossy(&masker.bytes(&captured.bytes)).lines() {
             let line = crate::error::one_line(line);
             tracing::info!(target: "keyward::guest", stream = self.name, "{line}");
@@ -125,7 +130,7 @@ mod tests {
         out.write(bytes::Bytes::from_static(b"0123456")).unwrap();
         out.write(bytes::Bytes::from_static(b"789abcdef")).unwrap();
         assert_eq!(out.contents(), (b"0123456789".to_vec(), 6));
-        out.flush_to_log(&Masker::default());
+        out.flush_to_log(&LazyCell::new(Masker::default));
         assert_eq!(out.contents(), (Vec::new(), 0));
     }
 }
