@@ -1,5 +1,6 @@
 //! How an invocation fails, and how any failure is put into words: one line, bounded, never a `Debug` dump.
 
+use crate::mask::Masker;
 use crate::sandbox::LimitExceeded;
 
 /// Most bytes of a message keyward passes on from elsewhere (a guest's error, a trap, a key service's answer).
@@ -76,11 +77,19 @@ impl InvokeError {
         "HostError",
     ];
 
-    /// The same error with the text it carries from elsewhere passed through `scrub` (masking secrets), then
-    /// made one line and cut to [`MAX_MESSAGE_BYTES`]. Masking comes first, so a cut can never leave part of a
-    /// secret behind.
-    pub(crate) fn scrubbed(self, scrub: impl Fn(&str) -> String) -> Self {
-        let tidy = |text: String| clean(&scrub(&text), MAX_MESSAGE_BYTES);
+    /// The same error with the text it carries from a guest masked with `masker`, made one line, and cut to
+    /// [`MAX_MESSAGE_BYTES`]. The cut is made in the text as the guest wrote it, after a look far enough past it
+    /// that a secret straddling it is masked whole; the host never copies more of a long message than that.
+    pub(crate) fn scrubbed(self, masker: &Masker) -> Self {
+        let tidy = |text: String| {
+            let seen = &text.as_bytes()[..text.len().min(MAX_MESSAGE_BYTES + masker.longest_form())];
+            let shown = one_line(&String::from_utf8_lossy(&masker.bytes_within(seen, MAX_MESSAGE_BYTES)));
+            if text.len() > MAX_MESSAGE_BYTES {
+                format!("{shown}… [cut: {} bytes in all]", text.len())
+            } else {
+                shown
+            }
+        };
         match self {
             InvokeError::Guest(text) => InvokeError::Guest(tidy(text)),
             InvokeError::Trap(text) => InvokeError::Trap(tidy(text)),
@@ -161,12 +170,14 @@ mod tests {
     }
 
     #[test]
-    fn scrubbing_masks_before_cutting() {
+    fn scrubbing_masks_a_secret_straddling_the_cut() {
         let secret = "s3cret-value";
-        let message = format!("{}{secret}", "x".repeat(MAX_MESSAGE_BYTES - 4));
-        let error = InvokeError::Guest(message).scrubbed(|text| text.replace(secret, "[REDACTED]"));
+        let masker = Masker::new([secret.as_bytes()]);
+        let message = format!("{}{secret}{}", "x".repeat(MAX_MESSAGE_BYTES - 4), "y".repeat(1 << 20));
+        let error = InvokeError::Guest(message).scrubbed(&masker);
         let InvokeError::Guest(text) = error else { panic!() };
-        assert!(!text.contains("s3cr"), "{text}");
+        assert!(!text.contains("s3cr"), "{}", &text[text.len() - 80..]);
+        assert!(text.ends_with(&format!("x[REDACTED]… [cut: {} bytes in all]", MAX_MESSAGE_BYTES + 8 + (1 << 20))));
         assert!(text.len() < MAX_MESSAGE_BYTES + 64);
     }
 

@@ -2,11 +2,15 @@
 //! forms careless programs produce, does not put it in the host's log or in the function error.
 //!
 //! For each plaintext (at least [`MIN_MASKED_LEN`] bytes), these forms are replaced by `[REDACTED]`:
-//! - the bytes as they are, with surrounding whitespace trimmed, and as lossy UTF-8 (`\u{FFFD}` for bad bytes);
-//! - JSON-escaped (what `serde_json` or `JSON.stringify` writes inside quotes) and Rust-escaped (`{:?}`);
-//! - base64, standard and URL-safe, with and without padding;
-//! - hex, lower and upper case;
+//! - the bytes as they are, with surrounding whitespace trimmed (ASCII or Unicode), and as lossy UTF-8;
+//! - each of those JSON-escaped (as `serde_json` and `JSON.stringify` write it; with non-ASCII as `\u00e4`, as
+//!   Python writes it; with `<`, `>`, `&` as `\u003c`, as Go writes it; and escaped twice, as JSON inside JSON) and
+//!   Rust-escaped (`{:?}`);
+//! - base64 (standard and URL-safe, with and without padding) and hex (lower and upper case) of the secret and of
+//!   its trimmed form;
 //! - each line of a multi-line secret (a PEM key), if the line has at least [`MIN_MASKED_LINE_LEN`] bytes.
+//!
+//! Overlapping matches (two secrets that share bytes, printed joined) are masked as one.
 //!
 //! A guest that means to leak can always encode its way around this (reverse the bytes, XOR them): masking is a
 //! net for mistakes. What keeps secrets in is isolation and credentials.
@@ -38,31 +42,63 @@ fn forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     if secret.len() < MIN_MASKED_LEN {
         return Vec::new();
     }
-    let text = String::from_utf8_lossy(secret);
-    let quoted = |s: String| s.get(1..s.len().saturating_sub(1)).unwrap_or_default().as_bytes().to_vec();
-    let mut forms: Vec<Vec<u8>> = vec![
-        secret.to_vec(),
-        secret.trim_ascii().to_vec(),
-        text.as_bytes().to_vec(),
-        quoted(serde_json::to_string(&text).unwrap_or_default()),
-        quoted(format!("{text:?}")),
-    ];
-    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
-        forms.push(engine.encode(secret).into_bytes());
+    let mut forms: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+    let mut push = |form: Vec<u8>| forms.push(Zeroizing::new(form));
+    let lossy = Zeroizing::new(String::from_utf8_lossy(secret).into_owned());
+    let texts = [lossy.as_str(), lossy.trim_ascii(), lossy.trim()];
+    for text in texts {
+        push(text.as_bytes().to_vec());
+        let json = json_escaped(text, false, false);
+        push(json_escaped(&json, false, false).into_bytes());
+        push(json.into_bytes());
+        push(json_escaped(text, true, false).into_bytes());
+        push(json_escaped(text, false, true).into_bytes());
+        let debug = format!("{text:?}");
+        push(debug.as_bytes()[1..debug.len() - 1].to_vec());
     }
-    let hex = crate::kms::hex(secret);
-    forms.push(hex.to_ascii_uppercase().into_bytes());
-    forms.push(hex.into_bytes());
+    for bytes in [secret, secret.trim_ascii()] {
+        push(bytes.to_vec());
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            push(engine.encode(bytes).into_bytes());
+        }
+        let hex = Zeroizing::new(crate::kms::hex(bytes));
+        push(hex.to_ascii_uppercase().into_bytes());
+        push(hex.as_bytes().to_vec());
+    }
     for line in secret.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() >= MIN_MASKED_LINE_LEN && line.len() < secret.len() {
-            forms.push(line.to_vec());
+            push(line.to_vec());
         }
     }
     forms.retain(|form| form.len() >= MIN_MASKED_LEN);
-    forms.sort();
-    forms.dedup();
-    forms.into_iter().map(Zeroizing::new).collect()
+    forms.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
+    forms.dedup_by(|a, b| a.as_slice() == b.as_slice());
+    forms
+}
+
+/// `text` as it stands between the quotes of a JSON string: as `serde_json` writes it, or with every non-ASCII
+/// character as `\uXXXX` (Python's `ensure_ascii`), or with `<`, `>`, `&`, U+2028 and U+2029 as `\uXXXX` (Go).
+fn json_escaped(text: &str, ascii_only: bool, html_safe: bool) -> String {
+    let plain = serde_json::to_string(text).unwrap_or_default();
+    let plain = &plain[1..plain.len() - 1];
+    if !ascii_only && !html_safe {
+        return plain.to_string();
+    }
+    let mut out = String::with_capacity(plain.len());
+    for c in plain.chars() {
+        let escape =
+            (ascii_only && !c.is_ascii()) || (html_safe && matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}'));
+        if escape {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Masks every form of a set of secrets in text.
@@ -73,6 +109,8 @@ fn forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
 pub struct Masker {
     /// `None` without secrets. `Err` if the matcher could not be built: then everything is withheld.
     matcher: Option<Result<AhoCorasick, ()>>,
+    /// Bytes of the longest form.
+    longest: usize,
 }
 
 impl Masker {
@@ -80,16 +118,17 @@ impl Masker {
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut patterns: Vec<Zeroizing<Vec<u8>>> = secrets.into_iter().flat_map(forms).collect();
         if patterns.is_empty() {
-            return Self { matcher: None };
+            return Self::default();
         }
         patterns.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
         patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
-        // Leftmost-longest: where a secret contains another, or a form of one contains another, the whole is masked.
+        let longest = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
+        // Every match, overlapping ones too: their spans are merged, so secrets sharing bytes are masked as one.
         let built = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
+            .match_kind(MatchKind::Standard)
             .build(patterns.iter().map(|p| p.as_slice()))
             .map_err(|_| ());
-        Self { matcher: Some(built) }
+        Self { matcher: Some(built), longest }
     }
 
     /// Whether there is anything to mask.
@@ -97,22 +136,52 @@ impl Masker {
         self.matcher.is_none()
     }
 
+    /// Bytes of the longest form masked: a form that starts within a window is seen whole only if the input
+    /// reaches this far past the window's end.
+    pub fn longest_form(&self) -> usize {
+        self.longest
+    }
+
     /// `input` with every form of every secret replaced by [`MASK`].
     pub fn bytes<'b>(&self, input: &'b [u8]) -> Cow<'b, [u8]> {
-        match &self.matcher {
-            None => Cow::Borrowed(input),
-            Some(Ok(matcher)) if !matcher.is_match(input) => Cow::Borrowed(input),
-            Some(Ok(matcher)) => {
-                let mut out = Vec::with_capacity(input.len());
-                matcher.replace_all_with_bytes(input, &mut out, |_, _, out| {
-                    out.extend_from_slice(MASK.as_bytes());
-                    true
-                });
-                Cow::Owned(out)
-            }
+        self.bytes_within(input, input.len())
+    }
+
+    /// The first `window` bytes of `input`, masked: a form that starts within the window is masked whole even
+    /// where it runs past its end (`input` should hold [`Masker::longest_form`] bytes more than the window, where
+    /// it has them), and nothing past the window is shown.
+    pub fn bytes_within<'b>(&self, input: &'b [u8], window: usize) -> Cow<'b, [u8]> {
+        let shown = &input[..window.min(input.len())];
+        let matcher = match &self.matcher {
+            None => return Cow::Borrowed(shown),
+            Some(Ok(matcher)) => matcher,
             // Fail closed: nothing is shown that could not be checked.
-            Some(Err(())) => Cow::Borrowed(b"[output withheld: it could not be checked for secrets]"),
+            Some(Err(())) => return Cow::Borrowed(b"[output withheld: it could not be checked for secrets]"),
+        };
+        let mut found: Vec<(usize, usize)> =
+            matcher.find_overlapping_iter(input).filter(|m| m.start() < window).map(|m| (m.start(), m.end())).collect();
+        if found.is_empty() {
+            return Cow::Borrowed(shown);
         }
+        found.sort_unstable();
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(found.len());
+        for (start, end) in found {
+            match spans.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => spans.push((start, end)),
+            }
+        }
+        let mut out = Vec::with_capacity(shown.len());
+        let mut at = 0;
+        for (start, end) in spans {
+            out.extend_from_slice(&input[at..start]);
+            out.extend_from_slice(MASK.as_bytes());
+            at = end;
+        }
+        if at < shown.len() {
+            out.extend_from_slice(&input[at..shown.len()]);
+        }
+        Cow::Owned(out)
     }
 
     /// As [`Masker::bytes`], for text (bytes that are not UTF-8 are shown as `\u{FFFD}`).
@@ -263,6 +332,29 @@ mod tests {
     }
 
     #[test]
+    fn escapes_other_languages_write_are_masked() {
+        let masker = Masker::new(["kä<y>&\"pw\n".as_bytes()]);
+        for printed in [
+            r#"python: k\u00e4<y>&\"pw\n"#,
+            r#"go: kä\u003cy\u003e\u0026\"pw\n"#,
+            r#"nested: kä<y>&\\\"pw\\n"#,
+            r#"trimmed: kä<y>&\"pw"#,
+            "unicode-trimmed: \u{a0}kä<y>&\"pw\u{a0}",
+        ] {
+            let masked = masker.text(printed);
+            assert!(masked.ends_with(MASK) || masked.contains(&format!("{MASK}\u{a0}")), "{printed} -> {masked}");
+        }
+    }
+
+    #[test]
+    fn overlapping_secrets_are_masked_as_one() {
+        let masker = Masker::new([b"token-ABCDEF".as_slice(), b"ABCDEF-key-123456"]);
+        assert_eq!(masker.text("joined: token-ABCDEF-key-123456."), "joined: [REDACTED].");
+        let masker = Masker::new([b"abcd".as_slice(), b"bcdefghijklmn"]);
+        assert_eq!(masker.text("abcdefghijklmn"), "[REDACTED]");
+    }
+
+    #[test]
     fn trimmed_and_lossy_secrets_are_masked() {
         let masker = Masker::new([b"hunter2-admin\n".as_slice(), b"hunter2\xffTOPSECRET".as_slice()]);
         assert_eq!(masker.text("[hunter2-admin]"), "[[REDACTED]]");
@@ -273,7 +365,7 @@ mod tests {
     fn longest_first_and_short_secrets_are_left_alone() {
         let masker = Masker::new([b"hunter2".as_slice(), b"hunter2-admin", b"pw"]);
         assert_eq!(masker.text("a hunter2 b hunter2-admin c pw"), "a [REDACTED] b [REDACTED] c pw");
-        assert_eq!(masker.text("hunter2hunter2"), "[REDACTED][REDACTED]");
+        assert_eq!(masker.text("hunter2hunter2"), "[REDACTED]", "matches that touch are masked as one");
         assert!(Masker::new([b"pw".as_slice()]).is_empty());
         assert_eq!(Masker::default().text("nothing to hide"), "nothing to hide");
     }

@@ -195,3 +195,28 @@ async fn concurrent_invocations_each_get_their_own_instance() {
         assert_eq!(invocation.decrypts.len(), 1);
     }
 }
+
+/// A component from `tests/guests/wat/` (hand-written WebAssembly text, for what no compiler emits on request).
+fn wat_guest(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/guests/wat/{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn the_memory_limit_is_on_all_of_a_guests_memories_together() {
+    let host = keyward::Host::new(&wat_guest("many-memories"), new_key(), HostConfig::default()).unwrap();
+    let invocation = invoke(&host, json!({})).await;
+    let Err(InvokeError::Limit(LimitExceeded::Memory { limit_mb: 64, requested_mb })) = invocation.result else {
+        panic!("expected the memory limit: {:?}", invocation.result)
+    };
+    assert!(requested_mb > 64, "{requested_mb}");
+}
+
+#[tokio::test]
+async fn a_trap_in_the_start_function_is_the_guests() {
+    let host = keyward::Host::new(&wat_guest("start-trap"), new_key(), HostConfig::default()).unwrap();
+    let result = invoke(&host, json!({})).await.result;
+    assert!(matches!(result, Err(InvokeError::Trap(ref m)) if m.contains("unreachable executed")), "{result:?}");
+    assert_eq!(result.unwrap_err().error_type(), "GuestTrap");
+}
+

@@ -34,7 +34,11 @@ pub enum LoadError {
     #[error("invalid component: {0}")]
     Invalid(String),
     /// The component imports an interface keyward does not grant.
-    #[error("component imports `{0}`, which keyward does not grant; guests may import only {list}", list = super::imports::granted_list())]
+    #[error(
+        "component imports `{0}`, which keyward does not grant; guests may import only {list} (WASI 0.2.x, \
+         keyward:lambda 0.1.x)",
+        list = super::imports::granted_list()
+    )]
     ForbiddenImport(String),
     /// The component does not export the handler, or exports it with another shape.
     #[error("component does not implement the keyward:lambda/secret-handler world: {0}")]

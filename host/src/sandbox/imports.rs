@@ -98,10 +98,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
     GRANTED.iter().try_for_each(|grant| (grant.link)(linker))
 }
 
-/// Whether an import (`wasi:cli/stdout@0.2.3`) is granted, whatever its version.
+/// The versions granted: the WASI 0.2 releases wasmtime-wasi links (by semver, any 0.2.x), and keyward's own 0.1.
+const VERSIONS: &[(&str, &str)] = &[("wasi:", "0.2."), ("keyward:", "0.1.")];
+
+/// Whether an import (`wasi:cli/stdout@0.2.3`) is granted: a granted interface, in a granted version.
 pub(crate) fn is_granted(import: &str) -> bool {
-    let name = import.split_once('@').map_or(import, |(name, _)| name);
-    GRANTED.iter().any(|grant| grant.name == name)
+    let Some((name, version)) = import.split_once('@') else { return false };
+    let version_ok = VERSIONS.iter().any(|(package, v)| name.starts_with(package) && version.starts_with(v));
+    version_ok && GRANTED.iter().any(|grant| grant.name == name)
 }
 
 /// The granted interfaces for a message: `keyward:lambda/kms, wasi:cli/{environment, exit, ...}, ...`.
@@ -129,10 +133,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_are_ignored_and_nothing_else_is_granted() {
+    fn only_granted_interfaces_in_granted_versions_pass() {
         assert!(is_granted("wasi:cli/stdout@0.2.3"));
+        assert!(is_granted("wasi:cli/stdout@0.2.12"));
         assert!(is_granted("keyward:lambda/kms@0.1.0"));
-        for refused in ["wasi:sockets/tcp@0.2.0", "wasi:http/outgoing-handler@0.2.0", "wasi:cli/run@0.2.0", "x"] {
+        let refused = [
+            "wasi:sockets/tcp@0.2.0",
+            "wasi:http/outgoing-handler@0.2.0",
+            "wasi:cli/run@0.2.0",
+            "x",
+            "wasi:cli/environment@0.3.0",
+            "wasi:cli/environment",
+            "keyward:lambda/kms@0.2.0",
+        ];
+        for refused in refused {
             assert!(!is_granted(refused), "{refused}");
         }
     }

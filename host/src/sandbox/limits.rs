@@ -89,7 +89,7 @@ fn mb(n: u32) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
     /// A linear memory tried to grow past the limit.
-    #[error("guest exceeded its memory limit of {limit_mb} MiB (it asked for {requested_mb} MiB)")]
+    #[error("guest exceeded its memory limit of {limit_mb} MiB (it asked for {requested_mb} MiB in all)")]
     Memory {
         /// The limit.
         limit_mb: usize,
@@ -114,8 +114,8 @@ pub enum LimitExceeded {
         /// The limit.
         limit: u32,
     },
-    /// The guest asked `wasi:random` for more bytes at once than its memory limit (the host would hold them all).
-    #[error("guest asked wasi:random for {requested} bytes at once; the limit is its memory limit of {limit} bytes")]
+    /// The guest asked `wasi:random` for more bytes at once than allowed (the host would make and hold them all).
+    #[error("guest asked wasi:random for {requested} bytes at once; the limit is {limit} bytes")]
     RandomBytes {
         /// Bytes asked for.
         requested: u64,
@@ -148,26 +148,31 @@ pub enum LimitExceeded {
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 20_000;
 
 /// Enforces the memory limit by trapping with [`LimitExceeded`], so the invocation reports which limit was hit
-/// rather than a guest abort.
+/// rather than a guest abort. The limit is on all of a guest's linear memories together: a component may have
+/// several (one per core instance that defines one), and each would otherwise get the whole limit.
 #[derive(Debug)]
 pub(crate) struct StoreLimiter {
     memory_bytes: usize,
+    /// Bytes of all linear memories so far (wasmtime asks before each is created and before each grows).
+    used: usize,
 }
 
 impl StoreLimiter {
     pub(crate) fn new(memory_bytes: usize) -> Self {
-        Self { memory_bytes }
+        Self { memory_bytes, used: 0 }
     }
 }
 
 impl wasmtime::ResourceLimiter for StoreLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory_bytes {
             return Err(wasmtime::Error::new(LimitExceeded::Memory {
                 limit_mb: self.memory_bytes >> 20,
-                requested_mb: desired.div_ceil(1 << 20),
+                requested_mb: total.div_ceil(1 << 20),
             }));
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -176,5 +181,23 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
             return Err(wasmtime::Error::new(LimitExceeded::Table { limit: MAX_TABLE_ELEMENTS }));
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::ResourceLimiter as _;
+
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_is_on_all_memories_together() {
+        let mut limiter = StoreLimiter::new(64 << 20);
+        assert!(limiter.memory_growing(0, 40 << 20, None).unwrap(), "a first memory of 40 MiB");
+        assert!(limiter.memory_growing(0, 20 << 20, None).unwrap(), "a second of 20 MiB: 60 in all");
+        let err = limiter.memory_growing(0, 10 << 20, None).unwrap_err();
+        assert_eq!(err.downcast_ref(), Some(&LimitExceeded::Memory { limit_mb: 64, requested_mb: 70 }));
+        assert!(limiter.memory_growing(20 << 20, 24 << 20, None).unwrap(), "the second grows to 24: 64 in all");
+        assert!(limiter.memory_growing(24 << 20, 25 << 20, None).is_err());
     }
 }

@@ -90,7 +90,7 @@ impl Sandbox {
             .envs(request.env)
             .stdout(stdout.clone())
             .stderr(stderr.clone())
-            .max_random_size(self.limits.memory_bytes as u64)
+            .max_random_size(self.limits.memory_bytes.min(MAX_RANDOM_BYTES) as u64)
             .build();
         let state = GuestState {
             wasi,
@@ -129,7 +129,7 @@ impl Sandbox {
         let masker = LazyCell::new(|| handed_out.masker());
         stdout.flush_to_log(&masker);
         stderr.flush_to_log(&masker);
-        let outcome = outcome.map_err(|e| e.scrubbed(|text| masker.text(text)));
+        let outcome = outcome.map_err(|e| e.scrubbed(&masker));
         (outcome, records)
     }
 
@@ -182,6 +182,10 @@ fn kms_deadline(timeout: Duration) -> std::time::Instant {
     std::time::Instant::now() + timeout - (timeout / 10).min(Duration::from_millis(100))
 }
 
+/// Most bytes one `wasi:random` call makes (less if the memory limit is less): the host fills them in one go,
+/// where the time limit cannot stop it.
+const MAX_RANDOM_BYTES: usize = 1 << 20;
+
 /// Resource handles (WASI streams, pollables, ...) a guest may hold at once; each is host memory.
 const MAX_HANDLES: usize = 10_000;
 
@@ -206,9 +210,13 @@ impl Sandbox {
         }
     }
 
+    /// A trap while instantiating (in the guest's start function) is the guest's; anything else (no instance slot
+    /// free, say) is the host's.
     fn instantiate_error(&self, error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
         match self.trap_error(error, time_limit) {
-            InvokeError::Trap(_) => InvokeError::Instantiate(error.root_cause().to_string()),
+            InvokeError::Trap(_) if error.downcast_ref::<Trap>().is_none() => {
+                InvokeError::Instantiate(error.root_cause().to_string())
+            }
             known => known,
         }
     }

@@ -2,6 +2,7 @@
 //! the invocation's request id. Output past the limit is counted and dropped, and the guest never sees an error
 //! for it (a Rust guest would panic on a failed `println!`).
 
+use std::cell::LazyCell;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -9,12 +10,13 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use std::cell::LazyCell;
-
 use crate::mask::Masker;
 
 /// How many bytes a guest may write in one `write` call (the WASI write budget).
 const WRITE_BUDGET: usize = 64 * 1024;
+/// Bytes kept past the limit, unshown, so that a secret straddling the limit is still seen whole by the masker (a
+/// KMS plaintext is at most 4 KiB; its longest masked form, JSON-escaped twice, 12 bytes a byte at most).
+const LOOKAHEAD: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 struct Captured {
@@ -37,7 +39,7 @@ impl GuestOutput {
 
     fn append(&self, bytes: &[u8]) {
         let mut captured = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = self.limit.saturating_sub(captured.bytes.len());
+        let room = (self.limit + LOOKAHEAD).saturating_sub(captured.bytes.len());
         let kept = bytes.len().min(room);
         captured.bytes.extend_from_slice(&bytes[..kept]);
         captured.dropped += bytes.len() - kept;
@@ -50,13 +52,19 @@ impl GuestOutput {
         if captured.bytes.is_empty() && captured.dropped == 0 {
             return;
         }
-        for line in String::from_utf8_lossy(&masker.bytes(&captured.bytes)).lines() {
+        // Shown: the first `limit` bytes, or fewer if a masked form could run past what was kept.
+        let mut window = self.limit.min(captured.bytes.len());
+        if captured.dropped > 0 {
+            window = window.min(captured.bytes.len().saturating_sub(masker.longest_form()));
+        }
+        for line in String::from_utf8_lossy(&masker.bytes_within(&captured.bytes, window)).lines() {
             let line = crate::error::one_line(line);
             tracing::info!(target: "keyward::guest", stream = self.name, "{line}");
         }
-        if captured.dropped > 0 {
+        let dropped = captured.dropped + (captured.bytes.len() - window);
+        if dropped > 0 {
             tracing::warn!(
-                target: "keyward::guest", stream = self.name, dropped_bytes = captured.dropped, limit = self.limit,
+                target: "keyward::guest", stream = self.name, dropped_bytes = dropped, limit = self.limit,
                 "guest output over the limit was dropped"
             );
         }
@@ -125,12 +133,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_up_to_the_limit_and_counts_the_rest() {
+    fn keeps_the_limit_and_a_lookahead_and_counts_the_rest() {
         let mut out = GuestOutput::new("stdout", 10);
-        out.write(bytes::Bytes::from_static(b"0123456")).unwrap();
+        out.write(bytes::Bytes::from(vec![b'a'; 10 + LOOKAHEAD])).unwrap();
         out.write(bytes::Bytes::from_static(b"789abcdef")).unwrap();
-        assert_eq!(out.contents(), (b"0123456789".to_vec(), 6));
+        let (kept, dropped) = out.contents();
+        assert_eq!((kept.len(), dropped), (10 + LOOKAHEAD, 9));
         out.flush_to_log(&LazyCell::new(Masker::default));
         assert_eq!(out.contents(), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn a_secret_straddling_the_limit_is_masked_whole_and_nothing_past_it_shown() {
+        let masker = Masker::new([b"Zq9-SECRET-value-0123456789".as_slice()]);
+        let mut printed = vec![b'A'; 100 - 20];
+        printed.extend_from_slice(b"Zq9-SECRET-value-0123456789 and more after it");
+        let shown = masker.bytes_within(&printed, 100);
+        assert!(shown.ends_with(b"AAAA[REDACTED]"), "{}", String::from_utf8_lossy(&shown));
     }
 }
