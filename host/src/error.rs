@@ -99,18 +99,82 @@ impl InvokeError {
     }
 }
 
-/// The event checked to be JSON text, as the guest's `handle` receives it.
+/// The event checked to be JSON text, as the guest's `handle` receives it: UTF-8 (a leading byte-order mark is
+/// skipped), and JSON that every guest language reads alike: no escaped lone surrogate (JSON's grammar allows one,
+/// but it is not Unicode text: JavaScript would take it, Rust's serde would not), no number too large for a double.
 ///
 /// # Errors
-/// [`InvokeError::InvalidEvent`] naming where the bytes stop being UTF-8 or JSON; never quoting them, since an event
-/// may hold anything.
+/// [`InvokeError::InvalidEvent`] naming the problem and where; never quoting the bytes, since an event may hold
+/// anything.
 pub fn check_event(event: &[u8]) -> Result<&str, InvokeError> {
-    let text = std::str::from_utf8(event)
-        .map_err(|e| InvokeError::InvalidEvent(format!("is not UTF-8 (invalid byte at offset {})", e.valid_up_to())))?;
-    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
-        InvokeError::InvalidEvent(format!("is not valid JSON (error at line {}, column {})", e.line(), e.column()))
+    let text = crate::text::utf8(event).map_err(|e| InvokeError::InvalidEvent(format!("is not usable: {e}")))?;
+    serde_json::from_str::<AnyJson>(text).map_err(|e| {
+        // serde_json's syntax errors name the problem and never quote the input; its words for a lone surrogate
+        // ("unexpected end of hex escape", "lone leading surrogate") are put plainly.
+        let at = format!("at line {} column {}", e.line(), e.column());
+        let message = e.to_string();
+        let problem = match e.classify() {
+            _ if message.contains("surrogate") || message.contains("end of hex escape") => {
+                format!("an escaped lone UTF-16 surrogate (\\uD800 to \\uDFFF without its pair) {at}")
+            }
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => message,
+            _ => at,
+        };
+        InvokeError::InvalidEvent(format!("is not valid JSON ({})", one_line(&problem)))
     })?;
     Ok(text)
+}
+
+/// Any JSON value, read all the way down: strings are decoded (so escapes are checked) and numbers parsed, but
+/// nothing is kept.
+struct AnyJson;
+
+impl<'de> serde::Deserialize<'de> for AnyJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AnyJson)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AnyJson {
+    type Value = AnyJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(AnyJson)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        while map.next_entry::<AnyJson, AnyJson>()?.is_some() {}
+        Ok(AnyJson)
+    }
 }
 
 /// `text` with what could break a log line or disguise it turned into spaces: control characters (C0 and C1, line
@@ -188,8 +252,29 @@ mod tests {
         assert_eq!(not_json.error_type(), "InvalidEvent");
         assert!(!not_json.to_string().contains("not json"), "{not_json}");
         let not_utf8 = check_event(b"{\"a\":\"\xff\xfe\"}").unwrap_err();
-        assert_eq!(not_utf8.to_string(), "the event is not UTF-8 (invalid byte at offset 6)");
-        assert_eq!(not_json.to_string(), "the event is not valid JSON (error at line 1, column 2)");
+        assert_eq!(not_utf8.to_string(), "the event is not usable: it is not UTF-8 (invalid byte at offset 6)");
+        assert_eq!(not_json.to_string(), "the event is not valid JSON (key must be a string at line 1 column 2)");
+        assert_eq!(check_event(b"\xef\xbb\xbf{}"), Ok("{}"), "a byte-order mark is skipped");
+        let utf16 = check_event(b"\xff\xfe{\0}\0").unwrap_err();
+        assert_eq!(utf16.to_string(), "the event is not usable: it is UTF-16, not UTF-8: save it as UTF-8");
+    }
+
+    /// JSON that Rust's serde refuses and JavaScript takes is refused before any guest sees it, naming the problem.
+    #[test]
+    fn events_every_guest_reads_alike() {
+        for (event, problem) in [
+            (
+                r#"{"name":"\ud83d"}"#,
+                "an escaped lone UTF-16 surrogate (\\uD800 to \\uDFFF without its pair) at line 1",
+            ),
+            (r#"["\udc00x"]"#, "an escaped lone UTF-16 surrogate"),
+            (r#"["\ud83dx"]"#, "an escaped lone UTF-16 surrogate"),
+            (r#"{"n":1e999}"#, "number out of range at line 1 column 10"),
+        ] {
+            let error = check_event(event.as_bytes()).unwrap_err().to_string();
+            assert!(error.starts_with("the event is not valid JSON (") && error.contains(problem), "{event}: {error}");
+        }
+        assert!(check_event(r#"{"pair":"\ud83d\ude00","big":1e300,"deep":[[[{}]]]}"#.as_bytes()).is_ok());
     }
 
     #[test]

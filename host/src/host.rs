@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
 use tracing::Instrument as _;
 
 use crate::bindings::HandlerContext;
@@ -180,9 +179,8 @@ impl Host {
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v)
                     .ok_or_else(|| fail("it is not one of the guest's env vars".into()))?;
-                let ciphertext = base64::engine::general_purpose::STANDARD
-                    .decode(value.trim())
-                    .map_err(|e| fail(format!("its value is not base64: {e}")))?;
+                let ciphertext =
+                    keyward_base64::decode(value).map_err(|e| fail(format!("its value is not base64: {e}")))?;
                 match self.gate.decrypt(&ciphertext, Vec::new(), Some(deadline)).await.0 {
                     Ok(_) => {}
                     Err(KmsError::Unavailable(reason)) => {

@@ -23,6 +23,7 @@ pub mod lambda;
 pub mod mask;
 pub mod sandbox;
 pub mod testing;
+pub mod text;
 
 pub use context::EncryptionContext;
 pub use error::InvokeError;

@@ -84,7 +84,7 @@ fn bad_arguments_are_refused_with_exit_code_2() {
     for (args, expected) in [
         (
             vec!["invoke", hello, "--key", &key, "--event", &event],
-            "the event is not valid JSON (error at line 1, column 2)",
+            "the event is not valid JSON (key must be a string at line 1 column 2)",
         ),
         (vec!["invoke", hello, "--key", &key, "--event", &bytes], "not UTF-8 (invalid byte at offset 6)"),
         (vec!["invoke", hello, "--key", &key, "--context", "novalue"], "KEY=VALUE"),

@@ -110,3 +110,72 @@ fn the_javascript_hello_behaves_like_the_rust_one() {
         assert_eq!(run(&js), run(&rust));
     }
 }
+
+/// One base64 policy: the Rust and the JavaScript hello, and the host's prefetch, read a ciphertext in every form the
+/// classic Node.js handler took (`Buffer.from(value, 'base64')`), and refuse the rest in the same words.
+#[tokio::test]
+async fn both_guests_and_the_host_read_base64_alike() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
+    let key = new_key();
+    let bytes = key.encrypt(b"hunter2", &context(&[])).unwrap();
+    let standard = b64(&bytes);
+    let wrap = |text: &str, width: usize, newline: &str| -> String {
+        text.as_bytes()
+            .chunks(width)
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect::<Vec<_>>()
+            .join(newline)
+    };
+    let with_at = |text: &str, at: usize, insert: &str| format!("{}{insert}{}", &text[..at], &text[at..]);
+    let cases: Vec<(&str, String, Result<(), &str>)> = vec![
+        ("standard", standard.clone(), Ok(())),
+        ("without padding", STANDARD_NO_PAD.encode(&bytes), Ok(())),
+        ("URL-safe", URL_SAFE.encode(&bytes), Ok(())),
+        ("URL-safe without padding", URL_SAFE_NO_PAD.encode(&bytes), Ok(())),
+        ("wrapped at 76 columns, as `base64` prints", wrap(&standard, 76, "\n"), Ok(())),
+        ("wrapped at 64 with CRLF", wrap(&standard, 64, "\r\n"), Ok(())),
+        ("surrounded by whitespace", format!(" \n{standard}\n\t"), Ok(())),
+        ("a character of neither alphabet", with_at(&standard, 5, "%"), Err("invalid character '%' at offset 5")),
+        ("padding in the middle", with_at(&standard, 8, "=="), Err("misplaced '=' at offset 9")),
+        (
+            "one character too many",
+            format!("{}A", STANDARD_NO_PAD.encode(&bytes[..3])),
+            Err("a single character at offset 4"),
+        ),
+    ];
+    let compiled: Vec<(&str, Vec<u8>)> = ["hello", "hello-js"]
+        .into_iter()
+        .map(|name| (name, keyward::precompile(&std::fs::read(guest(name)).unwrap(), None).unwrap()))
+        .collect();
+    for (case, password, expected) in &cases {
+        let config = HostConfig {
+            guest_env: vec![("PASSWORD".into(), password.clone())],
+            cache_ttl: std::time::Duration::from_secs(60),
+            ..HostConfig::default()
+        };
+        for (name, cwasm) in &compiled {
+            let host = keyward::Host::new(cwasm, key.clone(), config.clone()).unwrap();
+            let result = invoke(&host, json!({})).await.result;
+            match expected {
+                Ok(()) => assert!(
+                    result.as_ref().is_ok_and(|r| r.contains(&fingerprint(b"hunter2"))),
+                    "{name}, {case}: {result:?}"
+                ),
+                Err(reason) => {
+                    let message = format!("guest returned an error: env var PASSWORD is not base64: {reason}");
+                    assert!(
+                        matches!(&result, Err(e) if e.to_string().starts_with(&message)),
+                        "{name}, {case}: {result:?}"
+                    );
+                }
+            }
+            let prefetched = host.prefetch(&["PASSWORD".to_string()]).await;
+            match expected {
+                Ok(()) => assert!(prefetched.is_ok(), "prefetch, {case}: {prefetched:?}"),
+                Err(reason) => assert!(prefetched.is_err_and(|e| e.to_string().contains(reason)), "prefetch, {case}"),
+            }
+        }
+    }
+}

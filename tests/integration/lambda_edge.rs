@@ -126,7 +126,7 @@ fn row5_events_that_are_not_utf8_json_are_invalid_events() {
     let mut probe = ProbeFunction::start("edge-row5");
     let too_big = format!("{{\"pad\":\"{}\"}}", "x".repeat(7 << 20));
     for (case, body, expected) in [
-        ("an event that is not JSON", b"{not json".to_vec(), "line 1, column 2"),
+        ("an event that is not JSON", b"{not json".to_vec(), "key must be a string at line 1 column 2"),
         ("an event that is not UTF-8", b"{\"a\":\"\xff\xfe\"}".to_vec(), "not UTF-8 (invalid byte at offset 6)"),
         ("an event over Lambda's limit", too_big.into_bytes(), "larger than Lambda's limit"),
     ] {

@@ -219,4 +219,3 @@ async fn a_trap_in_the_start_function_is_the_guests() {
     assert!(matches!(result, Err(InvokeError::Trap(ref m)) if m.contains("unreachable executed")), "{result:?}");
     assert_eq!(result.unwrap_err().error_type(), "GuestTrap");
 }
-

@@ -8,9 +8,11 @@ use crate::support::*;
 #[test]
 fn a_new_guest_builds_and_its_test_passes() {
     let dir = TempDir::new("scaffold");
-    let out = keyward_cmd(&["new", "my-guest"]).current_dir(&dir.0).output().unwrap();
+    // A path, as `cargo new` takes one: the crate is named after its last part.
+    let out = keyward_cmd(&["new", "guests/my-guest"]).current_dir(&dir.0).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let project = dir.0.join("my-guest");
+    let project = dir.0.join("guests/my-guest");
+    assert!(std::fs::read_to_string(project.join("Cargo.toml")).unwrap().contains("name = \"my-guest\""));
     for file in ["Cargo.toml", "src/lib.rs", "tests/stub_host.rs", "README.md"] {
         assert!(project.join(file).exists(), "{file} is missing");
     }
@@ -27,12 +29,15 @@ fn a_new_guest_builds_and_its_test_passes() {
     assert!(out.status.success(), "the scaffold's test failed:\n{}\n{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("test answers_a_function_url_request ... ok"), "{}", stdout(&out));
 
-    let again = keyward_cmd(&["new", "my-guest"]).current_dir(&dir.0).output().unwrap();
+    let again = keyward_cmd(&["new", "guests/my-guest"]).current_dir(&dir.0).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("already exists"));
     let bad = keyward_cmd(&["new", "My Guest"]).current_dir(&dir.0).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("not a usable crate name"));
+    let named = keyward_cmd(&["new", "Odd Dir", "--name", "odd-dir"]).current_dir(&dir.0).output().unwrap();
+    assert!(named.status.success(), "{}", stderr(&named));
+    assert!(std::fs::read_to_string(dir.0.join("Odd Dir/Cargo.toml")).unwrap().contains("name = \"odd-dir\""));
 }
 
 /// `keyward new --lang js`: a componentize-js project whose `npm test` builds the component and runs it in the

@@ -1,11 +1,13 @@
 // Builds hello-js.wasm next to the Rust guests (target/wasm32-wasip2/release/); run by `cargo xtask build-guests`.
 import { componentize } from '@bytecodealliance/componentize-js';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 
 const here = new URL('.', import.meta.url).pathname;
 const out = `${here}../../../target/wasm32-wasip2/release/hello-js.wasm`;
-const { component } = await componentize({
-  sourcePath: `${here}hello.js`,
+// keyward's base64 policy, the one file the Rust SDK's rules are written out in for JavaScript, then the guest.
+const source = (await readFile(`${here}../../base64/base64.js`, 'utf8')) + (await readFile(`${here}hello.js`, 'utf8'));
+const { component } = await componentize(source, {
+  sourceName: 'hello.js',
   witPath: `${here}wit`,
   worldName: 'secret-handler-js',
   // A pure component: no WASI but the environment the world imports.

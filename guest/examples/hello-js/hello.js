@@ -1,4 +1,5 @@
-// The hello guest in JavaScript: same WIT, same behaviour as guest/examples/hello.
+// The hello guest in JavaScript: same WIT, same behaviour as guest/examples/hello. build.mjs puts keyward's base64
+// policy (guest/base64/base64.js, `decodeBase64`) in front of this file.
 import { decrypt } from 'keyward:lambda/kms@0.1.0';
 import { getEnvironment } from 'wasi:cli/environment@0.2.3';
 
@@ -37,13 +38,14 @@ function sha256(bytes) {
   return H;
 }
 
+
 export const handler = {
   handle(_event, _ctx) {
     const encoded = new Map(getEnvironment()).get('PASSWORD');
     if (encoded === undefined) throw 'env var PASSWORD is not set';
     let ciphertext;
     try {
-      ciphertext = Uint8Array.from(atob(encoded.trim()), (c) => c.charCodeAt(0));
+      ciphertext = decodeBase64(encoded);
     } catch (e) {
       throw `env var PASSWORD is not base64: ${e}`;
     }

@@ -28,7 +28,6 @@
 
 use std::fmt;
 
-use base64::Engine as _;
 use zeroize::Zeroizing;
 
 /// The wit-bindgen bindings of `wit/keyward.wit`. Handlers need not touch them: see [`Handler`] and [`export!`].
@@ -111,16 +110,16 @@ pub fn decrypt(ciphertext: &[u8], context: &[(&str, &str)]) -> Result<Secret, Km
     }
 }
 
-/// Reads the env var `name` (a base64 KMS ciphertext, as the classic pattern keeps it) and decrypts it with an
-/// empty encryption context (the host adds its stamped pairs).
+/// Reads the env var `name` (a base64 KMS ciphertext, as the classic pattern keeps it; read as `keyward_base64`
+/// reads it: line breaks and spaces ignored, either alphabet, padding optional) and decrypts it with an empty
+/// encryption context (the host adds its stamped pairs).
 ///
 /// # Errors
 /// The variable is unset or not base64, or the host refused to decrypt.
 pub fn secret_from_env(name: &str) -> Result<Secret, Error> {
     let encoded = std::env::var(name).map_err(|_| Error::new(format!("env var {name} is not set")))?;
-    let ciphertext = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|e| Error::new(format!("env var {name} is not base64: {e}")))?;
+    let ciphertext =
+        keyward_base64::decode(&encoded).map_err(|e| Error::new(format!("env var {name} is not base64: {e}")))?;
     Ok(decrypt(&ciphertext, &[])?)
 }
 

@@ -63,8 +63,7 @@ impl Decrypt {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let key = LocalKey::load(&self.key)?;
         let context = EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?;
-        let ciphertext = base64::engine::general_purpose::STANDARD
-            .decode(self.ciphertext.trim())
+        let ciphertext = keyward_base64::decode(&self.ciphertext)
             .map_err(|e| anyhow::anyhow!("CIPHERTEXT_B64 is not base64: {e}"))?;
         let plaintext = key.decrypt(&ciphertext, &context).map_err(|e| Failed(e.into()))?;
         let mut stdout = std::io::stdout().lock();

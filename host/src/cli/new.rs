@@ -11,9 +11,12 @@ const REPOSITORY: &str = env!("CARGO_PKG_REPOSITORY");
 /// Create a guest crate: a handler on the guest SDK, a README, and a test running it in the stub host.
 #[derive(Debug, clap::Args)]
 pub(crate) struct New {
-    /// The crate's name (and directory).
-    #[arg(value_name = "NAME")]
-    name: String,
+    /// Where to create the crate; its last part names it, as with `cargo new`.
+    #[arg(value_name = "PATH")]
+    path: PathBuf,
+    /// The crate's name, if not the directory's.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
     /// The guest's language: Rust (on the guest SDK) or JavaScript (with componentize-js).
     #[arg(long, value_name = "LANG", default_value = "rust", value_parser = ["rust", "js"])]
     lang: String,
@@ -25,17 +28,19 @@ pub(crate) struct New {
 
 impl New {
     pub(crate) fn run(self) -> anyhow::Result<()> {
-        let valid = !self.name.is_empty()
-            && self.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-            && self.name.starts_with(|c: char| c.is_ascii_lowercase());
+        let from_dir = self.path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = self.name.clone().or(from_dir).unwrap_or_default();
+        let valid = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && name.starts_with(|c: char| c.is_ascii_lowercase());
         anyhow::ensure!(
             valid,
-            "{:?} is not a usable crate name: use lowercase letters, digits, `-` and `_`, starting with a letter",
-            self.name
+            "{name:?} is not a usable crate name: use lowercase letters, digits, `-` and `_`, starting with a letter \
+             (or name the crate with --name)"
         );
-        let dir = PathBuf::from(&self.name);
+        let dir = self.path.clone();
         anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
-        let files = if self.lang == "js" { js_files(&self.name) } else { self.rust_files()? };
+        let files = if self.lang == "js" { js_files(&name) } else { self.rust_files(&name)? };
         for (path, text) in files {
             let path = dir.join(path);
             if let Some(parent) = path.parent() {
@@ -44,11 +49,11 @@ impl New {
             std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         }
         let next = if self.lang == "js" { "npm install && npm test" } else { "cargo test" };
-        println!("created guest {} in {}; next: cd {} && {next}", self.name, dir.display(), dir.display());
+        println!("created guest {name} in {}; next: cd {} && {next}", dir.display(), dir.display());
         Ok(())
     }
 
-    fn rust_files(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
+    fn rust_files(&self, name: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
         let source = self.keyward_src.clone().or_else(|| {
             let root = PathBuf::from(SOURCE_ROOT);
             root.join("guest/sdk/Cargo.toml").exists().then_some(root)
@@ -65,7 +70,7 @@ impl New {
             }
             None => Deps::Git(REPOSITORY.to_string()),
         };
-        Ok(files(&self.name, &deps))
+        Ok(files(name, &deps))
     }
 }
 
@@ -132,6 +137,8 @@ codegen-units = 1
 
 /// keyward's WIT, as this keyward was built with it.
 const KEYWARD_WIT: &str = include_str!("../../../wit/keyward.wit");
+/// keyward's base64 policy in JavaScript: the one copy, built into keyward and written into each scaffold.
+const JS_BASE64: &str = include_str!("../../../guest/base64/base64.js");
 const JS_WORLD_WIT: &str = include_str!("../../../guest/examples/hello-js/wit/world.wit");
 const JS_ENVIRONMENT_WIT: &str = include_str!("../../../guest/examples/hello-js/wit/deps/cli/environment.wit");
 
@@ -140,6 +147,7 @@ fn js_files(name: &str) -> Vec<(&'static str, String)> {
         ("package.json", JS_PACKAGE_JSON.replace("{name}", name)),
         ("handler.js", JS_HANDLER.to_string()),
         ("build.mjs", JS_BUILD.replace("{name}", name)),
+        ("base64.js", JS_BASE64.to_string()),
         ("test.mjs", JS_TEST.replace("{name}", name)),
         ("wit/world.wit", JS_WORLD_WIT.to_string()),
         ("wit/deps/cli/environment.wit", JS_ENVIRONMENT_WIT.to_string()),
@@ -172,7 +180,12 @@ import { getEnvironment } from 'wasi:cli/environment@0.2.3';
 function secretFromEnv(variable) {
   const encoded = new Map(getEnvironment()).get(variable);
   if (encoded === undefined) throw `env var ${variable} is not set`;
-  const ciphertext = Uint8Array.from(atob(encoded.trim()), (c) => c.charCodeAt(0));
+  let ciphertext;
+  try {
+    ciphertext = decodeBase64(encoded); // from base64.js: keyward's base64 policy, as the Rust SDK reads it
+  } catch (e) {
+    throw `env var ${variable} is not base64: ${e}`;
+  }
   try {
     return decrypt(ciphertext, []);
   } catch (e) {
@@ -195,10 +208,12 @@ export const handler = {
 
 const JS_BUILD: &str = r#"// Builds {name}.wasm: a component of the world in wit/ (keyward's, plus the environment).
 import { componentize } from '@bytecodealliance/componentize-js';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 
-const { component } = await componentize({
-  sourcePath: 'handler.js',
+// keyward's base64 policy (base64.js, `decodeBase64`) goes in front of the handler.
+const source = (await readFile('base64.js', 'utf8')) + (await readFile('handler.js', 'utf8'));
+const { component } = await componentize(source, {
+  sourceName: 'handler.js',
   witPath: 'wit',
   worldName: 'secret-handler-js',
   disableFeatures: ['random', 'stdio', 'clocks', 'http', 'fetch-event'],

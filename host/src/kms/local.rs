@@ -100,15 +100,11 @@ impl LocalKey {
     /// # Errors
     /// [`LocalKeyError::Io`] or [`LocalKeyError::Format`]; messages never quote the file's content.
     pub fn load(path: &Path) -> Result<Self, LocalKeyError> {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|error| LocalKeyError::Io { path: path.into(), error })?,
-        );
+        let raw = Zeroizing::new(std::fs::read(path).map_err(|error| LocalKeyError::Io { path: path.into(), error })?);
         let format = |reason: String| LocalKeyError::Format { path: path.into(), reason };
-        let bytes = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|_| format("expected one line of base64".into()))?,
-        );
+        let text = crate::text::utf8(&raw).map_err(|e| format(e.to_string()))?;
+        let bytes =
+            Zeroizing::new(keyward_base64::decode(text).map_err(|_| format("expected one line of base64".into()))?);
         let key: &[u8; 32] =
             bytes.as_slice().try_into().map_err(|_| format(format!("expected 32 bytes, found {}", bytes.len())))?;
         Ok(Self::from_bytes(key))

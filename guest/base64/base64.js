@@ -1,0 +1,39 @@
+// keyward's one base64 policy (guest/base64/src/lib.rs), in JavaScript: ASCII whitespace is ignored, the standard
+// and URL-safe alphabets are both read, padding is optional; anything else is refused, naming its byte offset, in
+// the same words as the Rust SDK. The test suite runs both on the same cases.
+function decodeBase64(text) {
+  const bytes = new TextEncoder().encode(text);
+  const symbols = [];
+  let padding = 0;
+  let lastOffset = 0;
+  for (let offset = 0; offset < bytes.length; offset++) {
+    const b = bytes[offset];
+    if (b === 32 || (b >= 9 && b <= 13)) continue;
+    if (b === 61) {
+      padding++;
+      if (padding > 2 || symbols.length === 0) throw `misplaced '=' at offset ${offset}`;
+      continue;
+    }
+    if (padding > 0) throw `misplaced '=' at offset ${offset - 1}`;
+    const value = b >= 65 && b <= 90 ? b - 65 : b >= 97 && b <= 122 ? b - 71 : b >= 48 && b <= 57 ? b + 4
+      : b === 43 || b === 45 ? 62 : b === 47 || b === 95 ? 63 : -1;
+    if (value < 0) {
+      throw b < 128 ? `invalid character '${String.fromCharCode(b)}' at offset ${offset}`
+        : `invalid non-ASCII byte at offset ${offset}`;
+    }
+    symbols.push(value);
+    lastOffset = offset;
+  }
+  if (symbols.length % 4 === 1) {
+    throw `a single character at offset ${lastOffset} ends the value, which cannot encode a byte`;
+  }
+  const out = new Uint8Array(Math.floor((symbols.length * 3) / 4));
+  let o = 0;
+  for (let i = 0; i < symbols.length; i += 4) {
+    const n = (symbols[i] << 18) | (symbols[i + 1] << 12) | ((symbols[i + 2] ?? 0) << 6) | (symbols[i + 3] ?? 0);
+    out[o++] = n >> 16;
+    if (i + 2 < symbols.length) out[o++] = (n >> 8) & 255;
+    if (i + 3 < symbols.length) out[o++] = n & 255;
+  }
+  return out;
+}
