@@ -169,3 +169,31 @@ fn secrets_a_guest_leaks_are_masked_in_logs_and_errors() {
     assert!(log.contains("debug: secret=[REDACTED]"), "{log}");
     assert!(log.ends_with("keyward: error: guest returned an error: could not use secret [REDACTED]\n"), "{log}");
 }
+
+/// Files saved by Windows editors: a UTF-8 byte-order mark is skipped in event and key files; UTF-16 is named.
+#[test]
+fn byte_order_marks_are_skipped_and_utf16_is_named() {
+    let (dir, key) = dir_with_key("bom");
+    let key_with_bom = dir.path("bom.key");
+    std::fs::write(&key_with_bom, [b"\xef\xbb\xbf".as_slice(), &std::fs::read(&key).unwrap()].concat()).unwrap();
+    let ciphertext = stdout(&keyward(&["encrypt", "--key", &key, "--plaintext", "bom-s3cret"])).trim().to_string();
+    let event = dir.path("event.json");
+    std::fs::write(&event, b"\xef\xbb\xbf{\"rawPath\":\"/\"}").unwrap();
+    let hello = guest("hello");
+    let password = format!("PASSWORD={ciphertext}");
+    let out =
+        keyward(&["invoke", hello.to_str().unwrap(), "--key", &key_with_bom, "--env", &password, "--event", &event]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&fingerprint(b"bom-s3cret")));
+
+    let utf16 = dir.path("utf16.json");
+    let text: Vec<u8> = "{}".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    std::fs::write(&utf16, [b"\xff\xfe".as_slice(), &text].concat()).unwrap();
+    let out = keyward(&["invoke", hello.to_str().unwrap(), "--key", &key, "--event", &utf16]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("it is UTF-16, not UTF-8: save it as UTF-8"), "{}", stderr(&out));
+    std::fs::write(&key_with_bom, [b"\xff\xfe".as_slice(), &std::fs::read(&key).unwrap()].concat()).unwrap();
+    let out = keyward(&["invoke", hello.to_str().unwrap(), "--key", &key_with_bom]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("UTF-16"), "{}", stderr(&out));
+}

@@ -19,7 +19,7 @@ const PYTHON_TOOLS: &[&str] = &["moto[server]==5.2.5", "cargo-lambda==1.9.2", "c
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  demo           build the host and the hello guest, make a local key, encrypt a demo secret,
+  demo           build the host and the hello guest (Rust only), make a local key, encrypt a demo secret,
                  and run the guest once through the host
   test [ARGS]    install what the tests need (wasm32-wasip2 target; moto and cargo-lambda from PyPI),
                  build the guests, run every test (ARGS go to cargo test)
@@ -90,18 +90,23 @@ fn ensure_wasm_target() -> Result {
 }
 
 fn build_guests() -> Result {
-    ensure_wasm_target()?;
-    step(&format!("building guests for {WASM_TARGET}: {}", GUESTS.join(", ")));
-    let mut cmd = cargo();
-    cmd.args(["build", "--release", "--target", WASM_TARGET]);
-    for guest in GUESTS {
-        cmd.args(["--package", guest]);
-    }
-    run(&mut cmd)?;
+    build_rust_guests(GUESTS)?;
     for (dir, name) in JS_GUESTS {
         build_js_guest(&root().join(dir), name)?;
     }
     Ok(())
+}
+
+/// Builds the named Rust guests for wasm32-wasip2.
+fn build_rust_guests(guests: &[&str]) -> Result {
+    ensure_wasm_target()?;
+    step(&format!("building guests for {WASM_TARGET}: {}", guests.join(", ")));
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "--target", WASM_TARGET]);
+    for guest in guests {
+        cmd.args(["--package", guest]);
+    }
+    run(&mut cmd)
 }
 
 /// Builds a JavaScript guest unless its component is newer than its sources.
@@ -130,7 +135,8 @@ fn guest_path(name: &str) -> PathBuf {
 }
 
 fn demo() -> Result {
-    build_guests()?;
+    // Only what the demo runs: no JavaScript guest, so no Node.js needed.
+    build_rust_guests(&["hello"])?;
     step("building the host");
     run(cargo().args(["build", "--release", "--package", "keyward"]))?;
     let keyward = root().join("target/release/keyward");
