@@ -77,7 +77,7 @@ fn main() {
         let started = Instant::now();
         drop(Host::new(&wasm, key.clone(), config.clone()).unwrap());
         let load_wasm = started.elapsed();
-        let cwasm = keyward::precompile(&wasm, None).unwrap();
+        let cwasm = keyward::precompile(&wasm, &Default::default()).unwrap();
         let started = Instant::now();
         let host = Host::new(&cwasm, key.clone(), config).unwrap();
         let load_cwasm = started.elapsed();

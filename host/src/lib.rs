@@ -29,4 +29,4 @@ pub use context::EncryptionContext;
 pub use error::InvokeError;
 pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext};
 pub use kms::{KmsBackend, KmsError, LocalKey};
-pub use sandbox::{LimitExceeded, Limits, LoadError, precompile};
+pub use sandbox::{CompileTarget, Cpu, LimitExceeded, Limits, LoadError, precompile};

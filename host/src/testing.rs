@@ -90,7 +90,7 @@ impl StubHost {
     /// [`StubError::Host`] naming what is wrong with the component.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, StubError> {
         let bytes = crate::sandbox::read_component(path.as_ref()).map_err(HostError::Load)?;
-        let compiled = crate::precompile(&bytes, None).map_err(HostError::Load)?;
+        let compiled = crate::precompile(&bytes, &crate::CompileTarget::default()).map_err(HostError::Load)?;
         let key = LocalKey::generate().map_err(|e| StubError::Stub(e.to_string()))?;
         Ok(Self {
             compiled: Arc::new(compiled),

@@ -147,7 +147,7 @@ async fn both_guests_and_the_host_read_base64_alike() {
     ];
     let compiled: Vec<(&str, Vec<u8>)> = ["hello", "hello-js"]
         .into_iter()
-        .map(|name| (name, keyward::precompile(&std::fs::read(guest(name)).unwrap(), None).unwrap()))
+        .map(|name| (name, keyward::precompile(&std::fs::read(guest(name)).unwrap(), &Default::default()).unwrap()))
         .collect();
     for (case, password, expected) in &cases {
         let config = HostConfig {

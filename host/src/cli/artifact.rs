@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use keyward::{CompileTarget, Cpu};
 
 /// Compile a component ahead of time (a `.cwasm`), so a cold start skips compilation.
 #[derive(Debug, clap::Args)]
@@ -14,21 +15,52 @@ pub(crate) struct Compile {
     /// Where to write the compiled component.
     #[arg(short, long, value_name = "FILE")]
     out: PathBuf,
-    /// The machine it will run on. Default: this one.
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Where the compiled code is to run.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// The architecture it will run on. Default: this machine's.
     #[arg(long, value_name = "TRIPLE", value_parser = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"])]
     target: Option<String>,
+    /// The CPU features it may use: `baseline`, what every machine Lambda runs functions on has (x86-64-v2;
+    /// Armv8 with LSE), or `native`, everything this machine has (for running it here only).
+    #[arg(long, value_enum, default_value = "baseline")]
+    cpu: CpuArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CpuArg {
+    Baseline,
+    Native,
+}
+
+impl Target {
+    fn compile_target(&self) -> anyhow::Result<CompileTarget> {
+        let cpu = match self.cpu {
+            CpuArg::Baseline => Cpu::Baseline,
+            CpuArg::Native => Cpu::Native,
+        };
+        anyhow::ensure!(
+            cpu == Cpu::Baseline || self.target.is_none(),
+            "--cpu native means this machine's features, for running here: it goes without --target"
+        );
+        Ok(CompileTarget { triple: self.target.clone(), cpu })
+    }
 }
 
 impl Compile {
     pub(crate) fn run(self) -> anyhow::Result<()> {
-        let compiled = compile(&self.component, self.target.as_deref())?;
+        let compiled = compile(&self.component, &self.target.compile_target()?)?;
         std::fs::write(&self.out, &compiled).with_context(|| format!("cannot write {}", self.out.display()))?;
         println!("compiled {} to {} ({} bytes)", self.component.display(), self.out.display(), compiled.len());
         Ok(())
     }
 }
 
-fn compile(component: &Path, target: Option<&str>) -> anyhow::Result<Vec<u8>> {
+fn compile(component: &Path, target: &CompileTarget) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(component).with_context(|| format!("cannot read component {}", component.display()))?;
     Ok(keyward::precompile(&bytes, target)?)
 }
@@ -43,9 +75,8 @@ pub(crate) struct Package {
     /// Where to write the zip.
     #[arg(short, long, value_name = "FILE")]
     out: PathBuf,
-    /// The function's architecture. Default: this machine's.
-    #[arg(long, value_name = "TRIPLE", value_parser = ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"])]
-    target: Option<String>,
+    #[command(flatten)]
+    target: Target,
     /// The keyward binary to ship as `bootstrap`. Default: this one (which must then match --target).
     #[arg(long, value_name = "FILE")]
     bootstrap: Option<PathBuf>,
@@ -57,7 +88,7 @@ impl Package {
         let bootstrap = match &self.bootstrap {
             Some(path) => path.clone(),
             None => {
-                if let Some(target) = self.target.as_deref().filter(|t| *t != host_triple) {
+                if let Some(target) = self.target.target.as_deref().filter(|t| *t != host_triple) {
                     anyhow::bail!(
                         "this keyward runs on {host_triple}, not {target}: pass --bootstrap with a keyward built \
                          for {target}"
@@ -68,7 +99,7 @@ impl Package {
         };
         let bootstrap_bytes =
             std::fs::read(&bootstrap).with_context(|| format!("cannot read bootstrap {}", bootstrap.display()))?;
-        let cwasm = compile(&self.component, self.target.as_deref())?;
+        let cwasm = compile(&self.component, &self.target.compile_target()?)?;
         write_zip(&self.out, &[("bootstrap", &bootstrap_bytes, 0o755), ("handler.cwasm", &cwasm, 0o644)])
             .with_context(|| format!("cannot write {}", self.out.display()))?;
         println!(

@@ -20,11 +20,52 @@ const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 const MAX_TABLES_PER_COMPONENT: u32 = 16;
 
+/// The CPU features compiled code may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cpu {
+    /// What every machine Lambda runs functions on has, for the target's architecture: on x86_64, the
+    /// `x86-64-v2` level (SSE3 to SSE4.2, POPCNT, CMPXCHG16B: every Intel Xeon since Nehalem and every AMD EPYC);
+    /// on aarch64, Armv8 with LSE atomics (every Graviton, from Graviton2). Lambda promises no CPU model, so a
+    /// deployment artifact must not assume more.
+    #[default]
+    Baseline,
+    /// Everything this machine has: for artifacts that run where they are built.
+    Native,
+}
+
+/// Where compiled code is to run: a target triple (default: this machine's architecture) and its CPU features.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompileTarget {
+    /// A triple such as `aarch64-unknown-linux-gnu`; `None` for this machine's.
+    pub triple: Option<String>,
+    /// The CPU features the code may use.
+    pub cpu: Cpu,
+}
+
+impl CompileTarget {
+    /// The cranelift presets of the baseline, for a triple's architecture.
+    fn baseline_flags(triple: &str) -> &'static [&'static str] {
+        if triple.starts_with("x86_64") {
+            &["x86-64-v2"]
+        } else if triple.starts_with("aarch64") {
+            &["has_lse"]
+        } else {
+            &[]
+        }
+    }
+}
+
 /// An engine for the component model with async host calls, epoch interruption, and a pooling allocator sized
-/// for `limits.max_instances` guests at once (its defaults reserve room for a thousand). With a `target` triple,
-/// the engine only compiles, for that target (`keyward compile`); code it makes loads into a host engine, since
-/// none of the settings here that shape compiled code depend on `limits`.
-pub(crate) fn build(limits: &Limits, target: Option<&str>) -> wasmtime::Result<Engine> {
+/// for `limits.max_instances` guests at once (its defaults reserve room for a thousand). With a `target`, the
+/// engine compiles for it (`keyward compile`) rather than for this machine as it is; its code loads into a host
+/// engine on any machine that has the target's features, since none of the settings here that shape compiled code
+/// depend on `limits`.
+pub(crate) fn build(limits: &Limits, target: Option<&CompileTarget>) -> wasmtime::Result<Engine> {
+    Engine::new(&config(limits, target)?)
+}
+
+/// The configuration [`build`] makes its engine from.
+fn config(limits: &Limits, target: Option<&CompileTarget>) -> wasmtime::Result<Config> {
     let instances = limits.max_instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -44,10 +85,26 @@ pub(crate) fn build(limits: &Limits, target: Option<&str>) -> wasmtime::Result<E
         .epoch_interruption(true)
         .max_wasm_stack(MAX_WASM_STACK)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    if let Some(triple) = target {
-        config.target(triple)?;
+    match target {
+        None | Some(CompileTarget { triple: None, cpu: Cpu::Native }) => {}
+        Some(CompileTarget { triple, cpu }) => {
+            let host = target_lexicon::HOST.to_string();
+            let triple = triple.as_deref().unwrap_or(&host);
+            // An explicit target: wasmtime infers no CPU features, and takes only those given here.
+            config.target(triple)?;
+            if *cpu == Cpu::Baseline {
+                for flag in CompileTarget::baseline_flags(triple) {
+                    // SAFETY: these flags only name CPU features the code may use; wasmtime checks, when it loads
+                    // the code, that the machine has every feature enabled, and refuses the code otherwise.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        config.cranelift_flag_enable(flag);
+                    }
+                }
+            }
+        }
     }
-    Engine::new(&config)
+    Ok(config)
 }
 
 /// Advances an engine's epoch every [`EPOCH_TICK`] until dropped.
@@ -78,4 +135,23 @@ impl Drop for EpochTicker {
             let _ = thread.join();
         }
     }
+}
+
+/// An engine for this machine's architecture as if its CPU had only the baseline's features.
+#[cfg(test)]
+pub(crate) fn on_a_baseline_machine(limits: &Limits) -> Engine {
+    fn baseline_only(feature: &str) -> Option<bool> {
+        let baseline = ["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "cmpxchg16b", "lse"];
+        Some(baseline.contains(&feature))
+    }
+    #[allow(clippy::unwrap_used)]
+    // Its own compiler must not assume more than the machine has either: wasmtime checks that too.
+    let mut config = config(limits, Some(&CompileTarget::default())).unwrap();
+    // SAFETY: the engine only loads code (in tests), and refuses what needs a feature reported missing.
+    #[allow(unsafe_code)]
+    unsafe {
+        config.detect_host_feature(baseline_only);
+    }
+    #[allow(clippy::unwrap_used)]
+    Engine::new(&config).unwrap()
 }

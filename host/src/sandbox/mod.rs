@@ -18,6 +18,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 pub use component::LoadError;
 use component::error_line;
 pub(crate) use component::read as read_component;
+pub use engine::{CompileTarget, Cpu};
 use engine::{EPOCH_TICK, EpochTicker};
 use kms_capability::KmsCapability;
 use limits::StoreLimiter;
@@ -155,21 +156,22 @@ fn load(component: &[u8], limits: &Limits) -> Result<(Engine, SecretHandlerPre<G
     Ok((engine, pre))
 }
 
-/// Compiles a component ahead of time (a `.cwasm`) for `target` (a triple such as
-/// `aarch64-unknown-linux-gnu`; default: this machine), after every check a host makes when loading it.
+/// Compiles a component ahead of time (a `.cwasm`) for `target` (by default: this machine's architecture, with
+/// only the [baseline](Cpu::Baseline) CPU features, so that the artifact runs on any machine Lambda uses), after
+/// every check a host makes when loading it.
 ///
 /// # Errors
 /// The [`LoadError`] the component would have at load, or [`LoadError::Engine`] for an unknown target.
-pub fn precompile(component: &[u8], target: Option<&str>) -> Result<Vec<u8>, LoadError> {
+pub fn precompile(component: &[u8], target: &CompileTarget) -> Result<Vec<u8>, LoadError> {
     if component::is_precompiled(component) {
         return Err(LoadError::Invalid("this is already a precompiled component; compile the .wasm".into()));
     }
     let limits = Limits::default();
     let (_, pre) = load(component, &limits)?;
     let compiled = match target {
-        // Loading compiled it for this machine already.
-        None => pre.instance_pre().component().serialize(),
-        Some(triple) => engine::build(&limits, Some(triple))
+        // Loading compiled it for this machine as it is already.
+        CompileTarget { triple: None, cpu: Cpu::Native } => pre.instance_pre().component().serialize(),
+        target => engine::build(&limits, Some(target))
             .map_err(|e| LoadError::Engine(error_line(&e)))?
             .precompile_component(component),
     };
@@ -249,5 +251,39 @@ fn describe_trap(trap: Trap) -> String {
             "out-of-bounds memory access (also how a guest's own stack overflow in linear memory ends)".into()
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::component::Component;
+
+    use super::*;
+
+    /// A component of the keyward world (hand-written WebAssembly text).
+    const GUEST: &str = include_str!("../../../tests/guests/wat/start-trap.wat");
+
+    /// Loads `cwasm` into `engine`, as a host does.
+    fn loads(engine: &Engine, cwasm: &[u8]) -> Result<(), String> {
+        // SAFETY: the bytes were made by `precompile` in this test, with this wasmtime.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(engine, cwasm) };
+        component.map(drop).map_err(|e| error_line(&e))
+    }
+
+    /// A default artifact loads on a machine that has only the baseline; one with this machine's features may not.
+    #[test]
+    fn default_artifacts_load_where_only_the_baseline_is() {
+        let component = wat::parse_str(GUEST).unwrap();
+        let limits = Limits::default();
+        let baseline_machine = engine::on_a_baseline_machine(&limits);
+        let portable = precompile(&component, &CompileTarget::default()).unwrap();
+        assert_eq!(loads(&baseline_machine, &portable), Ok(()));
+        assert_eq!(loads(&engine::build(&limits, None).unwrap(), &portable), Ok(()), "and on this machine");
+
+        let native = precompile(&component, &CompileTarget { triple: None, cpu: Cpu::Native }).unwrap();
+        // This machine (where the suite runs: x86_64 with AVX2 and more, or a Graviton) has more than the baseline.
+        let refusal = loads(&baseline_machine, &native).unwrap_err();
+        assert!(refusal.contains("not available on the host"), "{refusal}");
     }
 }
