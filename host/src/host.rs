@@ -10,7 +10,8 @@ use tracing::Instrument as _;
 use crate::bindings::HandlerContext;
 use crate::context::EncryptionContext;
 use crate::error::{InvokeError, check_event};
-use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, PlaintextCache, cache};
+use crate::kms::secrets::{ASYMMETRIC_ALGORITHMS, SecretTable};
+use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, PlaintextCache, SecretSettings, cache};
 use crate::sandbox::{Limits, LoadError, RunRequest, Sandbox, read_component};
 
 /// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
@@ -44,6 +45,9 @@ pub struct HostConfig {
     pub cache_stale: Duration,
     /// Most secrets the cache holds.
     pub cache_max_entries: usize,
+    /// Settings of their own for the ciphertexts in some guest env vars (by name): keys, stamped context,
+    /// algorithm. A setting follows the ciphertext's bytes, however the guest hands them over.
+    pub secrets: Vec<(String, SecretSettings)>,
 }
 
 impl Default for HostConfig {
@@ -55,6 +59,7 @@ impl Default for HostConfig {
             cache_ttl: Duration::ZERO,
             cache_stale: cache::DEFAULT_STALE,
             cache_max_entries: cache::DEFAULT_MAX_ENTRIES,
+            secrets: Vec::new(),
         }
     }
 }
@@ -72,7 +77,37 @@ impl HostConfig {
                 )));
             }
         }
+        for (name, settings) in &self.secrets {
+            if let Some(algorithm) = &settings.algorithm {
+                if !ASYMMETRIC_ALGORITHMS.contains(&algorithm.as_str()) {
+                    return Err(HostError::Config(format!(
+                        "secret {name}: {algorithm:?} is not an asymmetric KMS encryption algorithm ({})",
+                        ASYMMETRIC_ALGORITHMS.join(", ")
+                    )));
+                }
+                if settings.stamped_context.as_ref().is_some_and(|c| !c.is_empty()) {
+                    return Err(HostError::Config(format!(
+                        "secret {name}: an asymmetric KMS key takes no encryption context, and {algorithm} is an \
+                         asymmetric algorithm: give it no context"
+                    )));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The ciphertexts of the configured secrets, with their settings.
+    fn secret_table(&self) -> Result<SecretTable, HostError> {
+        let mut table = SecretTable::default();
+        for (name, settings) in &self.secrets {
+            let value = self.guest_env.iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or_else(|| {
+                HostError::Config(format!("secret {name} has settings, but is not one of the guest's env vars"))
+            })?;
+            let ciphertext = keyward_base64::decode(value)
+                .map_err(|e| HostError::Config(format!("secret {name}: its value is not base64: {e}")))?;
+            table.insert(&ciphertext, name, settings.clone());
+        }
+        Ok(table)
     }
 }
 
@@ -139,8 +174,9 @@ impl Host {
     /// [`HostError::Config`] for unusable configuration, [`HostError::Load`] for a component that cannot run here.
     pub fn new(component: &[u8], kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
         config.validate()?;
+        let secrets = config.secret_table()?;
         let sandbox = Sandbox::new(component, config.limits)?;
-        let mut gate = KmsGate::new(kms, config.stamped_context);
+        let mut gate = KmsGate::new(kms, config.stamped_context).with_secrets(secrets);
         if !config.cache_ttl.is_zero() {
             gate = gate.with_cache(Arc::new(PlaintextCache::new(
                 config.cache_ttl,

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use crate::kms::{DecryptRecord, Decrypted, KmsBackend, KmsError, LocalKey};
+use crate::kms::{DecryptRecord, DecryptRequest, Decrypted, KmsBackend, KmsError, LocalKey};
 use crate::{EncryptionContext, Host, HostConfig, HostError, Invocation, InvocationContext, InvokeError, Limits};
 
 /// Why a stub-host call failed.
@@ -57,14 +57,14 @@ struct StubKms {
 
 #[async_trait]
 impl KmsBackend for StubKms {
-    async fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Decrypted, KmsError> {
+    async fn decrypt(&self, request: DecryptRequest<'_>) -> Result<Decrypted, KmsError> {
         let fault = self.faults.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
         match fault {
             Some(Fault::Fail(error)) => return Err(error),
             Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
             None => {}
         }
-        KmsBackend::decrypt(&self.key, ciphertext, context).await
+        KmsBackend::decrypt(&self.key, request).await
     }
 }
 

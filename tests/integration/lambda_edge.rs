@@ -356,3 +356,82 @@ async fn row10_a_cached_secret_is_served_stale_on_outage_never_on_refusal() {
     assert!(message.contains("kms denied") && message.contains("alias/edge-revoked"), "{message}");
     kms.assert_no_plaintext_logged(&[&outage, &revoked]);
 }
+
+/// Per-secret settings: a console-made ciphertext (context `LambdaFunctionName=<function>`), a CLI-made one (no
+/// context) and one under an asymmetric key, side by side in one function, decrypted by a guest that passes no
+/// context; a guest cannot bend one secret's settings. A key of another region fails init, naming both regions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_cli_and_asymmetric_ciphertexts_live_side_by_side() {
+    let kms = Kms::start("edge-secrets").await;
+    let rsa = kms
+        .client
+        .create_key()
+        .key_spec(aws_sdk_kms::types::KeySpec::Rsa2048)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt)
+        .send()
+        .await
+        .unwrap();
+    let rsa = rsa.key_metadata().unwrap().arn().unwrap().to_string();
+    let console = b64(&encrypt(&kms.client, &kms.key, b"console-s3cret", &[("LambdaFunctionName", "secrets")]).await);
+    let cli = b64(&encrypt(&kms.client, &kms.key, b"cli-s3cret", &[]).await);
+    let asymmetric = b64(&encrypt(&kms.client, &rsa, b"rsa-s3cret", &[]).await);
+    let env = vec![
+        ("KEYWARD_COMPONENT", guest("probe").display().to_string()),
+        ("KEYWARD_GUEST_ENV", "CONSOLE,CLI,RSA".to_string()),
+        ("CONSOLE", console.clone()),
+        ("CLI", cli.clone()),
+        ("RSA", asymmetric.clone()),
+        ("KEYWARD_KMS_KEY_ID", kms.key.clone()),
+        ("KEYWARD_KMS_ENDPOINT", kms.moto.url()),
+        ("KEYWARD_KMS_CONTEXT", "function={function_name}".to_string()),
+        ("KEYWARD_SECRET_CONTEXT_CONSOLE", "LambdaFunctionName={function_name}".to_string()),
+        ("KEYWARD_SECRET_CONTEXT_CLI", String::new()),
+        ("KEYWARD_SECRET_KEY_RSA", rsa.clone()),
+        ("KEYWARD_SECRET_ALGORITHM_RSA", "RSAES_OAEP_SHA_256".to_string()),
+    ];
+    let function = Function::start(&kms.api.address("secrets"), &kms.dir, "secrets", &env);
+    let decrypt = |ciphertext: &str, context: serde_json::Value| {
+        kms.api.invoke(
+            "secrets",
+            Invocation::json(&json!({"action": "decrypt", "ciphertext": ciphertext, "context": context})),
+        )
+    };
+    recorder_start(&kms.moto);
+    for (ciphertext, secret) in [(&console, "console-s3cret"), (&cli, "cli-s3cret"), (&asymmetric, "rsa-s3cret")] {
+        let response = decrypt(ciphertext, json!({})).response();
+        assert_eq!(response["sha256_prefix"], fingerprint(secret.as_bytes()), "{}", function.log_text());
+    }
+    let bodies = recorder_decrypt_bodies(&kms.moto);
+    assert_eq!(bodies[0]["EncryptionContext"], json!({"LambdaFunctionName": "secrets"}), "the console's context");
+    assert!(bodies[1].get("EncryptionContext").is_none(), "the CLI-made one carries none: {}", bodies[1]);
+    assert_eq!(bodies[2]["EncryptionAlgorithm"], "RSAES_OAEP_SHA_256");
+    assert_eq!(bodies[2]["KeyId"], rsa);
+    assert!(bodies[2].get("EncryptionContext").is_none(), "an asymmetric key takes no context: {}", bodies[2]);
+
+    // The settings follow the ciphertext: a guest can neither contradict a secret's stamp nor give an asymmetric
+    // secret a context; an unconfigured ciphertext gets the function-wide stamp.
+    let (_, message) = decrypt(&console, json!({"LambdaFunctionName": "other"})).error();
+    assert!(message.contains("kms denied") && message.contains("stamped"), "{message}");
+    let (_, message) = decrypt(&asymmetric, json!({"a": "b"})).error();
+    assert!(message.contains("kms denied: this secret is under an asymmetric KMS key"), "{message}");
+    let stamped = b64(&encrypt(&kms.client, &kms.key, b"fn-s3cret", &[("function", "secrets")]).await);
+    assert_eq!(decrypt(&stamped, json!({})).response()["sha256_prefix"], fingerprint(b"fn-s3cret"));
+    let log = function.log_text();
+    assert!(
+        log.contains("secret=\"CONSOLE\"") || log.contains("secret=CONSOLE"),
+        "the audit line names the secret: {log}"
+    );
+
+    // A key ARN of another region fails init, naming both regions.
+    let elsewhere = kms.key.replace("us-east-1", "eu-west-1");
+    let env = [
+        ("KEYWARD_COMPONENT", guest("probe").display().to_string()),
+        ("KEYWARD_KMS_KEY_ID", elsewhere),
+        ("KEYWARD_KMS_ENDPOINT", kms.moto.url()),
+    ];
+    let mut misplaced = Function::start(&kms.api.address("misplaced"), &kms.dir, "misplaced", &env);
+    let init_error = kms.api.init_error("misplaced", Duration::from_secs(30)).expect("an init error");
+    let message = init_error["errorMessage"].as_str().unwrap();
+    assert!(message.contains("names a key in eu-west-1") && message.contains("called in us-east-1"), "{message}");
+    assert!(!misplaced.child.wait().unwrap().success());
+}

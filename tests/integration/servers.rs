@@ -209,6 +209,11 @@ pub fn recorder_start(moto: &Server) {
 
 /// Stops recording and counts the Decrypt calls recorded.
 pub fn recorder_decrypts(moto: &Server) -> usize {
+    recorder_decrypt_bodies(moto).len()
+}
+
+/// Stops recording and returns the body of every Decrypt call recorded (KMS's JSON request).
+pub fn recorder_decrypt_bodies(moto: &Server) -> Vec<serde_json::Value> {
     let (status, _, _) =
         http(moto.port, "POST", "/moto-api/recorder/stop-recording", &[], b"", Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200);
@@ -224,5 +229,15 @@ pub fn recorder_decrypts(moto: &Server) -> usize {
                 h.iter().any(|(k, v)| k.eq_ignore_ascii_case("x-amz-target") && v == "TrentService.Decrypt")
             })
         })
-        .count()
+        .map(|entry| {
+            let body = entry["body"].as_str().unwrap_or("{}");
+            let body = match entry["body_encoded"].as_bool() {
+                Some(true) => {
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, body).unwrap_or_default()
+                }
+                _ => body.as_bytes().to_vec(),
+            };
+            serde_json::from_slice(&body).unwrap_or_default()
+        })
+        .collect()
 }

@@ -8,9 +8,10 @@ use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_kms::operation::decrypt::{DecryptError, DecryptOutput};
 use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::EncryptionAlgorithmSpec;
 use aws_smithy_http_client::tls;
 
-use super::{Decrypted, KmsBackend, KmsError, Plaintext};
+use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext};
 use crate::context::EncryptionContext;
 use crate::error::{bounded, clean, root_cause};
 
@@ -37,6 +38,8 @@ pub struct AwsKms {
     key_ids: Vec<String>,
     /// Where requests go, for messages: the endpoint override, or the regional endpoint.
     endpoint: String,
+    /// The region requests are signed for.
+    region: Option<String>,
 }
 
 impl AwsKms {
@@ -80,7 +83,9 @@ impl AwsKms {
             }
             Some(_) => {}
         }
-        Ok(Self::from_sdk_config(&sdk_config, config.key_ids))
+        let kms = Self::from_sdk_config(&sdk_config, config.key_ids);
+        kms.check_key_regions("KEYWARD_KMS_KEY_ID", &kms.key_ids)?;
+        Ok(kms)
     }
 
     /// A client from an SDK configuration the caller built (credentials, region, endpoint, HTTP client).
@@ -90,7 +95,28 @@ impl AwsKms {
             (None, Some(region)) => format!("the KMS endpoint of {region}"),
             (None, None) => "KMS (no region is configured)".to_string(),
         };
-        Self { client: aws_sdk_kms::Client::new(sdk_config), key_ids, endpoint }
+        let region = sdk_config.region().map(|r| r.as_ref().to_string());
+        Self { client: aws_sdk_kms::Client::new(sdk_config), key_ids, endpoint, region }
+    }
+
+    /// Checks that every key named by ARN in `key_ids` (from the variable `variable`) is in the region KMS is called
+    /// in: a key is used in its own region only, so another region's ARN would fail every decrypt as "not found".
+    ///
+    /// # Errors
+    /// A message naming the variable, both regions and the fix.
+    pub fn check_key_regions(&self, variable: &str, key_ids: &[String]) -> Result<(), String> {
+        let Some(region) = &self.region else { return Ok(()) };
+        for key_id in key_ids {
+            let Some(key_region) = key_id.strip_prefix("arn:").and_then(|arn| arn.split(':').nth(2)) else { continue };
+            if key_region != region {
+                return Err(format!(
+                    "{variable} names a key in {key_region} ({key_id}), but KMS is called in {region}: a KMS key is \
+                     used in its own region; name a key of {region}, or a multi-Region key's replica there \
+                     (same mrk- id, {region} in the ARN)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The allowed keys.
@@ -101,15 +127,16 @@ impl AwsKms {
     async fn decrypt_with(
         &self,
         key_id: &str,
-        ciphertext: &[u8],
-        context: &EncryptionContext,
+        request: &DecryptRequest<'_>,
     ) -> Result<DecryptOutput, SdkError<DecryptError, HttpResponse>> {
-        let pairs = context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pairs = request.context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         self.client
             .decrypt()
             .key_id(key_id)
-            .ciphertext_blob(Blob::new(ciphertext))
-            .set_encryption_context(Some(pairs))
+            .ciphertext_blob(Blob::new(request.ciphertext))
+            // An asymmetric key takes an algorithm, and no context (the gate gives it none).
+            .set_encryption_context((!request.context.is_empty()).then_some(pairs))
+            .set_encryption_algorithm(request.algorithm.map(EncryptionAlgorithmSpec::from))
             .send()
             .await
     }
@@ -140,7 +167,8 @@ impl AwsKms {
 
 #[async_trait]
 impl KmsBackend for AwsKms {
-    async fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Decrypted, KmsError> {
+    async fn decrypt(&self, request: DecryptRequest<'_>) -> Result<Decrypted, KmsError> {
+        let (ciphertext, context) = (request.ciphertext, request.context);
         // KMS would answer these with a ValidationException; saying so here saves the call and names the problem.
         if ciphertext.is_empty() || ciphertext.len() > MAX_KMS_CIPHERTEXT_BYTES {
             return Err(KmsError::InvalidCiphertext(format!(
@@ -148,10 +176,11 @@ impl KmsBackend for AwsKms {
                 ciphertext.len()
             )));
         }
+        let key_ids = request.key_ids.unwrap_or(&self.key_ids);
         let mut last = None;
         let mut all_incorrect_key = true;
-        for key_id in &self.key_ids {
-            match self.decrypt_with(key_id, ciphertext, context).await {
+        for key_id in key_ids {
+            match self.decrypt_with(key_id, &request).await {
                 Ok(output) => return self.opened(key_id, output),
                 // A ciphertext of another key: try the next allowed key, if any.
                 Err(e) if is_other_key(&e) => {
@@ -161,9 +190,9 @@ impl KmsBackend for AwsKms {
                 Err(e) => return Err(self.map_error(&e, key_id, context)),
             }
         }
-        let allowed = self.key_ids.join(", ");
+        let allowed = key_ids.join(", ");
         Err(match last {
-            Some((key_id, e)) if self.key_ids.len() == 1 => self.map_error(&e, key_id, context),
+            Some((key_id, e)) if key_ids.len() == 1 => self.map_error(&e, key_id, context),
             // Every allowed key said the ciphertext is another key's: a fact about the ciphertext.
             _ if all_incorrect_key => {
                 KmsError::InvalidCiphertext(format!("the ciphertext was not made under any allowed key ({allowed})"))
@@ -273,9 +302,11 @@ impl AwsKms {
             DecryptError::KmsInvalidStateException(_) => {
                 KmsError::Denied(format!("KMS key {key_id} is not in a usable state{detail}"))
             }
-            DecryptError::InvalidKeyUsageException(_) => {
-                KmsError::Denied(format!("KMS key {key_id} is not an ENCRYPT_DECRYPT key{detail}"))
-            }
+            DecryptError::InvalidKeyUsageException(_) => KmsError::Denied(format!(
+                "KMS key {key_id} cannot decrypt this way: a SIGN_VERIFY key never can, and an asymmetric \
+                 ENCRYPT_DECRYPT key needs its algorithm (KEYWARD_SECRET_ALGORITHM_<NAME>) and no encryption \
+                 context{detail}"
+            )),
             DecryptError::InvalidGrantTokenException(_) => KmsError::Denied(format!("invalid grant token{detail}")),
             DecryptError::KeyUnavailableException(_)
             | DecryptError::DependencyTimeoutException(_)
@@ -458,5 +489,19 @@ mod tests {
         assert!(refuse_sensitive_logging(|_| Some("TRUE".into())).unwrap_err().contains("LOG_SENSITIVE_BODIES"));
         assert!(refuse_sensitive_logging(|_| Some("false".into())).is_ok());
         assert!(refuse_sensitive_logging(|_| None).is_ok());
+    }
+
+    #[test]
+    fn keys_of_another_region_are_named() {
+        let sdk = aws_config::SdkConfig::builder().region(aws_config::Region::new("eu-west-1")).build();
+        let kms = AwsKms::from_sdk_config(&sdk, vec![]);
+        let here = "arn:aws:kms:eu-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab".to_string();
+        let there = here.replace("eu-west-1", "us-east-1");
+        assert!(kms.check_key_regions("KEYWARD_KMS_KEY_ID", &[here.clone(), "alias/x".into(), "1234".into()]).is_ok());
+        let err = kms.check_key_regions("KEYWARD_KMS_KEY_ID", &[here, there]).unwrap_err();
+        assert!(
+            err.starts_with("KEYWARD_KMS_KEY_ID names a key in us-east-1") && err.contains("called in eu-west-1"),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::cache::{Lookup, PlaintextCache, STALE_RETRY_INTERVAL};
-use super::{Decrypted, KmsBackend, KmsError, Plaintext, hex};
+use super::secrets::SecretTable;
+use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::EncryptionContext;
 
 /// Largest ciphertext a guest may hand over (AWS KMS's own ciphertexts are at most 6 KiB).
@@ -18,6 +19,8 @@ pub const MAX_CIPHERTEXT_BYTES: usize = 64 * 1024;
 pub struct DecryptRecord {
     /// First 8 bytes of the ciphertext's SHA-256, in hex: names a ciphertext without revealing anything.
     pub ciphertext_id: String,
+    /// The guest env var the ciphertext was configured under, when it has settings of its own.
+    pub secret: Option<String>,
     /// The context the decrypt ran under (guest pairs plus stamped pairs); `None` if the guest's was refused.
     pub context: Option<EncryptionContext>,
     /// The key that opened the ciphertext, when it opened.
@@ -66,6 +69,7 @@ pub struct KmsGate {
     backend: Arc<dyn KmsBackend>,
     stamped: EncryptionContext,
     cache: Option<Arc<PlaintextCache>>,
+    secrets: Arc<SecretTable>,
 }
 
 /// What one pass through the cache and the backend gave.
@@ -84,12 +88,19 @@ impl Answer {
 impl KmsGate {
     /// A gate stamping `stamped` onto every request it passes to `backend`, without a cache.
     pub fn new(backend: Arc<dyn KmsBackend>, stamped: EncryptionContext) -> Self {
-        Self { backend, stamped, cache: None }
+        Self { backend, stamped, cache: None, secrets: Arc::default() }
     }
 
     /// The same gate, serving repeated requests from `cache`.
     pub fn with_cache(mut self, cache: Arc<PlaintextCache>) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// The same gate, decrypting the ciphertexts in `secrets` with their own settings (keys, stamped context,
+    /// algorithm) rather than the host-wide ones.
+    pub(crate) fn with_secrets(mut self, secrets: SecretTable) -> Self {
+        self.secrets = Arc::new(secrets);
         self
     }
 
@@ -115,10 +126,23 @@ impl KmsGate {
         guest_context: Vec<(String, String)>,
         deadline: Option<Instant>,
     ) -> (Result<Plaintext, KmsError>, DecryptRecord) {
-        let ciphertext_id = hex(&Sha256::digest(ciphertext)[..8]);
-        let context = EncryptionContext::from_pairs(guest_context)
-            .and_then(|guest| guest.stamped_with(&self.stamped))
-            .map_err(|e| KmsError::Denied(e.to_string()));
+        let digest: [u8; 32] = Sha256::digest(ciphertext).into();
+        let ciphertext_id = hex(&digest[..8]);
+        let configured = self.secrets.get(&digest);
+        let settings = configured.map(|c| &c.settings);
+        let context = match settings.and_then(|s| s.algorithm.as_ref()) {
+            // KMS takes no context for an asymmetric key: none is stamped, and a guest may give none.
+            Some(_) if !guest_context.is_empty() => Err(KmsError::Denied(
+                "this secret is under an asymmetric KMS key, which takes no encryption context".into(),
+            )),
+            Some(_) => Ok(EncryptionContext::new()),
+            None => {
+                let stamped = settings.and_then(|s| s.stamped_context.as_ref()).unwrap_or(&self.stamped);
+                EncryptionContext::from_pairs(guest_context)
+                    .and_then(|guest| guest.stamped_with(stamped))
+                    .map_err(|e| KmsError::Denied(e.to_string()))
+            }
+        };
         let started = Instant::now();
         let answer = match &context {
             _ if ciphertext.len() > MAX_CIPHERTEXT_BYTES => Answer::new(
@@ -129,13 +153,22 @@ impl KmsGate {
                 CacheUse::Off,
             ),
             Err(e) => Answer::new(Err(e.clone()), CacheUse::Off),
-            Ok(context) => match &self.cache {
-                Some(cache) => self.through_cache(cache, ciphertext, context, deadline).await,
-                None => Answer::new(self.call_backend(ciphertext, context, deadline).await, CacheUse::Off),
-            },
+            Ok(context) => {
+                let request = DecryptRequest {
+                    ciphertext,
+                    context,
+                    key_ids: settings.filter(|s| !s.key_ids.is_empty()).map(|s| s.key_ids.as_slice()),
+                    algorithm: settings.and_then(|s| s.algorithm.as_deref()),
+                };
+                match &self.cache {
+                    Some(cache) => self.through_cache(cache, request, deadline).await,
+                    None => Answer::new(self.call_backend(request, deadline).await, CacheUse::Off),
+                }
+            }
         };
         let record = DecryptRecord {
             ciphertext_id,
+            secret: configured.map(|c| c.name.clone()),
             context: context.ok(),
             key_id: answer.result.as_ref().ok().map(|d| d.key_id.clone()),
             outcome: answer.result.as_ref().map(|_| ()).map_err(Clone::clone),
@@ -150,10 +183,10 @@ impl KmsGate {
     async fn through_cache(
         &self,
         cache: &PlaintextCache,
-        ciphertext: &[u8],
-        context: &EncryptionContext,
+        request: DecryptRequest<'_>,
         deadline: Option<Instant>,
     ) -> Answer {
+        let (ciphertext, context) = (request.ciphertext, request.context);
         let stale = match cache.lookup(ciphertext, context) {
             Lookup::Fresh(decrypted) => return Answer::new(Ok(decrypted), CacheUse::Hit),
             Lookup::Refused(error) => return Answer::new(Err(error), CacheUse::Hit),
@@ -174,7 +207,7 @@ impl KmsGate {
             }
             None => deadline,
         };
-        match (self.call_backend(ciphertext, context, deadline).await, stale) {
+        match (self.call_backend(request, deadline).await, stale) {
             (Ok(decrypted), _) => {
                 cache.insert(ciphertext, context, &decrypted);
                 Answer::new(Ok(decrypted), CacheUse::Miss)
@@ -193,11 +226,10 @@ impl KmsGate {
 
     async fn call_backend(
         &self,
-        ciphertext: &[u8],
-        context: &EncryptionContext,
+        request: DecryptRequest<'_>,
         deadline: Option<Instant>,
     ) -> Result<Decrypted, KmsError> {
-        let call = self.backend.decrypt(ciphertext, context);
+        let call = self.backend.decrypt(request);
         match deadline {
             None => call.await,
             Some(deadline) => {
@@ -219,19 +251,20 @@ impl KmsGate {
 fn audit(record: &DecryptRecord) {
     let context = record.context.as_ref().map(ToString::to_string).unwrap_or_default();
     let key_id = record.key_id.as_deref().unwrap_or("-");
+    let secret = record.secret.as_deref().unwrap_or("-");
     let latency_us = u64::try_from(record.latency.as_micros()).unwrap_or(u64::MAX);
     let cache = record.cache.as_str();
     match (&record.outcome, &record.stale_because) {
         (Ok(()), Some(why)) => tracing::warn!(
-            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, key_id, context, cache, latency_us,
+            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, secret, key_id, context, cache, latency_us,
             outcome = "ok", stale_because = %why, "kms decrypt: the key service is unavailable; served the last plaintext past its TTL"
         ),
         (Ok(()), None) => tracing::info!(
-            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, key_id, context, cache, latency_us,
+            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, secret, key_id, context, cache, latency_us,
             outcome = "ok", "kms decrypt"
         ),
         (Err(e), _) => tracing::warn!(
-            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, key_id, context, cache, latency_us,
+            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, secret, key_id, context, cache, latency_us,
             outcome = e.kind(), error = %e, "kms decrypt"
         ),
     }
@@ -304,7 +337,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl KmsBackend for Scripted {
-        async fn decrypt(&self, _: &[u8], _: &EncryptionContext) -> Result<Decrypted, KmsError> {
+        async fn decrypt(&self, _: DecryptRequest<'_>) -> Result<Decrypted, KmsError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
             if let Some(error) = self.fail.lock().unwrap().clone() {

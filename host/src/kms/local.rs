@@ -26,7 +26,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{Decrypted, KmsBackend, KmsError, Plaintext, hex};
+use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::EncryptionContext;
 
 const MAGIC: &[u8; 3] = b"kwl";
@@ -218,8 +218,9 @@ impl fmt::Debug for LocalKey {
 
 #[async_trait]
 impl KmsBackend for LocalKey {
-    async fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Decrypted, KmsError> {
-        let plaintext = LocalKey::decrypt(self, ciphertext, context)?;
+    /// The local key is the only key there is: key ids and algorithms do not apply to it.
+    async fn decrypt(&self, request: DecryptRequest<'_>) -> Result<Decrypted, KmsError> {
+        let plaintext = LocalKey::decrypt(self, request.ciphertext, request.context)?;
         Ok(Decrypted { plaintext, key_id: format!("local:{}", self.id()) })
     }
 }

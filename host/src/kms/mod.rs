@@ -6,6 +6,7 @@ pub mod aws;
 pub mod cache;
 mod gate;
 pub mod local;
+pub mod secrets;
 
 use async_trait::async_trait;
 use secrecy::SecretSlice;
@@ -16,6 +17,7 @@ pub use aws::{AwsKms, AwsKmsConfig};
 pub use cache::PlaintextCache;
 pub use gate::{CacheUse, DecryptRecord, KmsGate, MAX_CIPHERTEXT_BYTES};
 pub use local::LocalKey;
+pub use secrets::SecretSettings;
 
 /// Decrypted bytes. Zeroized on drop, and redacted in `Debug`; read with [`secrecy::ExposeSecret`].
 pub type Plaintext = SecretSlice<u8>;
@@ -60,14 +62,32 @@ pub struct Decrypted {
     pub key_id: String,
 }
 
+/// One decrypt, as the gate asks a backend for it: after the host's policy has been applied.
+#[derive(Debug, Clone, Copy)]
+pub struct DecryptRequest<'a> {
+    /// The ciphertext, raw bytes.
+    pub ciphertext: &'a [u8],
+    /// The effective encryption context: the guest's pairs with the stamped ones merged.
+    pub context: &'a EncryptionContext,
+    /// The keys allowed for this ciphertext ([`SecretSettings::key_ids`]); `None`: the backend's own.
+    pub key_ids: Option<&'a [String]>,
+    /// For an asymmetric KMS key, the encryption algorithm ([`SecretSettings::algorithm`]).
+    pub algorithm: Option<&'a str>,
+}
+
+impl<'a> DecryptRequest<'a> {
+    /// A request with the backend's own keys and no algorithm.
+    pub fn new(ciphertext: &'a [u8], context: &'a EncryptionContext) -> Self {
+        Self { ciphertext, context, key_ids: None, algorithm: None }
+    }
+}
+
 /// A service that decrypts ciphertexts bound to an encryption context: the local key, AWS KMS, or a test stub.
-///
-/// The context passed in is the *effective* one, with the host's stamped pairs already merged.
 #[async_trait]
 pub trait KmsBackend: Send + Sync + std::fmt::Debug {
-    /// Decrypts `ciphertext` under `context`.
+    /// Decrypts as `request` says.
     ///
     /// # Errors
     /// A [`KmsError`] of the kind that matches the failure.
-    async fn decrypt(&self, ciphertext: &[u8], context: &EncryptionContext) -> Result<Decrypted, KmsError>;
+    async fn decrypt(&self, request: DecryptRequest<'_>) -> Result<Decrypted, KmsError>;
 }

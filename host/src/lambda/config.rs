@@ -1,11 +1,13 @@
 //! Lambda mode's configuration: the `KEYWARD_*` variables of the function's environment, checked once.
 
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::context::Pair;
-use crate::kms::AwsKmsConfig;
 use crate::kms::cache::{DEFAULT_STALE, DEFAULT_TTL};
+use crate::kms::{AwsKmsConfig, SecretSettings};
 use crate::sandbox::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS};
 use crate::{EncryptionContext, HostConfig, Limits};
 
@@ -30,65 +32,136 @@ pub struct LambdaConfig {
 #[error("{0}")]
 pub struct ConfigError(pub(crate) String);
 
+/// Values a stamped encryption context may take from Lambda's own environment, as `{placeholder}`: the console's
+/// encryption helpers bind ciphertexts to `LambdaFunctionName=<the function's name>`.
+const PLACEHOLDERS: &[(&str, &str)] = &[("{function_name}", "AWS_LAMBDA_FUNCTION_NAME"), ("{region}", "AWS_REGION")];
+
+/// The per-secret variables, each followed by the name of a guest env var.
+const SECRET_CONTEXT: &str = "KEYWARD_SECRET_CONTEXT_";
+const SECRET_KEY: &str = "KEYWARD_SECRET_KEY_";
+const SECRET_ALGORITHM: &str = "KEYWARD_SECRET_ALGORITHM_";
+
+/// The environment, read one variable at a time; remembers which were asked for, so that a `KEYWARD_*` variable
+/// nobody reads (a typo) can be named.
+struct Vars<'a> {
+    all: &'a HashMap<String, String>,
+    read: RefCell<BTreeSet<String>>,
+}
+
+impl Vars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.read.borrow_mut().insert(name.to_string());
+        self.all.get(name).cloned()
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .unwrap_or_default()
+    }
+
+    fn number(&self, name: &str, default: u64) -> Result<u64, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => {
+                v.trim().parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a non-negative whole number")))
+            }
+        }
+    }
+
+    fn small(&self, name: &str, default: u64) -> Result<u32, ConfigError> {
+        u32::try_from(self.number(name, default)?).map_err(|_| ConfigError(format!("{name} is too large")))
+    }
+
+    /// An encryption context `K=V,K=V`, its values' `{placeholders}` filled in; `None` if the variable is unset.
+    fn context(&self, name: &str) -> Result<Option<EncryptionContext>, ConfigError> {
+        if self.get(name).is_none() {
+            return Ok(None);
+        }
+        let fail = |e: String| ConfigError(format!("{name}: {e}"));
+        let mut pairs = Vec::new();
+        for item in self.list(name) {
+            let Pair(key, mut value) = item.parse::<Pair>().map_err(|e| fail(e.to_string()))?;
+            for (placeholder, var) in PLACEHOLDERS {
+                if value.contains(placeholder) {
+                    let fact =
+                        self.get(var).ok_or_else(|| fail(format!("{placeholder} needs {var}, which is not set")))?;
+                    value = value.replace(placeholder, &fact);
+                }
+            }
+            if let Some(open) = value.find('{').filter(|_| value.contains('}')) {
+                let unknown = value[open..].split_inclusive('}').next().unwrap_or_default();
+                let known: Vec<&str> = PLACEHOLDERS.iter().map(|(p, _)| *p).collect();
+                return Err(fail(format!("{unknown} is not a placeholder ({})", known.join(", "))));
+            }
+            pairs.push((key, value));
+        }
+        EncryptionContext::from_pairs(pairs).map(Some).map_err(|e| fail(e.to_string()))
+    }
+}
+
 impl LambdaConfig {
-    /// Reads the configuration through `var` (the process environment in production).
+    /// Reads the configuration from `vars` (the process environment in production).
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the first variable that is missing or malformed.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let list = |name: &str| -> Vec<String> {
-            var(name)
-                .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
-                .unwrap_or_default()
-        };
-        let number = |name: &str, default: u64| -> Result<u64, ConfigError> {
-            match var(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| ConfigError(format!("{name}={v:?} is not a non-negative whole number"))),
-            }
-        };
-        let small = |name: &str, default: u64| -> Result<u32, ConfigError> {
-            u32::try_from(number(name, default)?).map_err(|_| ConfigError(format!("{name} is too large")))
-        };
+    /// A [`ConfigError`] naming the first variable that is missing or malformed, or a `KEYWARD_*` variable that is
+    /// not a setting (a typo, or per-secret settings of a variable the guest does not get).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let vars = Vars { all: vars, read: RefCell::default() };
+        let config = Self::read(&vars)?;
+        let read = vars.read.borrow();
+        let unknown = vars.all.keys().filter(|k| k.starts_with("KEYWARD_") && !read.contains(*k)).min();
+        if let Some(unknown) = unknown {
+            let hint = if [SECRET_CONTEXT, SECRET_KEY, SECRET_ALGORITHM].iter().any(|p| unknown.starts_with(p)) {
+                "per-secret settings name a variable listed in KEYWARD_GUEST_ENV"
+            } else {
+                "see the README's table of KEYWARD_ variables"
+            };
+            return Err(ConfigError(format!("{unknown} is not a keyward setting: {hint}")));
+        }
+        Ok(config)
+    }
 
-        let component = match var("KEYWARD_COMPONENT") {
+    fn read(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        let component = match vars.get("KEYWARD_COMPONENT") {
             Some(path) => PathBuf::from(path),
             None => {
-                let root = PathBuf::from(var("LAMBDA_TASK_ROOT").unwrap_or_else(|| ".".into()));
+                let root = PathBuf::from(vars.get("LAMBDA_TASK_ROOT").unwrap_or_else(|| ".".into()));
                 let cwasm = root.join("handler.cwasm");
                 if cwasm.exists() { cwasm } else { root.join("handler.wasm") }
             }
         };
 
         let mut guest_env = Vec::new();
-        for name in list("KEYWARD_GUEST_ENV") {
-            let value =
-                var(&name).ok_or_else(|| ConfigError(format!("KEYWARD_GUEST_ENV names {name}, which is not set")))?;
+        let mut secrets = Vec::new();
+        for name in vars.list("KEYWARD_GUEST_ENV") {
+            let value = vars
+                .get(&name)
+                .ok_or_else(|| ConfigError(format!("KEYWARD_GUEST_ENV names {name}, which is not set")))?;
+            let settings = SecretSettings {
+                key_ids: vars.list(&format!("{SECRET_KEY}{name}")),
+                stamped_context: vars.context(&format!("{SECRET_CONTEXT}{name}"))?,
+                algorithm: vars.get(&format!("{SECRET_ALGORITHM}{name}")).map(|a| a.trim().to_string()),
+            };
+            if settings != SecretSettings::default() {
+                secrets.push((name.clone(), settings));
+            }
             guest_env.push((name, value));
         }
-        let pairs = list("KEYWARD_KMS_CONTEXT")
-            .into_iter()
-            .map(|p| p.parse::<Pair>().map(Into::into))
-            .collect::<Result<Vec<(String, String)>, _>>()
-            .map_err(|e| ConfigError(format!("KEYWARD_KMS_CONTEXT: {e}")))?;
-        let stamped_context =
-            EncryptionContext::from_pairs(pairs).map_err(|e| ConfigError(format!("KEYWARD_KMS_CONTEXT: {e}")))?;
+        let stamped_context = vars.context("KEYWARD_KMS_CONTEXT")?.unwrap_or_default();
 
         let limits = Limits {
-            max_decrypt_calls: small("KEYWARD_MAX_DECRYPT_CALLS", u64::from(Limits::default().max_decrypt_calls))?,
-            max_response_bytes: usize::try_from(number(
-                "KEYWARD_MAX_RESPONSE_BYTES",
-                Limits::default().max_response_bytes as u64,
-            )?)
+            max_decrypt_calls: vars
+                .small("KEYWARD_MAX_DECRYPT_CALLS", u64::from(Limits::default().max_decrypt_calls))?,
+            max_response_bytes: usize::try_from(
+                vars.number("KEYWARD_MAX_RESPONSE_BYTES", Limits::default().max_response_bytes as u64)?,
+            )
             .map_err(|_| ConfigError("KEYWARD_MAX_RESPONSE_BYTES is too large".into()))?,
             // Lambda runs one invocation at a time per process.
             max_instances: 1,
             ..Limits::default()
-                .with_memory_mb(small("KEYWARD_MEMORY_MB", u64::from(DEFAULT_MEMORY_MB))?)
-                .with_timeout_ms(number("KEYWARD_TIMEOUT_MS", DEFAULT_TIMEOUT_MS)?)
+                .with_memory_mb(vars.small("KEYWARD_MEMORY_MB", u64::from(DEFAULT_MEMORY_MB))?)
+                .with_timeout_ms(vars.number("KEYWARD_TIMEOUT_MS", DEFAULT_TIMEOUT_MS)?)
         };
         limits.validate().map_err(|e| ConfigError(format!("limits: {e}")))?;
         if limits.max_response_bytes > LAMBDA_PAYLOAD_LIMIT {
@@ -98,9 +171,9 @@ impl LambdaConfig {
             )));
         }
 
-        let cache_ttl = Duration::from_secs(number("KEYWARD_CACHE_TTL_SECS", DEFAULT_TTL.as_secs())?);
-        let cache_stale = Duration::from_secs(number("KEYWARD_CACHE_STALE_SECS", DEFAULT_STALE.as_secs())?);
-        let prefetch = list("KEYWARD_PREFETCH");
+        let cache_ttl = Duration::from_secs(vars.number("KEYWARD_CACHE_TTL_SECS", DEFAULT_TTL.as_secs())?);
+        let cache_stale = Duration::from_secs(vars.number("KEYWARD_CACHE_STALE_SECS", DEFAULT_STALE.as_secs())?);
+        let prefetch = vars.list("KEYWARD_PREFETCH");
         if !prefetch.is_empty() && cache_ttl.is_zero() {
             return Err(ConfigError("KEYWARD_PREFETCH needs the cache, but KEYWARD_CACHE_TTL_SECS is 0".into()));
         }
@@ -108,14 +181,23 @@ impl LambdaConfig {
             return Err(ConfigError(format!("KEYWARD_PREFETCH names {name}, which is not in KEYWARD_GUEST_ENV")));
         }
 
-        let key_ids = list("KEYWARD_KMS_KEY_ID");
+        let key_ids = vars.list("KEYWARD_KMS_KEY_ID");
         if key_ids.is_empty() {
             return Err(ConfigError("KEYWARD_KMS_KEY_ID is not set: name the KMS key (id, ARN or alias)".into()));
         }
+        let endpoint = vars.get("KEYWARD_KMS_ENDPOINT").filter(|e| !e.is_empty());
         Ok(Self {
             component,
-            host: HostConfig { limits, guest_env, stamped_context, cache_ttl, cache_stale, ..HostConfig::default() },
-            kms: AwsKmsConfig { key_ids, endpoint: var("KEYWARD_KMS_ENDPOINT").filter(|e| !e.is_empty()) },
+            host: HostConfig {
+                limits,
+                guest_env,
+                stamped_context,
+                cache_ttl,
+                cache_stale,
+                secrets,
+                ..HostConfig::default()
+            },
+            kms: AwsKmsConfig { key_ids, endpoint },
             prefetch,
         })
     }
@@ -129,7 +211,7 @@ mod tests {
 
     fn config(vars: &[(&str, &str)]) -> Result<LambdaConfig, ConfigError> {
         let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        LambdaConfig::from_vars(|name| vars.get(name).cloned())
+        LambdaConfig::from_vars(&vars)
     }
 
     #[test]
@@ -198,6 +280,58 @@ mod tests {
         }
     }
 
+    #[test]
+    fn reads_per_secret_settings_with_lambdas_facts() {
+        let c = config(&[
+            ("KEYWARD_KMS_KEY_ID", "k"),
+            ("KEYWARD_KMS_CONTEXT", "function={function_name}"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "billing"),
+            ("AWS_REGION", "eu-west-1"),
+            ("KEYWARD_GUEST_ENV", "CONSOLE,CLI,RSA,PLAIN"),
+            ("CONSOLE", "Y3Q="),
+            ("CLI", "Y3Q="),
+            ("RSA", "Y3Q="),
+            ("PLAIN", "hi"),
+            ("KEYWARD_SECRET_CONTEXT_CONSOLE", "LambdaFunctionName={function_name},where={region}"),
+            ("KEYWARD_SECRET_CONTEXT_CLI", ""),
+            ("KEYWARD_SECRET_KEY_RSA", "alias/rsa"),
+            ("KEYWARD_SECRET_ALGORITHM_RSA", "RSAES_OAEP_SHA_256"),
+        ])
+        .unwrap();
+        assert_eq!(c.host.stamped_context.to_string(), "function=billing");
+        let settings: HashMap<&str, &SecretSettings> = c.host.secrets.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        assert_eq!(settings.len(), 3, "PLAIN has no settings of its own");
+        let console = settings["CONSOLE"].stamped_context.as_ref().unwrap().to_string();
+        assert_eq!(console, "LambdaFunctionName=billing,where=eu-west-1");
+        assert_eq!(settings["CLI"].stamped_context, Some(EncryptionContext::new()));
+        assert_eq!(settings["RSA"].key_ids, vec!["alias/rsa"]);
+        assert_eq!(settings["RSA"].algorithm.as_deref(), Some("RSAES_OAEP_SHA_256"));
+        assert_eq!(settings["RSA"].stamped_context, None);
+    }
+
+    #[test]
+    fn a_keyward_variable_that_is_not_a_setting_fails_init() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_CACHE_TTL", "60")], "KEYWARD_CACHE_TTL is not a keyward setting"),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_SECRET_CONTEXT_PASSWORD", "a=b")],
+                "KEYWARD_SECRET_CONTEXT_PASSWORD is not a keyward setting: per-secret settings name a variable listed",
+            ),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "f={function}")],
+                "KEYWARD_KMS_CONTEXT: {function} is not a placeholder ({function_name}, {region})",
+            ),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "f={function_name}")],
+                "KEYWARD_KMS_CONTEXT: {function_name} needs AWS_LAMBDA_FUNCTION_NAME, which is not set",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let err = config(vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{vars:?}: expected {expected:?} in {err:?}");
+        }
+    }
+
     /// The README's variable table and the parser name the same variables.
     #[test]
     fn the_readme_documents_every_variable_read() {
@@ -207,24 +341,23 @@ mod tests {
         let mut documented: Vec<String> = table
             .filter_map(|row| row.split('`').nth(1))
             .filter(|name| name.starts_with("KEYWARD_"))
-            .map(String::from)
+            .map(|name| name.replace("<NAME>", "P"))
             .collect();
         documented.sort();
 
-        let read = std::sync::Mutex::new(Vec::new());
-        let vars: HashMap<&str, &str> =
-            [("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_GUEST_ENV", "P"), ("P", "x"), ("KEYWARD_PREFETCH", "P")]
-                .into_iter()
-                .collect();
-        LambdaConfig::from_vars(|name| {
-            read.lock().unwrap().push(name.to_string());
-            vars.get(name).map(|v| v.to_string())
-        })
-        .unwrap();
-        let mut read: Vec<String> =
-            read.into_inner().unwrap().into_iter().filter(|n| n.starts_with("KEYWARD_")).collect();
-        read.sort();
-        read.dedup();
+        let all: HashMap<String, String> = [
+            ("KEYWARD_KMS_KEY_ID", "k"),
+            ("KEYWARD_GUEST_ENV", "P"),
+            ("P", "x"),
+            ("KEYWARD_PREFETCH", "P"),
+            ("KEYWARD_KMS_CONTEXT", "a=b"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let vars = Vars { all: &all, read: RefCell::default() };
+        LambdaConfig::read(&vars).unwrap();
+        let read: Vec<String> = vars.read.into_inner().into_iter().filter(|n| n.starts_with("KEYWARD_")).collect();
         assert_eq!(documented, read, "README table (left) vs variables read (right)");
     }
 }

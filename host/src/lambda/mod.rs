@@ -45,6 +45,9 @@ pub enum LambdaError {
 /// A [`LambdaError`] naming what is wrong.
 pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
     let kms = AwsKms::from_env(config.kms).await.map_err(ConfigError)?;
+    for (name, settings) in &config.host.secrets {
+        kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), &settings.key_ids).map_err(ConfigError)?;
+    }
     let host = Host::from_file(&config.component, Arc::new(kms), config.host)?;
     host.prefetch(&config.prefetch).await?;
     Ok(host)
@@ -58,7 +61,9 @@ pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
 pub async fn run() -> Result<(), LambdaError> {
     let started = Instant::now();
     let api = RuntimeApi::new(std::env::var("AWS_LAMBDA_RUNTIME_API").ok().as_deref())?;
-    let config = LambdaConfig::from_vars(|name| std::env::var(name).ok());
+    // Variables that are not UTF-8 cannot be settings or guest variables; they are left out.
+    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+    let config = LambdaConfig::from_vars(&vars);
     let component = config.as_ref().map(|c| c.component.display().to_string()).unwrap_or_default();
     let host = match config {
         Ok(config) => init(config).await,
