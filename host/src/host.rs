@@ -12,6 +12,7 @@ use crate::context::EncryptionContext;
 use crate::error::{InvokeError, check_event};
 use crate::kms::secrets::{ASYMMETRIC_ALGORITHMS, SecretTable};
 use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, PlaintextCache, SecretSettings, cache};
+use crate::sandbox::budget::Budget;
 use crate::sandbox::{Limits, LoadError, RunRequest, Sandbox, read_component};
 
 /// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
@@ -272,30 +273,20 @@ impl Host {
         .await
     }
 
-    /// Checks the event and works out the guest's time limit: the configured one, or less if the caller's deadline
-    /// is sooner.
+    /// Checks the event and works out the invocation's time.
     fn prepare<'a>(&'a self, event: &'a [u8], ctx: InvocationContext) -> Result<RunRequest<'a>, InvokeError> {
         let event = check_event(event)?;
-        let now = SystemTime::now();
-        let mut timeout = self.limits().timeout;
-        if let Some(deadline) = ctx.deadline {
-            // Less than a millisecond left is no time to start in.
-            match deadline.duration_since(now) {
-                Ok(left) if left >= Duration::from_millis(1) => timeout = timeout.min(left),
-                _ => return Err(InvokeError::DeadlineExceeded),
-            }
-        }
-        let deadline_ms = (now + timeout).duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let budget = Budget::new(self.limits().timeout, ctx.deadline)?;
         Ok(RunRequest {
             event,
             context: HandlerContext {
                 request_id: ctx.request_id,
                 function_arn: ctx.function_arn,
-                deadline_ms: u64::try_from(deadline_ms).unwrap_or(u64::MAX),
+                deadline_ms: budget.deadline_ms(),
             },
             env: &self.guest_env,
             gate: self.gate.clone(),
-            timeout,
+            budget,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The sandbox: a wasmtime engine, one pre-linked guest component, and a fresh instance per invocation with WASI
 //! granting nothing, bounded memory and time, and the `kms` capability.
 
+pub(crate) mod budget;
 mod component;
 mod engine;
 mod imports;
@@ -9,7 +10,6 @@ pub mod limits;
 mod output;
 
 use std::cell::LazyCell;
-use std::time::Duration;
 
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
@@ -19,7 +19,8 @@ pub use component::LoadError;
 use component::error_line;
 pub(crate) use component::read as read_component;
 pub use engine::{CompileTarget, Cpu};
-use engine::{EPOCH_TICK, EpochTicker};
+use budget::Budget;
+use engine::EpochTicker;
 use kms_capability::KmsCapability;
 use limits::StoreLimiter;
 pub use limits::{LimitExceeded, Limits};
@@ -50,7 +51,7 @@ pub(crate) struct RunRequest<'a> {
     pub(crate) context: HandlerContext,
     pub(crate) env: &'a [(String, String)],
     pub(crate) gate: KmsGate,
-    pub(crate) timeout: Duration,
+    pub(crate) budget: Budget,
 }
 
 /// A compiled, linked guest, ready to be instantiated once per invocation.
@@ -97,7 +98,7 @@ impl Sandbox {
             wasi,
             table: ResourceTable::new(),
             limiter: StoreLimiter::new(self.limits.memory_bytes),
-            kms: KmsCapability::new(request.gate, kms_deadline(request.timeout), self.limits.max_decrypt_calls),
+            kms: KmsCapability::new(request.gate, request.budget.kms_deadline(), self.limits.max_decrypt_calls),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -105,11 +106,9 @@ impl Sandbox {
         store.set_max_component_handles(MAX_HANDLES);
         // The epoch deadline stops a guest that computes too long; the outer timeout stops one that waits too long
         // in a host call. Both report the same limit.
-        let ticks = request.timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.set_epoch_deadline(request.budget.epoch_ticks());
         store.epoch_deadline_trap();
-        let time_limit =
-            LimitExceeded::Time { limit_ms: u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX) };
+        let time_limit = request.budget.exceeded();
 
         let call = async {
             let guest =
@@ -120,7 +119,7 @@ impl Sandbox {
                 .await
                 .map_err(|e| self.trap_error(&e, &time_limit))
         };
-        let outcome = match tokio::time::timeout(request.timeout + 2 * EPOCH_TICK, call).await {
+        let outcome = match tokio::time::timeout(request.budget.outer_timeout(), call).await {
             Err(_elapsed) => Err(InvokeError::Limit(time_limit)),
             Ok(Err(e)) => Err(e),
             Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
@@ -176,12 +175,6 @@ pub fn precompile(component: &[u8], target: &CompileTarget) -> Result<Vec<u8>, L
             .precompile_component(component),
     };
     compiled.map_err(|e| LoadError::Invalid(error_line(&e)))
-}
-
-/// The key service gets the invocation's time less a tenth (at most 100 ms), which is left for the guest to
-/// handle an `unavailable` error.
-fn kms_deadline(timeout: Duration) -> std::time::Instant {
-    std::time::Instant::now() + timeout - (timeout / 10).min(Duration::from_millis(100))
 }
 
 /// Most bytes one `wasi:random` call makes (less if the memory limit is less): the host fills them in one go,
