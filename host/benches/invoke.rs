@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, LocalKey};
+use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, KmsPolicy, LocalKey};
 
 const INVOCATIONS: usize = 300;
 const WARMUP: usize = 10;
@@ -70,7 +70,7 @@ fn main() {
         let ciphertext = key.encrypt(&case.secret, &context).unwrap();
         let config = HostConfig {
             guest_env: vec![(case.secret_var.into(), base64::engine::general_purpose::STANDARD.encode(ciphertext))],
-            stamped_context: context,
+            kms: KmsPolicy { stamped_context: context, ..KmsPolicy::default() },
             ..HostConfig::default()
         };
 

@@ -15,8 +15,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyward::kms::AwsKms;
-use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, Limits};
+use keyward::kms::{AwsKms, CacheSettings};
+use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, KmsPolicy, Limits};
 use serde_json::{Value, json};
 use servers::*;
 
@@ -98,9 +98,13 @@ fn main() {
     );
 
     let config = HostConfig {
-        limits: Limits { max_decrypt_calls: 4, ..Limits::default() }.with_memory_mb(32).with_timeout_ms(50),
-        stamped_context: EncryptionContext::from_pairs([("function", "soak")]).unwrap(),
-        cache_ttl: Duration::from_secs(300),
+        limits: Limits::default().with_memory_mb(32).with_timeout_ms(50),
+        kms: KmsPolicy {
+            stamped_context: EncryptionContext::from_pairs([("function", "soak")]).unwrap(),
+            max_decrypt_calls: 4,
+            cache: CacheSettings { ttl: Duration::from_secs(300), ..CacheSettings::default() },
+            ..KmsPolicy::default()
+        },
         ..HostConfig::default()
     };
     let backend = Arc::new(AwsKms::from_sdk_config(&moto_sdk_config(&moto), vec![key.clone()]));

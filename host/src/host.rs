@@ -8,12 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument as _;
 
 use crate::bindings::HandlerContext;
-use crate::context::EncryptionContext;
 use crate::error::{InvokeError, check_event};
-use crate::kms::secrets::{ASYMMETRIC_ALGORITHMS, SecretTable};
-use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, PlaintextCache, SecretSettings, cache};
+use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, KmsPolicy, PolicyError};
 use crate::sandbox::budget::Budget;
-use crate::sandbox::{Limits, LoadError, RunRequest, Sandbox, read_component};
+use crate::sandbox::{InvalidLimits, Limits, LoadError, RunRequest, Sandbox, read_component};
 
 /// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
 pub const PREFETCH_BUDGET: Duration = Duration::from_secs(3);
@@ -30,94 +28,57 @@ pub const CREDENTIAL_ENV_VARS: &[&str] = &[
     "AWS_WEB_IDENTITY_TOKEN_FILE",
 ];
 
-/// How a [`Host`] runs its guest.
-#[derive(Debug, Clone)]
+/// How a [`Host`] runs its guest: limits, the guest's environment, and the `kms` capability's policy.
+#[derive(Debug, Clone, Default)]
 pub struct HostConfig {
     /// Limits of every invocation.
     pub limits: Limits,
     /// The guest's whole environment: nothing else of the host's environment reaches it.
     pub guest_env: Vec<(String, String)>,
-    /// Pairs merged into every decrypt the guest makes.
-    pub stamped_context: EncryptionContext,
-    /// How long a decrypted secret is served from the cache; zero (the default) disables the cache.
-    pub cache_ttl: Duration,
-    /// How long past its TTL a cached secret is still served while the key service is unavailable (never when it
-    /// refuses); zero serves nothing stale. Default: [`cache::DEFAULT_STALE`].
-    pub cache_stale: Duration,
-    /// Most secrets the cache holds.
-    pub cache_max_entries: usize,
-    /// Settings of their own for the ciphertexts in some guest env vars (by name): keys, stamped context,
-    /// algorithm. A setting follows the ciphertext's bytes, however the guest hands them over.
-    pub secrets: Vec<(String, SecretSettings)>,
-}
-
-impl Default for HostConfig {
-    fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            guest_env: Vec::new(),
-            stamped_context: EncryptionContext::new(),
-            cache_ttl: Duration::ZERO,
-            cache_stale: cache::DEFAULT_STALE,
-            cache_max_entries: cache::DEFAULT_MAX_ENTRIES,
-            secrets: Vec::new(),
-        }
-    }
+    /// Every setting of the `kms` capability.
+    pub kms: KmsPolicy,
 }
 
 impl HostConfig {
+    /// Checks the whole configuration, as [`Host::new`] does, without building a host: for parsers that want to
+    /// word the errors in their own terms.
+    ///
+    /// # Errors
+    /// As [`Host::new`]'s configuration errors.
+    pub fn check(&self) -> Result<(), HostError> {
+        self.validate()?;
+        self.kms.check(&self.guest_env)?;
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), HostError> {
-        self.limits.validate().map_err(HostError::Config)?;
+        self.limits.validate()?;
         for (name, _) in &self.guest_env {
             if name.is_empty() || name.contains(['=', '\0']) {
-                return Err(HostError::Config(format!("guest env var name {name:?} is not a valid name")));
+                return Err(HostError::GuestEnv(format!("guest env var name {name:?} is not a valid name")));
             }
             if CREDENTIAL_ENV_VARS.contains(&name.as_str()) {
-                return Err(HostError::Config(format!(
+                return Err(HostError::GuestEnv(format!(
                     "guest env var {name} holds AWS credentials; guests never get them"
                 )));
             }
         }
-        for (name, settings) in &self.secrets {
-            if let Some(algorithm) = &settings.algorithm {
-                if !ASYMMETRIC_ALGORITHMS.contains(&algorithm.as_str()) {
-                    return Err(HostError::Config(format!(
-                        "secret {name}: {algorithm:?} is not an asymmetric KMS encryption algorithm ({})",
-                        ASYMMETRIC_ALGORITHMS.join(", ")
-                    )));
-                }
-                if settings.stamped_context.as_ref().is_some_and(|c| !c.is_empty()) {
-                    return Err(HostError::Config(format!(
-                        "secret {name}: an asymmetric KMS key takes no encryption context, and {algorithm} is an \
-                         asymmetric algorithm: give it no context"
-                    )));
-                }
-            }
-        }
         Ok(())
-    }
-
-    /// The ciphertexts of the configured secrets, with their settings.
-    fn secret_table(&self) -> Result<SecretTable, HostError> {
-        let mut table = SecretTable::default();
-        for (name, settings) in &self.secrets {
-            let value = self.guest_env.iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or_else(|| {
-                HostError::Config(format!("secret {name} has settings, but is not one of the guest's env vars"))
-            })?;
-            let ciphertext = keyward_base64::decode(value)
-                .map_err(|e| HostError::Config(format!("secret {name}: its value is not base64: {e}")))?;
-            table.insert(&ciphertext, name, settings.clone());
-        }
-        Ok(table)
     }
 }
 
 /// Why a host could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    /// The configuration is unusable.
+    /// The limits are out of range.
+    #[error("invalid limits: {0}")]
+    Limits(#[from] InvalidLimits),
+    /// The guest's environment is unusable.
     #[error("invalid host configuration: {0}")]
-    Config(String),
+    GuestEnv(String),
+    /// The `kms` policy cannot work with this guest.
+    #[error("invalid host configuration: {0}")]
+    Policy(#[from] PolicyError),
     /// The component cannot be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
@@ -126,7 +87,7 @@ pub enum HostError {
     Prefetch {
         /// The guest env var.
         name: String,
-        /// Why: a missing variable, bad base64, or the key service's error.
+        /// Why: bad base64, or the key service's refusal.
         reason: String,
     },
 }
@@ -166,56 +127,44 @@ pub struct Host {
     sandbox: Sandbox,
     gate: KmsGate,
     guest_env: Vec<(String, String)>,
+    prefetch: Vec<String>,
 }
 
 impl Host {
     /// Builds a host for a component's bytes, decrypting through `kms`.
     ///
     /// # Errors
-    /// [`HostError::Config`] for unusable configuration, [`HostError::Load`] for a component that cannot run here.
+    /// [`HostError::Limits`], [`HostError::GuestEnv`] or [`HostError::Policy`] for unusable configuration,
+    /// [`HostError::Load`] for a component that cannot run here.
     pub fn new(component: &[u8], kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
         config.validate()?;
-        let secrets = config.secret_table()?;
+        let gate = KmsGate::new(kms, &config.kms, &config.guest_env)?;
         let sandbox = Sandbox::new(component, config.limits)?;
-        let mut gate = KmsGate::new(kms, config.stamped_context).with_secrets(secrets);
-        if !config.cache_ttl.is_zero() {
-            gate = gate.with_cache(Arc::new(PlaintextCache::new(
-                config.cache_ttl,
-                config.cache_stale,
-                config.cache_max_entries,
-            )));
-        }
-        Ok(Self { sandbox, gate, guest_env: config.guest_env })
+        Ok(Self { sandbox, gate, guest_env: config.guest_env, prefetch: config.kms.prefetch })
     }
 
-    /// Decrypts the ciphertexts (base64) in these guest env vars now, with the stamped context alone, so that
-    /// the guest's first decrypts of them are cache hits. Needs the cache.
+    /// Decrypts the ciphertexts (base64) of the policy's [`prefetch`](KmsPolicy::prefetch) variables now, with the
+    /// stamped context alone, so that the guest's first decrypts of them are cache hits.
     ///
     /// Prefetching is an optimisation: when the key service is `unavailable` (unreachable, throttling, or slower
     /// than [`PREFETCH_BUDGET`] for all of them), the rest are skipped with one warning line, and the first
     /// invocations decrypt them. A refusal is a configuration mistake and fails.
     ///
     /// # Errors
-    /// [`HostError::Config`] without a cache; [`HostError::Prefetch`] naming the variable that is missing, not
-    /// base64, or refused by the key service (`denied`, `invalid-ciphertext`).
-    pub async fn prefetch(&self, names: &[String]) -> Result<(), HostError> {
+    /// [`HostError::Prefetch`] naming the variable whose value is not base64, or that the key service refused
+    /// (`denied`, `invalid-ciphertext`).
+    pub async fn prefetch(&self) -> Result<(), HostError> {
+        let names = &self.prefetch;
         if names.is_empty() {
             return Ok(());
-        }
-        if !self.gate.has_cache() {
-            return Err(HostError::Config("prefetching needs the plaintext cache, which is disabled".into()));
         }
         let deadline = Instant::now() + PREFETCH_BUDGET;
         let span = tracing::info_span!("prefetch");
         async {
-            for (i, name) in names.iter().enumerate() {
+            // The policy was checked: every name is a guest env var.
+            let values = names.iter().filter_map(|name| self.guest_env.iter().find(|(n, _)| n == name));
+            for (i, (name, value)) in values.enumerate() {
                 let fail = |reason: String| HostError::Prefetch { name: name.clone(), reason };
-                let value = self
-                    .guest_env
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v)
-                    .ok_or_else(|| fail("it is not one of the guest's env vars".into()))?;
                 let ciphertext =
                     keyward_base64::decode(value).map_err(|e| fail(format!("its value is not base64: {e}")))?;
                 match self.gate.decrypt(&ciphertext, Vec::new(), Some(deadline)).await.0 {

@@ -28,5 +28,5 @@ pub mod text;
 pub use context::EncryptionContext;
 pub use error::InvokeError;
 pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext};
-pub use kms::{KmsBackend, KmsError, LocalKey};
-pub use sandbox::{CompileTarget, Cpu, LimitExceeded, Limits, LoadError, precompile};
+pub use kms::{KmsBackend, KmsError, KmsPolicy, LocalKey};
+pub use sandbox::{CompileTarget, Cpu, InvalidLimits, LimitExceeded, Limits, LoadError, precompile};

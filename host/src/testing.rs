@@ -25,7 +25,9 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::kms::{DecryptRecord, DecryptRequest, Decrypted, KmsBackend, KmsError, LocalKey};
-use crate::{EncryptionContext, Host, HostConfig, HostError, Invocation, InvocationContext, InvokeError, Limits};
+use crate::{
+    EncryptionContext, Host, HostConfig, HostError, Invocation, InvocationContext, InvokeError, KmsPolicy, Limits,
+};
 
 /// Why a stub-host call failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +100,7 @@ impl StubHost {
             secrets: Vec::new(),
             env: Vec::new(),
             context: Vec::new(),
-            limits: Limits { max_instances: 1, ..Limits::default() },
+            limits: Limits::default().one_at_a_time(),
             host: OnceLock::new(),
             calls: Mutex::default(),
         })
@@ -221,8 +223,11 @@ impl StubHost {
             let ciphertext = self.kms.key.encrypt(plaintext, &stamped).map_err(|e| StubError::Stub(e.to_string()))?;
             guest_env.push((name.clone(), base64::engine::general_purpose::STANDARD.encode(ciphertext)));
         }
-        let config =
-            HostConfig { limits: self.limits.clone(), guest_env, stamped_context: stamped, ..HostConfig::default() };
+        let config = HostConfig {
+            limits: self.limits.clone(),
+            guest_env,
+            kms: KmsPolicy { stamped_context: stamped, ..KmsPolicy::default() },
+        };
         Ok(Host::new(&self.compiled, self.kms.clone(), config)?)
     }
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward::kms::AwsKms;
-use keyward::{Host, HostConfig, InvokeError};
+use keyward::kms::{AwsKms, CacheSettings};
+use keyward::{Host, HostConfig, InvokeError, KmsPolicy};
 use serde_json::json;
 
 use crate::servers::*;
@@ -44,7 +44,7 @@ fn guest_error(invocation: &keyward::Invocation) -> String {
 async fn decrypts_with_the_allowed_key_and_context() {
     let f = fixture().await;
     let ciphertext = encrypt(&f.kms, &f.key, b"aws-s3cret", &[("function", "probe"), ("purpose", "db")]).await;
-    let config = HostConfig { stamped_context: context(&[("function", "probe")]), ..HostConfig::default() };
+    let config = HostConfig { kms: stamping(&[("function", "probe")]), ..HostConfig::default() };
     let host = probe_host(&f, &[&f.key], config);
 
     let ok = invoke(&host, decrypt_event(&ciphertext, json!({"purpose": "db"}))).await;
@@ -78,7 +78,11 @@ async fn ciphertexts_of_other_keys_are_refused() {
 async fn the_cache_saves_kms_calls_and_outlives_an_outage() {
     let mut f = fixture().await;
     let ciphertext = encrypt(&f.kms, &f.key, b"cached-s3cret", &[]).await;
-    let config = HostConfig { cache_ttl: Duration::from_secs(300), ..HostConfig::default() };
+    let kms = KmsPolicy {
+        cache: CacheSettings { ttl: Duration::from_secs(300), ..CacheSettings::default() },
+        ..KmsPolicy::default()
+    };
+    let config = HostConfig { kms, ..HostConfig::default() };
     let host = probe_host(&f, &[&f.key], config);
     let uncached = probe_host(&f, &[&f.key], HostConfig::default());
 

@@ -1,6 +1,7 @@
 //! The hello guest end to end: the classic handler's behaviour, through the library and through the binary.
 
-use keyward::{HostConfig, InvokeError, KmsError};
+use keyward::kms::CacheSettings;
+use keyward::{HostConfig, InvokeError, KmsError, KmsPolicy};
 use serde_json::json;
 
 use crate::support::*;
@@ -11,7 +12,7 @@ async fn decrypts_its_secret_and_answers_with_a_fingerprint() {
     let ciphertext = key.encrypt(b"hunter2", &context(&[("function", "hello")])).unwrap();
     let config = HostConfig {
         guest_env: vec![("PASSWORD".into(), b64(&ciphertext))],
-        stamped_context: context(&[("function", "hello")]),
+        kms: stamping(&[("function", "hello")]),
         ..HostConfig::default()
     };
     let host = host_with("hello", &key, config);
@@ -150,11 +151,13 @@ async fn both_guests_and_the_host_read_base64_alike() {
         .map(|name| (name, keyward::precompile(&std::fs::read(guest(name)).unwrap(), &Default::default()).unwrap()))
         .collect();
     for (case, password, expected) in &cases {
-        let config = HostConfig {
-            guest_env: vec![("PASSWORD".into(), password.clone())],
-            cache_ttl: std::time::Duration::from_secs(60),
-            ..HostConfig::default()
+        let kms = KmsPolicy {
+            cache: CacheSettings { ttl: std::time::Duration::from_secs(60), ..CacheSettings::default() },
+            prefetch: vec!["PASSWORD".into()],
+            ..KmsPolicy::default()
         };
+        let config =
+            HostConfig { guest_env: vec![("PASSWORD".into(), password.clone())], kms, ..HostConfig::default() };
         for (name, cwasm) in &compiled {
             let host = keyward::Host::new(cwasm, key.clone(), config.clone()).unwrap();
             let result = invoke(&host, json!({})).await.result;
@@ -171,7 +174,7 @@ async fn both_guests_and_the_host_read_base64_alike() {
                     );
                 }
             }
-            let prefetched = host.prefetch(&["PASSWORD".to_string()]).await;
+            let prefetched = host.prefetch().await;
             match expected {
                 Ok(()) => assert!(prefetched.is_ok(), "prefetch, {case}: {prefetched:?}"),
                 Err(reason) => assert!(prefetched.is_err_and(|e| e.to_string().contains(reason)), "prefetch, {case}"),

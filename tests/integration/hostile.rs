@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use keyward::kms::AwsKms;
-use keyward::{Host, HostConfig, HostError, InvocationContext, Limits};
+use keyward::kms::{AwsKms, CacheSettings};
+use keyward::{Host, HostConfig, HostError, InvocationContext, KmsPolicy, Limits};
 use serde_json::{Value, json};
 
 use crate::lambda::Function;
@@ -202,13 +202,13 @@ async fn fixture() -> Fixture {
 async fn hostile_guests_in_process() {
     let f = fixture().await;
     let config = HostConfig {
-        limits: Limits { max_decrypt_calls: MAX_DECRYPT_CALLS, ..Limits::default() }
-            .with_memory_mb(MEMORY_MB)
-            .with_timeout_ms(TIMEOUT_MS),
+        limits: Limits::default().with_memory_mb(MEMORY_MB).with_timeout_ms(TIMEOUT_MS),
         guest_env: vec![("PASSWORD".into(), f.mine.clone()), ("GREETING".into(), "hi".into())],
-        stamped_context: context(&[("function", "hostile")]),
-        cache_ttl: Duration::from_secs(300),
-        ..HostConfig::default()
+        kms: KmsPolicy {
+            max_decrypt_calls: MAX_DECRYPT_CALLS,
+            cache: CacheSettings { ttl: Duration::from_secs(300), ..CacheSettings::default() },
+            ..stamping(&[("function", "hostile")])
+        },
     };
     let backend = || Arc::new(AwsKms::from_sdk_config(&moto_sdk_config(&f.moto), vec![f.key.clone()]));
     let host = Host::from_file(&guest("probe"), backend(), config.clone()).unwrap();

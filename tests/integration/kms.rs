@@ -47,7 +47,7 @@ async fn the_context_must_match_the_ciphertext() {
 #[tokio::test]
 async fn stamped_pairs_bind_ciphertexts_to_the_function() {
     let key = new_key();
-    let stamped = HostConfig { stamped_context: context(&[("function", "hello")]), ..HostConfig::default() };
+    let stamped = HostConfig { kms: stamping(&[("function", "hello")]), ..HostConfig::default() };
     let host = host_with("probe", &key, stamped);
 
     // Made for this function: opens with an empty guest context, since the host adds the stamp.

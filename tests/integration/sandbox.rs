@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keyward::{HostConfig, HostError, InvocationContext, InvokeError, LimitExceeded, Limits};
+use keyward::{HostConfig, HostError, InvocationContext, InvokeError, KmsPolicy, LimitExceeded, Limits};
 use serde_json::json;
 
 use crate::support::*;
@@ -35,7 +35,7 @@ async fn the_guest_sees_only_the_env_it_is_given_and_no_files() {
 fn credentials_cannot_be_configured_into_a_guest() {
     let config = HostConfig { guest_env: vec![("AWS_SECRET_ACCESS_KEY".into(), "x".into())], ..HostConfig::default() };
     let err = keyward::Host::from_file(&guest("probe"), new_key(), config).unwrap_err();
-    assert!(matches!(err, HostError::Config(ref m) if m.contains("AWS_SECRET_ACCESS_KEY")), "{err}");
+    assert!(matches!(err, HostError::GuestEnv(ref m) if m.contains("AWS_SECRET_ACCESS_KEY")), "{err}");
 }
 
 /// Host env vars (credentials among them) never reach the guest, through the real binary.
@@ -140,8 +140,8 @@ async fn memory_is_capped() {
 
 #[tokio::test]
 async fn decrypt_calls_are_capped_per_invocation() {
-    let limits = Limits { max_decrypt_calls: 3, ..Limits::default() };
-    let (key, host) = host("probe", HostConfig { limits, ..HostConfig::default() });
+    let kms = KmsPolicy { max_decrypt_calls: 3, ..KmsPolicy::default() };
+    let (key, host) = host("probe", HostConfig { kms, ..HostConfig::default() });
     let ciphertext = b64(&key.encrypt(b"pw", &context(&[])).unwrap());
     let ok = invoke(&host, json!({"action": "decrypt", "ciphertext": ciphertext, "times": 3})).await;
     assert_eq!(response(&ok)["sha256_prefix"], fingerprint(b"pw"));

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use keyward::{EncryptionContext, Host, HostConfig, Invocation, InvocationContext, LocalKey};
+use keyward::{EncryptionContext, Host, HostConfig, Invocation, InvocationContext, KmsPolicy, LocalKey};
 use sha2::{Digest, Sha256};
 
 /// A guest component built for wasm32-wasip2 by `cargo xtask build-guests`.
@@ -20,6 +20,11 @@ pub fn guest(name: &str) -> PathBuf {
 
 pub fn context(pairs: &[(&str, &str)]) -> EncryptionContext {
     EncryptionContext::from_pairs(pairs.iter().copied()).expect("valid context")
+}
+
+/// The default `kms` policy, stamping `pairs`.
+pub fn stamping(pairs: &[(&str, &str)]) -> KmsPolicy {
+    KmsPolicy { stamped_context: context(pairs), ..KmsPolicy::default() }
 }
 
 pub fn b64(bytes: &[u8]) -> String {

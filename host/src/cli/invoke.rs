@@ -4,10 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use keyward::context::Pair;
-use keyward::sandbox::limits::{
-    DEFAULT_MAX_DECRYPT_CALLS, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB, MAX_TIMEOUT_MS,
-};
-use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, InvokeError, Limits, LocalKey};
+use keyward::sandbox::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB, MAX_TIMEOUT_MS};
+use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, InvokeError, KmsPolicy, Limits, LocalKey};
 
 use super::Failed;
 
@@ -38,7 +36,7 @@ pub(crate) struct Invoke {
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MEMORY_MB)))]
     memory_mb: u32,
     /// Most kms.decrypt calls the guest may make.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DECRYPT_CALLS)]
+    #[arg(long, value_name = "N", default_value_t = KmsPolicy::default().max_decrypt_calls)]
     max_decrypt_calls: u32,
     /// The function ARN the guest is told. Default: a local ARN named after the component file.
     #[arg(long, value_name = "ARN")]
@@ -49,13 +47,14 @@ impl Invoke {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let event = self.read_event()?;
         let key = LocalKey::load(&self.key)?;
-        let mut limits = Limits::default().with_memory_mb(self.memory_mb).with_timeout_ms(self.timeout_ms);
-        limits.max_decrypt_calls = self.max_decrypt_calls;
         let config = HostConfig {
-            limits,
+            limits: Limits::default().with_memory_mb(self.memory_mb).with_timeout_ms(self.timeout_ms),
             guest_env: self.env.into_iter().map(Into::into).collect(),
-            stamped_context: EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?,
-            ..HostConfig::default()
+            kms: KmsPolicy {
+                stamped_context: EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?,
+                max_decrypt_calls: self.max_decrypt_calls,
+                ..KmsPolicy::default()
+            },
         };
         let host = Host::from_file(&self.component, Arc::new(key), config)?;
         let arn = self.function_arn.unwrap_or_else(|| {

@@ -20,13 +20,6 @@ use super::{Decrypted, KmsError, Plaintext};
 use crate::context::EncryptionContext;
 use crate::mask;
 
-/// Default time an entry is fresh: `KEYWARD_CACHE_TTL_SECS`.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
-/// Default grace window past the TTL in which a plaintext is still served while the key service is unavailable:
-/// `KEYWARD_CACHE_STALE_SECS`.
-pub const DEFAULT_STALE: Duration = Duration::from_secs(3600);
-/// Default number of plaintexts kept; a quarter as many refusals are kept besides.
-pub const DEFAULT_MAX_ENTRIES: usize = 256;
 /// After a failed refresh of a stale plaintext, how long it is served without asking the key service again: an
 /// outage costs one slow KMS attempt per interval, not one per invocation, and adds no load to a throttled key.
 pub const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(5);
@@ -224,6 +217,9 @@ fn cache_key(ciphertext: &[u8], context: &EncryptionContext) -> CacheKey {
 mod tests {
     use super::*;
 
+    const TTL: Duration = Duration::from_secs(300);
+    const STALE: Duration = Duration::from_secs(3600);
+
     fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
         EncryptionContext::from_pairs(pairs.iter().copied()).unwrap()
     }
@@ -241,7 +237,7 @@ mod tests {
 
     #[test]
     fn hits_only_for_the_same_ciphertext_and_context() {
-        let cache = PlaintextCache::new(DEFAULT_TTL, DEFAULT_STALE, 8);
+        let cache = PlaintextCache::new(TTL, STALE, 8);
         cache.insert(b"ct", &ctx(&[("a", "1")]), &secret("pw", "key-1"));
         assert_eq!(fresh(cache.lookup(b"ct", &ctx(&[("a", "1")]))), Some((b"pw".to_vec(), "key-1".into())));
         assert!(matches!(cache.lookup(b"ct", &ctx(&[("a", "2")])), Lookup::Miss));
@@ -281,7 +277,7 @@ mod tests {
 
     #[test]
     fn refusals_of_invalid_ciphertexts_are_remembered_for_the_ttl_and_others_not_at_all() {
-        let cache = PlaintextCache::new(Duration::from_millis(30), DEFAULT_STALE, 8);
+        let cache = PlaintextCache::new(Duration::from_millis(30), STALE, 8);
         cache.insert_refusal(b"bad", &ctx(&[]), &KmsError::InvalidCiphertext("no".into()));
         cache.insert_refusal(b"denied", &ctx(&[]), &KmsError::Denied("no".into()));
         cache.insert_refusal(b"down", &ctx(&[]), &KmsError::Unavailable("no".into()));
@@ -294,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_refusal_ends_a_stale_plaintext_and_forget_ends_both() {
-        let cache = PlaintextCache::new(DEFAULT_TTL, DEFAULT_STALE, 8);
+        let cache = PlaintextCache::new(TTL, STALE, 8);
         cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
         cache.insert_refusal(b"ct", &ctx(&[]), &KmsError::InvalidCiphertext("rotated away".into()));
         assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Refused(_)));
@@ -305,7 +301,7 @@ mod tests {
 
     #[test]
     fn the_oldest_plaintext_is_evicted_when_full() {
-        let cache = PlaintextCache::new(DEFAULT_TTL, DEFAULT_STALE, 2);
+        let cache = PlaintextCache::new(TTL, STALE, 2);
         for ct in [b"c1", b"c2", b"c3"] {
             cache.insert(ct, &ctx(&[]), &secret("pw", "k"));
             std::thread::sleep(Duration::from_millis(2));
@@ -317,7 +313,7 @@ mod tests {
 
     #[test]
     fn made_up_ciphertexts_never_evict_a_plaintext() {
-        let cache = PlaintextCache::new(DEFAULT_TTL, DEFAULT_STALE, 8);
+        let cache = PlaintextCache::new(TTL, STALE, 8);
         cache.insert(b"real", &ctx(&[]), &secret("pw", "k"));
         for i in 0..1000u32 {
             cache.insert_refusal(&i.to_be_bytes(), &ctx(&[]), &KmsError::InvalidCiphertext("garbage".into()));

@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::cache::{Lookup, PlaintextCache, STALE_RETRY_INTERVAL};
+use super::policy::{KmsPolicy, PolicyError};
 use super::secrets::SecretTable;
 use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::EncryptionContext;
-
-/// Largest ciphertext a guest may hand over (AWS KMS's own ciphertexts are at most 6 KiB).
-pub const MAX_CIPHERTEXT_BYTES: usize = 64 * 1024;
 
 /// What the host remembers of one decrypt: enough to audit and to assert on, never the plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +61,16 @@ impl CacheUse {
 /// not eat the invocation's time.
 const STALE_REFRESH_BUDGET: Duration = Duration::from_secs(1);
 
-/// Applies the host's decrypt policy, then asks the cache, then the backend.
+/// Applies the host's decrypt policy, then asks the cache, then the backend. Built once per host from its
+/// [`KmsPolicy`]; clones share the cache.
 #[derive(Debug, Clone)]
 pub struct KmsGate {
     backend: Arc<dyn KmsBackend>,
     stamped: EncryptionContext,
     cache: Option<Arc<PlaintextCache>>,
     secrets: Arc<SecretTable>,
+    max_ciphertext_bytes: usize,
+    max_decrypt_calls: u32,
 }
 
 /// What one pass through the cache and the backend gave.
@@ -86,32 +87,31 @@ impl Answer {
 }
 
 impl KmsGate {
-    /// A gate stamping `stamped` onto every request it passes to `backend`, without a cache.
-    pub fn new(backend: Arc<dyn KmsBackend>, stamped: EncryptionContext) -> Self {
-        Self { backend, stamped, cache: None, secrets: Arc::default() }
+    /// The gate of a host whose guest gets `guest_env`, asking `backend` under `policy`.
+    ///
+    /// # Errors
+    /// A [`PolicyError`] naming what in the policy cannot work with this guest environment.
+    pub fn new(
+        backend: Arc<dyn KmsBackend>,
+        policy: &KmsPolicy,
+        guest_env: &[(String, String)],
+    ) -> Result<Self, PolicyError> {
+        let secrets = policy.check(guest_env)?;
+        let cache = &policy.cache;
+        Ok(Self {
+            backend,
+            stamped: policy.stamped_context.clone(),
+            cache: (!cache.ttl.is_zero())
+                .then(|| Arc::new(PlaintextCache::new(cache.ttl, cache.stale, cache.max_entries))),
+            secrets: Arc::new(secrets),
+            max_ciphertext_bytes: policy.max_ciphertext_bytes,
+            max_decrypt_calls: policy.max_decrypt_calls,
+        })
     }
 
-    /// The same gate, serving repeated requests from `cache`.
-    pub fn with_cache(mut self, cache: Arc<PlaintextCache>) -> Self {
-        self.cache = Some(cache);
-        self
-    }
-
-    /// The same gate, decrypting the ciphertexts in `secrets` with their own settings (keys, stamped context,
-    /// algorithm) rather than the host-wide ones.
-    pub(crate) fn with_secrets(mut self, secrets: SecretTable) -> Self {
-        self.secrets = Arc::new(secrets);
-        self
-    }
-
-    /// Whether repeated requests are served from a cache.
-    pub fn has_cache(&self) -> bool {
-        self.cache.is_some()
-    }
-
-    /// The pairs stamped onto every request.
-    pub fn stamped(&self) -> &EncryptionContext {
-        &self.stamped
+    /// `kms.decrypt` calls one invocation may make.
+    pub fn max_decrypt_calls(&self) -> u32 {
+        self.max_decrypt_calls
     }
 
     /// Decrypts for a guest: checks sizes, merges the stamped context (a contradiction is `denied`), answers from
@@ -145,10 +145,11 @@ impl KmsGate {
         };
         let started = Instant::now();
         let answer = match &context {
-            _ if ciphertext.len() > MAX_CIPHERTEXT_BYTES => Answer::new(
+            _ if ciphertext.len() > self.max_ciphertext_bytes => Answer::new(
                 Err(KmsError::InvalidCiphertext(format!(
-                    "ciphertext is {} bytes; the limit is {MAX_CIPHERTEXT_BYTES}",
-                    ciphertext.len()
+                    "ciphertext is {} bytes; the limit is {}",
+                    ciphertext.len(),
+                    self.max_ciphertext_bytes
                 ))),
                 CacheUse::Off,
             ),
@@ -279,11 +280,13 @@ mod tests {
 
     use super::*;
     use crate::kms::LocalKey;
+    use crate::kms::policy::CacheSettings;
 
     fn gate(stamped: &[(&str, &str)]) -> (Arc<LocalKey>, KmsGate) {
         let key = Arc::new(LocalKey::generate().unwrap());
-        let stamped = EncryptionContext::from_pairs(stamped.iter().copied()).unwrap();
-        (key.clone(), KmsGate::new(key, stamped))
+        let stamped_context = EncryptionContext::from_pairs(stamped.iter().copied()).unwrap();
+        let policy = KmsPolicy { stamped_context, ..KmsPolicy::default() };
+        (key.clone(), KmsGate::new(key, &policy, &[]).unwrap())
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -313,7 +316,7 @@ mod tests {
     #[tokio::test]
     async fn oversized_ciphertexts_are_refused() {
         let (_, gate) = gate(&[]);
-        let (result, _) = gate.decrypt(&vec![0u8; MAX_CIPHERTEXT_BYTES + 1], vec![], None).await;
+        let (result, _) = gate.decrypt(&vec![0u8; KmsPolicy::default().max_ciphertext_bytes + 1], vec![], None).await;
         assert!(matches!(result, Err(KmsError::InvalidCiphertext(ref m)) if m.contains("limit")), "{result:?}");
     }
 
@@ -348,7 +351,8 @@ mod tests {
     }
 
     fn cached_gate(backend: &Arc<Scripted>, ttl: Duration, stale: Duration) -> KmsGate {
-        KmsGate::new(backend.clone(), EncryptionContext::new()).with_cache(Arc::new(PlaintextCache::new(ttl, stale, 8)))
+        let policy = KmsPolicy { cache: CacheSettings { ttl, stale, max_entries: 8 }, ..KmsPolicy::default() };
+        KmsGate::new(backend.clone(), &policy, &[]).unwrap()
     }
 
     #[tokio::test]
@@ -374,7 +378,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_backend_is_abandoned_at_the_deadline() {
         let backend = Arc::new(Scripted { delay: Duration::from_secs(5), ..Scripted::default() });
-        let gate = KmsGate::new(backend, EncryptionContext::new());
+        let gate = KmsGate::new(backend, &KmsPolicy::default(), &[]).unwrap();
         let started = Instant::now();
         let (result, _) = gate.decrypt(b"ct", vec![], Some(Instant::now() + Duration::from_millis(50))).await;
         assert!(matches!(result, Err(KmsError::Unavailable(ref m)) if m.contains("did not answer")), "{result:?}");

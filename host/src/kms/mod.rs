@@ -6,6 +6,7 @@ pub mod aws;
 pub mod cache;
 mod gate;
 pub mod local;
+pub mod policy;
 pub mod secrets;
 
 use async_trait::async_trait;
@@ -15,8 +16,9 @@ use crate::context::EncryptionContext;
 
 pub use aws::{AwsKms, AwsKmsConfig};
 pub use cache::PlaintextCache;
-pub use gate::{CacheUse, DecryptRecord, KmsGate, MAX_CIPHERTEXT_BYTES};
+pub use gate::{CacheUse, DecryptRecord, KmsGate};
 pub use local::LocalKey;
+pub use policy::{CacheSettings, KmsPolicy, PolicyError};
 pub use secrets::SecretSettings;
 
 /// Decrypted bytes. Zeroized on drop, and redacted in `Debug`; read with [`secrecy::ExposeSecret`].

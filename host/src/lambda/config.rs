@@ -6,25 +6,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::context::Pair;
-use crate::kms::cache::{DEFAULT_STALE, DEFAULT_TTL};
-use crate::kms::{AwsKmsConfig, SecretSettings};
-use crate::sandbox::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS};
-use crate::{EncryptionContext, HostConfig, Limits};
+use crate::kms::PolicyError;
+use crate::kms::{AwsKmsConfig, CacheSettings, KmsPolicy, SecretSettings};
+use crate::{EncryptionContext, HostConfig, HostError, InvalidLimits, Limits};
 
 /// Lambda's limit on a synchronous invocation's response, and keyward's on its event: 6 MiB.
 pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
 
-/// Everything Lambda mode reads from the environment, checked.
+/// Everything Lambda mode reads from the environment.
 #[derive(Debug, Clone)]
 pub struct LambdaConfig {
     /// The guest component.
     pub component: PathBuf,
-    /// The host configuration (limits, guest env, stamped context, cache).
+    /// The host configuration: limits, guest env, `kms` policy. The host checks it when it is built.
     pub host: HostConfig,
     /// The KMS backend's settings.
     pub kms: AwsKmsConfig,
-    /// Guest env vars to decrypt during init.
-    pub prefetch: Vec<String>,
 }
 
 /// A configuration problem, naming the variable.
@@ -73,6 +70,14 @@ impl Vars<'_> {
         u32::try_from(self.number(name, default)?).map_err(|_| ConfigError(format!("{name} is too large")))
     }
 
+    fn size(&self, name: &str, default: usize) -> Result<usize, ConfigError> {
+        usize::try_from(self.number(name, default as u64)?).map_err(|_| ConfigError(format!("{name} is too large")))
+    }
+
+    fn seconds(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+        self.number(name, default.as_secs()).map(Duration::from_secs)
+    }
+
     /// An encryption context `K=V,K=V`, its values' `{placeholders}` filled in; `None` if the variable is unset.
     fn context(&self, name: &str) -> Result<Option<EncryptionContext>, ConfigError> {
         if self.get(name).is_none() {
@@ -109,6 +114,7 @@ impl LambdaConfig {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let vars = Vars { all: vars, read: RefCell::default() };
         let config = Self::read(&vars)?;
+        config.host.check().map_err(name_the_variable)?;
         let read = vars.read.borrow();
         let unknown = vars.all.keys().filter(|k| k.starts_with("KEYWARD_") && !read.contains(*k)).min();
         if let Some(unknown) = unknown {
@@ -122,6 +128,8 @@ impl LambdaConfig {
         Ok(config)
     }
 
+    /// The settings, one line each: the `KEYWARD_*` variables parsed into the host's limits and `kms` policy. The
+    /// defaults are those of [`Limits`] and [`KmsPolicy`], but for the cache, on in Lambda mode.
     fn read(vars: &Vars<'_>) -> Result<Self, ConfigError> {
         let component = match vars.get("KEYWARD_COMPONENT") {
             Some(path) => PathBuf::from(path),
@@ -148,59 +156,68 @@ impl LambdaConfig {
             }
             guest_env.push((name, value));
         }
-        let stamped_context = vars.context("KEYWARD_KMS_CONTEXT")?.unwrap_or_default();
 
+        let (limits, kms) = (Limits::default(), KmsPolicy::default());
         let limits = Limits {
-            max_decrypt_calls: vars
-                .small("KEYWARD_MAX_DECRYPT_CALLS", u64::from(Limits::default().max_decrypt_calls))?,
-            max_response_bytes: usize::try_from(
-                vars.number("KEYWARD_MAX_RESPONSE_BYTES", Limits::default().max_response_bytes as u64)?,
-            )
-            .map_err(|_| ConfigError("KEYWARD_MAX_RESPONSE_BYTES is too large".into()))?,
-            // Lambda runs one invocation at a time per process.
-            max_instances: 1,
-            ..Limits::default()
-                .with_memory_mb(vars.small("KEYWARD_MEMORY_MB", u64::from(DEFAULT_MEMORY_MB))?)
-                .with_timeout_ms(vars.number("KEYWARD_TIMEOUT_MS", DEFAULT_TIMEOUT_MS)?)
+            memory_bytes: mb(vars.small("KEYWARD_MEMORY_MB", (limits.memory_bytes >> 20) as u64)?),
+            timeout: Duration::from_millis(vars.number("KEYWARD_TIMEOUT_MS", limits.timeout.as_millis() as u64)?),
+            max_response_bytes: vars.size("KEYWARD_MAX_RESPONSE_BYTES", limits.max_response_bytes)?,
+            ..limits.one_at_a_time()
         };
-        limits.validate().map_err(|e| ConfigError(format!("limits: {e}")))?;
+        let policy = KmsPolicy {
+            stamped_context: vars.context("KEYWARD_KMS_CONTEXT")?.unwrap_or_default(),
+            secrets,
+            max_decrypt_calls: vars.small("KEYWARD_MAX_DECRYPT_CALLS", u64::from(kms.max_decrypt_calls))?,
+            cache: CacheSettings {
+                ttl: vars.seconds("KEYWARD_CACHE_TTL_SECS", CacheSettings::LAMBDA_TTL)?,
+                stale: vars.seconds("KEYWARD_CACHE_STALE_SECS", kms.cache.stale)?,
+                max_entries: vars.size("KEYWARD_CACHE_MAX_ENTRIES", kms.cache.max_entries)?,
+            },
+            prefetch: vars.list("KEYWARD_PREFETCH"),
+            ..kms
+        };
+        let aws = AwsKmsConfig {
+            key_ids: vars.list("KEYWARD_KMS_KEY_ID"),
+            endpoint: vars.get("KEYWARD_KMS_ENDPOINT").filter(|e| !e.is_empty()),
+        };
+
+        // What the library's own checks cannot know: Lambda's limits, and that Lambda mode decrypts with KMS.
         if limits.max_response_bytes > LAMBDA_PAYLOAD_LIMIT {
             return Err(ConfigError(format!(
                 "KEYWARD_MAX_RESPONSE_BYTES={} is over Lambda's response limit of {LAMBDA_PAYLOAD_LIMIT} bytes",
                 limits.max_response_bytes
             )));
         }
-
-        let cache_ttl = Duration::from_secs(vars.number("KEYWARD_CACHE_TTL_SECS", DEFAULT_TTL.as_secs())?);
-        let cache_stale = Duration::from_secs(vars.number("KEYWARD_CACHE_STALE_SECS", DEFAULT_STALE.as_secs())?);
-        let prefetch = vars.list("KEYWARD_PREFETCH");
-        if !prefetch.is_empty() && cache_ttl.is_zero() {
-            return Err(ConfigError("KEYWARD_PREFETCH needs the cache, but KEYWARD_CACHE_TTL_SECS is 0".into()));
-        }
-        if let Some(name) = prefetch.iter().find(|name| !guest_env.iter().any(|(n, _)| n == *name)) {
-            return Err(ConfigError(format!("KEYWARD_PREFETCH names {name}, which is not in KEYWARD_GUEST_ENV")));
-        }
-
-        let key_ids = vars.list("KEYWARD_KMS_KEY_ID");
-        if key_ids.is_empty() {
+        if aws.key_ids.is_empty() {
             return Err(ConfigError("KEYWARD_KMS_KEY_ID is not set: name the KMS key (id, ARN or alias)".into()));
         }
-        let endpoint = vars.get("KEYWARD_KMS_ENDPOINT").filter(|e| !e.is_empty());
-        Ok(Self {
-            component,
-            host: HostConfig {
-                limits,
-                guest_env,
-                stamped_context,
-                cache_ttl,
-                cache_stale,
-                secrets,
-                ..HostConfig::default()
-            },
-            kms: AwsKmsConfig { key_ids, endpoint },
-            prefetch,
-        })
+        Ok(Self { component, host: HostConfig { limits, guest_env, kms: policy }, kms: aws })
     }
+}
+
+/// The host's own words for a configuration it refuses, with the variable that set it.
+fn name_the_variable(error: HostError) -> ConfigError {
+    let message = match &error {
+        HostError::Limits(InvalidLimits::Memory { .. }) => format!("KEYWARD_MEMORY_MB: {error}"),
+        HostError::Limits(InvalidLimits::Timeout { .. }) => format!("KEYWARD_TIMEOUT_MS: {error}"),
+        HostError::Policy(PolicyError::PrefetchWithoutCache) => {
+            "KEYWARD_PREFETCH needs the cache, but KEYWARD_CACHE_TTL_SECS is 0".to_string()
+        }
+        HostError::Policy(PolicyError::NotAGuestVariable { name, .. }) => {
+            format!("KEYWARD_PREFETCH names {name}, which is not in KEYWARD_GUEST_ENV")
+        }
+        HostError::Policy(PolicyError::EmptyCache) => format!("KEYWARD_CACHE_MAX_ENTRIES: {error}"),
+        HostError::Policy(PolicyError::UnknownAlgorithm { name, .. }) => format!("{SECRET_ALGORITHM}{name}: {error}"),
+        HostError::Policy(PolicyError::ContextForAsymmetricKey { name, .. }) => {
+            format!("{SECRET_CONTEXT}{name}: {error}")
+        }
+        _ => error.to_string(),
+    };
+    ConfigError(message)
+}
+
+fn mb(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX).saturating_mul(1 << 20)
 }
 
 #[cfg(test)]
@@ -235,9 +252,9 @@ mod tests {
         assert_eq!(c.host.guest_env, vec![("PASSWORD".into(), "Y3Q=".into()), ("GREETING".into(), "hi".into())]);
         assert_eq!(c.kms.key_ids, vec!["alias/a", "arn:aws:kms:us-east-1:1:key/k"]);
         assert_eq!(c.kms.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
-        assert_eq!(c.host.stamped_context.to_string(), "function=hello,stage=prod");
-        assert_eq!(c.host.cache_ttl, Duration::ZERO);
-        assert_eq!(c.host.cache_stale, Duration::from_secs(60));
+        assert_eq!(c.host.kms.stamped_context.to_string(), "function=hello,stage=prod");
+        assert_eq!(c.host.kms.cache.ttl, Duration::ZERO);
+        assert_eq!(c.host.kms.cache.stale, Duration::from_secs(60));
         assert_eq!(c.host.limits.timeout, Duration::from_millis(1500));
         assert_eq!(c.host.limits.memory_bytes, 32 << 20);
     }
@@ -246,9 +263,9 @@ mod tests {
     fn defaults_follow_the_lambda_layout() {
         let c = config(&[("KEYWARD_KMS_KEY_ID", "k"), ("LAMBDA_TASK_ROOT", "/var/task")]).unwrap();
         assert_eq!(c.component, PathBuf::from("/var/task/handler.wasm"));
-        assert_eq!(c.host.cache_ttl, DEFAULT_TTL);
-        assert_eq!(c.host.cache_stale, DEFAULT_STALE);
-        assert!(c.host.guest_env.is_empty() && c.prefetch.is_empty());
+        assert_eq!(c.host.kms.cache, CacheSettings { ttl: CacheSettings::LAMBDA_TTL, ..CacheSettings::default() });
+        assert_eq!(c.host.limits, Limits::default().one_at_a_time());
+        assert!(c.host.guest_env.is_empty() && c.host.kms.prefetch.is_empty());
     }
 
     #[test]
@@ -298,8 +315,9 @@ mod tests {
             ("KEYWARD_SECRET_ALGORITHM_RSA", "RSAES_OAEP_SHA_256"),
         ])
         .unwrap();
-        assert_eq!(c.host.stamped_context.to_string(), "function=billing");
-        let settings: HashMap<&str, &SecretSettings> = c.host.secrets.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        assert_eq!(c.host.kms.stamped_context.to_string(), "function=billing");
+        let settings: HashMap<&str, &SecretSettings> =
+            c.host.kms.secrets.iter().map(|(n, s)| (n.as_str(), s)).collect();
         assert_eq!(settings.len(), 3, "PLAIN has no settings of its own");
         let console = settings["CONSOLE"].stamped_context.as_ref().unwrap().to_string();
         assert_eq!(console, "LambdaFunctionName=billing,where=eu-west-1");

@@ -45,11 +45,11 @@ pub enum LambdaError {
 /// A [`LambdaError`] naming what is wrong.
 pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
     let kms = AwsKms::from_env(config.kms).await.map_err(ConfigError)?;
-    for (name, settings) in &config.host.secrets {
+    for (name, settings) in &config.host.kms.secrets {
         kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), &settings.key_ids).map_err(ConfigError)?;
     }
     let host = Host::from_file(&config.component, Arc::new(kms), config.host)?;
-    host.prefetch(&config.prefetch).await?;
+    host.prefetch().await?;
     Ok(host)
 }
 

@@ -61,7 +61,9 @@ pub(crate) struct KmsCapability {
 }
 
 impl KmsCapability {
-    pub(crate) fn new(gate: KmsGate, deadline: Instant, max_calls: u32) -> Self {
+    /// The capability of one invocation, asking `gate` (whose policy gives the call quota) until `deadline`.
+    pub(crate) fn new(gate: KmsGate, deadline: Instant) -> Self {
+        let max_calls = gate.max_decrypt_calls();
         Self { gate, deadline, max_calls, records: Vec::new(), handed_out: Vec::new() }
     }
 

@@ -6,8 +6,6 @@ use std::time::Duration;
 pub const DEFAULT_MEMORY_MB: u32 = 64;
 /// Default wall-clock limit per invocation.
 pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
-/// Default number of `kms.decrypt` calls per invocation.
-pub const DEFAULT_MAX_DECRYPT_CALLS: u32 = 32;
 /// Default response size limit: Lambda's own limit for synchronous responses.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 /// Default bytes of stdout and of stderr kept per invocation for the host log; the rest is counted and dropped.
@@ -26,8 +24,6 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock time an invocation may take, from instantiation to response.
     pub timeout: Duration,
-    /// `kms.decrypt` calls one invocation may make.
-    pub max_decrypt_calls: u32,
     /// Bytes the response may have.
     pub max_response_bytes: usize,
     /// Bytes of stdout, and of stderr, kept for the log.
@@ -41,7 +37,6 @@ impl Default for Limits {
         Self {
             memory_bytes: mb(DEFAULT_MEMORY_MB),
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
-            max_decrypt_calls: DEFAULT_MAX_DECRYPT_CALLS,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             max_instances: DEFAULT_MAX_INSTANCES,
@@ -65,20 +60,45 @@ impl Limits {
     /// Checks that every limit is usable.
     ///
     /// # Errors
-    /// A message naming the limit that is out of range.
-    pub fn validate(&self) -> Result<(), String> {
-        let max_memory = mb(MAX_MEMORY_MB);
-        if self.memory_bytes < mb(1) || self.memory_bytes > max_memory {
-            return Err(format!("memory limit must be 1 to {MAX_MEMORY_MB} MiB, not {} bytes", self.memory_bytes));
+    /// [`InvalidLimits`] naming the limit that is out of range.
+    pub fn validate(&self) -> Result<(), InvalidLimits> {
+        if self.memory_bytes < mb(1) || self.memory_bytes > mb(MAX_MEMORY_MB) {
+            return Err(InvalidLimits::Memory { bytes: self.memory_bytes });
         }
         if self.timeout.is_zero() || self.timeout > Duration::from_millis(MAX_TIMEOUT_MS) {
-            return Err(format!("timeout must be 1 to {MAX_TIMEOUT_MS} ms, not {} ms", self.timeout.as_millis()));
+            return Err(InvalidLimits::Timeout { ms: self.timeout.as_millis() });
         }
         if self.max_instances == 0 {
-            return Err("at least one instance must be allowed".into());
+            return Err(InvalidLimits::NoInstances);
         }
         Ok(())
     }
+
+    /// These limits with one instance at a time: Lambda runs one invocation per environment (and a test host
+    /// needs no more).
+    pub fn one_at_a_time(self) -> Self {
+        Self { max_instances: 1, ..self }
+    }
+}
+
+/// A limit out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidLimits {
+    /// The memory limit.
+    #[error("memory limit must be 1 to {MAX_MEMORY_MB} MiB, not {bytes} bytes")]
+    Memory {
+        /// The limit given.
+        bytes: usize,
+    },
+    /// The time limit.
+    #[error("timeout must be 1 to {MAX_TIMEOUT_MS} ms, not {ms} ms")]
+    Timeout {
+        /// The limit given.
+        ms: u128,
+    },
+    /// No instance allowed.
+    #[error("at least one instance must be allowed")]
+    NoInstances,
 }
 
 fn mb(n: u32) -> usize {

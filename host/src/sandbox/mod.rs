@@ -15,15 +15,15 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use budget::Budget;
 pub use component::LoadError;
 use component::error_line;
 pub(crate) use component::read as read_component;
-pub use engine::{CompileTarget, Cpu};
-use budget::Budget;
 use engine::EpochTicker;
+pub use engine::{CompileTarget, Cpu};
 use kms_capability::KmsCapability;
 use limits::StoreLimiter;
-pub use limits::{LimitExceeded, Limits};
+pub use limits::{InvalidLimits, LimitExceeded, Limits};
 use output::GuestOutput;
 
 use crate::bindings::{HandlerContext, SecretHandlerPre};
@@ -98,7 +98,7 @@ impl Sandbox {
             wasi,
             table: ResourceTable::new(),
             limiter: StoreLimiter::new(self.limits.memory_bytes),
-            kms: KmsCapability::new(request.gate, request.budget.kms_deadline(), self.limits.max_decrypt_calls),
+            kms: KmsCapability::new(request.gate, request.budget.kms_deadline()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
