@@ -1,10 +1,11 @@
-// keyward's one base64 policy (guest/base64/src/lib.rs), in JavaScript: ASCII whitespace is ignored, the standard
-// and URL-safe alphabets are both read, padding is optional; anything else is refused, naming its byte offset, in
-// the same words as the Rust SDK. The test suite runs both on the same cases.
+// keyward's one base64 policy (guest/base64/src/lib.rs), in JavaScript: ASCII whitespace and a leading byte-order
+// mark are ignored, the standard and URL-safe alphabets are both read, padding is optional; anything else is
+// refused, naming its byte offset, in the same words as the Rust SDK. The test suite runs both on the same cases.
 function decodeBase64(text) {
-  const bytes = new TextEncoder().encode(text);
+  const bytes = new TextEncoder().encode(text.startsWith('\ufeff') ? text.slice(1) : text);
   const symbols = [];
   let padding = 0;
+  let lastPadding = 0;
   let lastOffset = 0;
   for (let offset = 0; offset < bytes.length; offset++) {
     const b = bytes[offset];
@@ -12,14 +13,16 @@ function decodeBase64(text) {
     if (b === 61) {
       padding++;
       if (padding > 2 || symbols.length === 0) throw `misplaced '=' at offset ${offset}`;
+      lastPadding = offset;
       continue;
     }
-    if (padding > 0) throw `misplaced '=' at offset ${offset - 1}`;
+    if (padding > 0) throw `misplaced '=' at offset ${lastPadding}`;
     const value = b >= 65 && b <= 90 ? b - 65 : b >= 97 && b <= 122 ? b - 71 : b >= 48 && b <= 57 ? b + 4
       : b === 43 || b === 45 ? 62 : b === 47 || b === 95 ? 63 : -1;
     if (value < 0) {
-      throw b < 128 ? `invalid character '${String.fromCharCode(b)}' at offset ${offset}`
-        : `invalid non-ASCII byte at offset ${offset}`;
+      if (b > 32 && b < 127) throw `invalid character '${String.fromCharCode(b)}' at offset ${offset}`;
+      if (b < 128) throw `invalid byte 0x${b.toString(16).padStart(2, '0')} at offset ${offset}`;
+      throw `invalid non-ASCII byte at offset ${offset}`;
     }
     symbols.push(value);
     lastOffset = offset;

@@ -100,8 +100,12 @@ impl InvokeError {
 }
 
 /// The event checked to be JSON text, as the guest's `handle` receives it: UTF-8 (a leading byte-order mark is
-/// skipped), and JSON that every guest language reads alike: no escaped lone surrogate (JSON's grammar allows one,
-/// but it is not Unicode text: JavaScript would take it, Rust's serde would not), no number too large for a double.
+/// skipped), and JSON that every guest language reads alike (RFC 8259 §4, §8.2, §6 leave these to the reader):
+/// no escaped lone surrogate (JavaScript would take it, Rust's serde would not), no object with a key twice
+/// (readers disagree on which value wins), no number beyond a double's range (`1e400`).
+///
+/// One difference is left to the guest, since refusing it would refuse valid events: an integer beyond 2^53 is
+/// exact in a Rust guest (`u64`/`i64`) and rounded by JavaScript's `JSON.parse`; send such ids as strings.
 ///
 /// # Errors
 /// [`InvokeError::InvalidEvent`] naming the problem and where; never quoting the bytes, since an event may hold
@@ -117,7 +121,11 @@ pub fn check_event(event: &[u8]) -> Result<&str, InvokeError> {
             _ if message.contains("surrogate") || message.contains("end of hex escape") => {
                 format!("an escaped lone UTF-16 surrogate (\\uD800 to \\uDFFF without its pair) {at}")
             }
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => message,
+            // Syntax and end-of-input errors, and the duplicate key above (a data error): serde_json's message,
+            // with its position.
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Data => message,
             _ => at,
         };
         InvokeError::InvalidEvent(format!("is not valid JSON ({})", one_line(&problem)))
@@ -172,7 +180,16 @@ impl<'de> serde::de::Visitor<'de> for AnyJson {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
-        while map.next_entry::<AnyJson, AnyJson>()?.is_some() {}
+        // JSON's grammar allows a key twice, but readers disagree on which value wins (serde's derives refuse it,
+        // JSON.parse keeps the last, some keep the first): a guest and a proxy in front of it could read two
+        // different events. The key is not quoted: it is the caller's bytes.
+        let mut keys = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !keys.insert(key) {
+                return Err(serde::de::Error::custom("an object has the same key twice"));
+            }
+            map.next_value::<AnyJson>()?;
+        }
         Ok(AnyJson)
     }
 }
@@ -270,11 +287,16 @@ mod tests {
             (r#"["\udc00x"]"#, "an escaped lone UTF-16 surrogate"),
             (r#"["\ud83dx"]"#, "an escaped lone UTF-16 surrogate"),
             (r#"{"n":1e999}"#, "number out of range at line 1 column 10"),
+            (r#"{"role":"user","role":"admin"}"#, "an object has the same key twice at line 1 column 21"),
+            (r#"[{"a":{"k":1,"k":1}}]"#, "an object has the same key twice"),
         ] {
             let error = check_event(event.as_bytes()).unwrap_err().to_string();
             assert!(error.starts_with("the event is not valid JSON (") && error.contains(problem), "{event}: {error}");
         }
-        assert!(check_event(r#"{"pair":"\ud83d\ude00","big":1e300,"deep":[[[{}]]]}"#.as_bytes()).is_ok());
+        let valid = r#"{"pair":"\ud83d\ude00","big":1e300,"max":1.7976931348623157e308,"deep":[[[{"pair":1}]]]}"#;
+        assert!(check_event(valid.as_bytes()).is_ok(), "{:?}", check_event(valid.as_bytes()));
+        let error = check_event(br#"{"role":"s3cret","role":"x"}"#).unwrap_err().to_string();
+        assert!(!error.contains("role") && !error.contains("s3cret"), "the duplicate key is not quoted: {error}");
     }
 
     #[test]

@@ -166,6 +166,12 @@ fn cfn_lint_accepts_the_sam_template() {
     let env = &function["Environment"]["Variables"];
     assert_eq!(env["KEYWARD_GUEST_ENV"], "PASSWORD");
     assert!(env["KEYWARD_KMS_KEY_ID"].is_object());
+    // The first deploy, before any ciphertext exists, must start: the prefetch is set only with a ciphertext.
+    assert_eq!(env["KEYWARD_PREFETCH"]["Fn::If"][0], "HasPassword", "{}", env["KEYWARD_PREFETCH"]);
+    let key = &t["Resources"]["SecretsKey"];
+    assert_eq!(key["DeletionPolicy"], "Retain", "deleting the stack must not delete the key");
+    assert_eq!(key["UpdateReplacePolicy"], "Retain", "replacing the key must not delete the old one");
+    assert_eq!(function["FunctionUrlConfig"]["AuthType"], "AWS_IAM");
     let statements = function["Policies"][0]["Statement"].as_array().unwrap();
     assert_policy("the SAM template", statements);
 }
@@ -180,6 +186,7 @@ fn the_serverless_config_ports_the_classic_pattern() {
     assert_eq!(hello["handler"], "bootstrap");
     assert_eq!(hello["environment"]["KEYWARD_GUEST_ENV"], "PASSWORD");
     assert_eq!(hello["environment"]["KEYWARD_KMS_CONTEXT"], "function={function_name}");
+    assert_eq!(hello["url"]["authorizer"], "aws_iam", "the function URL is IAM-authenticated, not public");
 }
 
 #[test]
@@ -246,4 +253,26 @@ fn the_package_holds_an_executable_bootstrap_and_the_compiled_handler() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--bootstrap"), "{}", stderr(&out));
+
+    // A bootstrap Lambda could not run is refused at packaging, not at the function's first init.
+    let this = env!("CARGO_BIN_EXE_keyward");
+    let readme = repo("README.md");
+    let host_arch = std::env::consts::ARCH;
+    let other = if host_arch == "x86_64" { "aarch64-unknown-linux-gnu" } else { "x86_64-unknown-linux-gnu" };
+    let foreign = ["--target", other, "--bootstrap", this];
+    let not_elf = ["--bootstrap", readme.to_str().unwrap()];
+    for (args, problem) in [
+        (&foreign[..], format!("is built for {host_arch}, not {other}")),
+        (&not_elf[..], "is not an ELF executable".to_string()),
+    ] {
+        let mut all = vec!["package", "--component", hello.to_str().unwrap(), "-o", &zip_path];
+        all.extend(args);
+        let out = keyward(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(problem.as_str()) && err.contains("pass --bootstrap with a keyward built for"), "{err}");
+    }
+    let native = keyward(&["package", "--component", hello.to_str().unwrap(), "-o", &zip_path, "--cpu", "native"]);
+    assert!(native.status.success(), "{}", stderr(&native));
+    assert!(stderr(&native).contains("warning: --cpu native"), "{}", stderr(&native));
 }

@@ -140,6 +140,10 @@ async fn both_guests_and_the_host_read_base64_alike() {
         ("surrounded by whitespace", format!(" \n{standard}\n\t"), Ok(())),
         ("a character of neither alphabet", with_at(&standard, 5, "%"), Err("invalid character '%' at offset 5")),
         ("padding in the middle", with_at(&standard, 8, "=="), Err("misplaced '=' at offset 9")),
+        ("padding then a space in the middle", with_at(&standard, 8, "= "), Err("misplaced '=' at offset 8")),
+        ("after a byte-order mark", format!("\u{feff}{standard}"), Ok(())),
+        ("a control character", with_at(&standard, 3, "\u{1}"), Err("invalid byte 0x01 at offset 3")),
+        ("a quote", with_at(&standard, 2, "'"), Err("invalid character ''' at offset 2")),
         (
             "one character too many",
             format!("{}A", STANDARD_NO_PAD.encode(&bytes[..3])),

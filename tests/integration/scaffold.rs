@@ -32,9 +32,12 @@ fn a_new_guest_builds_and_its_test_passes() {
     let again = keyward_cmd(&["new", "guests/my-guest"]).current_dir(&dir.0).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("already exists"));
-    let bad = keyward_cmd(&["new", "My Guest"]).current_dir(&dir.0).output().unwrap();
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("not a usable crate name"));
+    for bad_name in ["My Guest", "fn", "self", "test", "std", "proc-macro"] {
+        let bad = keyward_cmd(&["new", bad_name]).current_dir(&dir.0).output().unwrap();
+        assert_eq!(bad.status.code(), Some(2), "{bad_name}");
+        assert!(stderr(&bad).contains("not a usable crate name"), "{bad_name}: {}", stderr(&bad));
+        assert!(!dir.0.join(bad_name).exists(), "{bad_name}: nothing is created");
+    }
     let named = keyward_cmd(&["new", "Odd Dir", "--name", "odd-dir"]).current_dir(&dir.0).output().unwrap();
     assert!(named.status.success(), "{}", stderr(&named));
     assert!(std::fs::read_to_string(dir.0.join("Odd Dir/Cargo.toml")).unwrap().contains("name = \"odd-dir\""));

@@ -4,9 +4,11 @@
 //!
 //! It accepts what the classic pattern's Node.js handlers accepted with `Buffer.from(value, 'base64')`, so a
 //! ciphertext that worked there works here: ASCII whitespace anywhere (line breaks of a wrapped value, spaces) is
-//! ignored; the standard (`+/`) and URL-safe (`-_`) alphabets are both read; padding is optional. Anything else is
-//! refused, naming the byte offset: a character of neither alphabet, `=` before the end, more than two `=`, and a
-//! single character left over at the end (it cannot encode a byte; Node drops it silently).
+//! ignored, and so is a leading byte-order mark (JavaScript runtimes drop it before a guest sees the value); the
+//! standard (`+/`) and URL-safe (`-_`) alphabets are both read; padding is optional. Anything else is refused,
+//! naming the byte offset (in the value without its byte-order mark): a character of neither alphabet, `=` before
+//! the end, more than two `=`, and a single character left over at the end (it cannot encode a byte; Node drops
+//! it silently).
 #![warn(missing_docs)]
 
 use base64::Engine as _;
@@ -34,10 +36,15 @@ pub enum Reason {
 }
 
 impl std::fmt::Display for DecodeError {
+    /// The words are the same in the JavaScript guests' decoder (`base64.js`): a printable ASCII character is
+    /// quoted as it is, any other byte given in hex.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let offset = self.offset;
         match self.reason {
-            Reason::InvalidCharacter(Some(c)) => write!(f, "invalid character {c:?} at offset {offset}"),
+            Reason::InvalidCharacter(Some(c)) if c.is_ascii_graphic() => {
+                write!(f, "invalid character '{c}' at offset {offset}")
+            }
+            Reason::InvalidCharacter(Some(c)) => write!(f, "invalid byte 0x{:02x} at offset {offset}", c as u8),
             Reason::InvalidCharacter(None) => write!(f, "invalid non-ASCII byte at offset {offset}"),
             Reason::MisplacedPadding => write!(f, "misplaced '=' at offset {offset}"),
             Reason::DanglingCharacter => {
@@ -54,23 +61,25 @@ impl std::error::Error for DecodeError {}
 /// # Errors
 /// A [`DecodeError`] naming the first offending byte's offset.
 pub fn decode(text: &str) -> Result<Vec<u8>, DecodeError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut symbols = Vec::with_capacity(text.len());
     let mut last_offset = 0;
     let mut padding = 0;
+    let mut last_padding = 0;
     for (offset, byte) in text.bytes().enumerate() {
         if byte.is_ascii_whitespace() || byte == 0x0b {
             continue;
         }
-        let misplaced = DecodeError { offset, reason: Reason::MisplacedPadding };
         if byte == b'=' {
             padding += 1;
             if padding > 2 || symbols.is_empty() {
-                return Err(misplaced);
+                return Err(DecodeError { offset, reason: Reason::MisplacedPadding });
             }
+            last_padding = offset;
             continue;
         }
         if padding > 0 {
-            return Err(DecodeError { offset: offset - 1, reason: Reason::MisplacedPadding });
+            return Err(DecodeError { offset: last_padding, reason: Reason::MisplacedPadding });
         }
         let symbol = match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' => byte,
@@ -122,6 +131,7 @@ mod tests {
             assert_eq!(decode(&text).as_deref(), Ok(BYTES), "{text:?}");
         }
         assert_eq!(decode("").as_deref(), Ok(&[][..]));
+        assert_eq!(decode(&format!("\u{feff}{standard}")).as_deref(), Ok(BYTES), "a leading byte-order mark");
         // Mixed alphabets, as Node reads them.
         assert_eq!(decode("-/+_"), decode("+/+/"));
     }
@@ -131,6 +141,10 @@ mod tests {
         let cases = [
             ("QUJD%RA==", "invalid character '%' at offset 4"),
             ("QUJDRA==QQ", "misplaced '=' at offset 7"),
+            ("QQ== QQ", "misplaced '=' at offset 3"),
+            ("QUJD\u{1}", "invalid byte 0x01 at offset 4"),
+            ("QUJD'", "invalid character ''' at offset 4"),
+            ("\u{feff}QU%JD", "invalid character '%' at offset 2"),
             ("QUJDRA===", "misplaced '=' at offset 8"),
             ("=QUJD", "misplaced '=' at offset 0"),
             ("QUJDR", "a single character at offset 4 ends the value, which cannot encode a byte"),

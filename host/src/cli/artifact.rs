@@ -99,7 +99,16 @@ impl Package {
         };
         let bootstrap_bytes =
             std::fs::read(&bootstrap).with_context(|| format!("cannot read bootstrap {}", bootstrap.display()))?;
-        let cwasm = compile(&self.component, &self.target.compile_target()?)?;
+        let triple = self.target.target.as_deref().unwrap_or(&host_triple);
+        check_bootstrap(&bootstrap_bytes, triple).with_context(|| format!("bootstrap {}", bootstrap.display()))?;
+        let compile_target = self.target.compile_target()?;
+        if compile_target.cpu == Cpu::Native {
+            eprintln!(
+                "warning: --cpu native: the package runs only where the CPU has every feature this one has; a Lambda \
+                 machine without one refuses it at init"
+            );
+        }
+        let cwasm = compile(&self.component, &compile_target)?;
         write_zip(&self.out, &[("bootstrap", &bootstrap_bytes, 0o755), ("handler.cwasm", &cwasm, 0o644)])
             .with_context(|| format!("cannot write {}", self.out.display()))?;
         println!(
@@ -109,6 +118,28 @@ impl Package {
         );
         Ok(())
     }
+}
+
+/// Checks that `bytes` are a Linux executable for `triple`'s architecture, as Lambda's `provided.al2023` runtime
+/// runs `bootstrap`: a wrong one would deploy, then fail every init with an exec format error.
+///
+/// # Errors
+/// What it is instead, and what to pass.
+fn check_bootstrap(bytes: &[u8], triple: &str) -> anyhow::Result<()> {
+    use object::{Architecture, Object as _, ObjectKind};
+    let fix = format!("pass --bootstrap with a keyward built for {triple}");
+    let file = object::File::parse(bytes).map_err(|_| anyhow::anyhow!("is not an ELF executable: {fix}"))?;
+    let architecture = match file.architecture() {
+        Architecture::X86_64 => "x86_64",
+        Architecture::Aarch64 => "aarch64",
+        _ => "another architecture",
+    };
+    anyhow::ensure!(triple.starts_with(architecture), "is built for {architecture}, not {triple}: {fix}");
+    anyhow::ensure!(
+        matches!(file.kind(), ObjectKind::Executable | ObjectKind::Dynamic),
+        "is not an executable (an object file?): {fix}"
+    );
+    Ok(())
 }
 
 fn write_zip(path: &Path, files: &[(&str, &[u8], u32)]) -> anyhow::Result<()> {

@@ -38,6 +38,12 @@ impl New {
             "{name:?} is not a usable crate name: use lowercase letters, digits, `-` and `_`, starting with a letter \
              (or name the crate with --name)"
         );
+        let crate_name = name.replace('-', "_");
+        anyhow::ensure!(
+            !RESERVED.contains(&crate_name.as_str()),
+            "{name:?} is not a usable crate name: it is a Rust keyword or the name of a built-in crate, which cargo \
+             refuses (name the crate with --name)"
+        );
         let dir = self.path.clone();
         anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
         let files = if self.lang == "js" { js_files(&name) } else { self.rust_files(&name)? };
@@ -73,6 +79,16 @@ impl New {
         Ok(files(name, &deps))
     }
 }
+
+/// Names cargo refuses for a package (as of cargo 1.85, `cargo new`'s checks): Rust's keywords, reserved ones
+/// included, and the built-in crates.
+const RESERVED: &[&str] = &[
+    "abstract", "alloc", "as", "async", "await", "become", "box", "break", "const", "continue", "core", "crate", "do",
+    "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro",
+    "match", "mod", "move", "mut", "override", "priv", "proc_macro", "pub", "ref", "return", "self", "static", "std",
+    "struct", "super", "test", "trait", "true", "try", "type", "typeof", "unsafe", "unsized", "use", "virtual",
+    "where", "while", "yield",
+];
 
 enum Deps {
     Path(PathBuf),

@@ -105,6 +105,16 @@ pub enum PolicyError {
         /// The algorithm given.
         algorithm: String,
     },
+    /// Two secrets hold the same ciphertext with different settings.
+    #[error(
+        "secrets {first} and {second} hold the same ciphertext with different settings: give them the same settings, or keep one"
+    )]
+    OneCiphertextTwoSettings {
+        /// The guest env var configured first.
+        first: String,
+        /// The other.
+        second: String,
+    },
     /// No cache entry could be held.
     #[error("the cache must hold at least one entry")]
     EmptyCache,
@@ -148,7 +158,9 @@ impl KmsPolicy {
             }
             let ciphertext = keyward_base64::decode(value("per-secret settings", name)?)
                 .map_err(|e| PolicyError::NotBase64 { name: name.clone(), reason: e.to_string() })?;
-            table.insert(&ciphertext, name, settings.clone());
+            table
+                .insert(&ciphertext, name, settings.clone())
+                .map_err(|other| PolicyError::OneCiphertextTwoSettings { first: other, second: name.clone() })?;
         }
         Ok(table)
     }
@@ -164,7 +176,7 @@ mod tests {
 
     #[test]
     fn each_mistake_is_named() {
-        let guest = env(&[("P", "Y3Q="), ("NOT_B64", "%%")]);
+        let guest = env(&[("P", "Y3Q="), ("NOT_B64", "%%"), ("P_AGAIN", "Y3Q=")]);
         let cached = CacheSettings { ttl: Duration::from_secs(60), ..CacheSettings::default() };
         let secret =
             |settings: SecretSettings| KmsPolicy { secrets: vec![("P".into(), settings)], ..KmsPolicy::default() };
@@ -191,6 +203,19 @@ mod tests {
                 PolicyError::NotBase64 { name: "NOT_B64".into(), reason: "invalid character '%' at offset 0".into() },
             ),
             (
+                KmsPolicy {
+                    secrets: vec![
+                        ("P".into(), SecretSettings::default()),
+                        (
+                            "P_AGAIN".into(),
+                            SecretSettings { key_ids: vec!["alias/other".into()], ..SecretSettings::default() },
+                        ),
+                    ],
+                    ..KmsPolicy::default()
+                },
+                PolicyError::OneCiphertextTwoSettings { first: "P".into(), second: "P_AGAIN".into() },
+            ),
+            (
                 KmsPolicy { cache: CacheSettings { max_entries: 0, ..cached }, ..KmsPolicy::default() },
                 PolicyError::EmptyCache,
             ),
@@ -199,5 +224,10 @@ mod tests {
             assert_eq!(policy.check(&guest).unwrap_err(), expected);
         }
         assert!(KmsPolicy::default().check(&guest).is_ok());
+        let same = KmsPolicy {
+            secrets: vec![("P".into(), SecretSettings::default()), ("P_AGAIN".into(), SecretSettings::default())],
+            ..KmsPolicy::default()
+        };
+        assert!(same.check(&guest).is_ok(), "one ciphertext under two names with the same settings is fine");
     }
 }

@@ -7,6 +7,7 @@
 //! ciphertext gets them. A guest therefore cannot apply one secret's context to another.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use sha2::{Digest, Sha256};
 
@@ -41,8 +42,20 @@ pub(crate) struct Configured {
 pub(crate) struct SecretTable(HashMap<[u8; 32], Configured>);
 
 impl SecretTable {
-    pub(crate) fn insert(&mut self, ciphertext: &[u8], name: &str, settings: SecretSettings) {
-        self.0.insert(Sha256::digest(ciphertext).into(), Configured { name: name.to_string(), settings });
+    /// Adds a ciphertext's settings.
+    ///
+    /// # Errors
+    /// The name of another secret holding the same ciphertext with other settings: the ciphertext cannot follow
+    /// both, and picking one would silently drop the other's stamp or keys.
+    pub(crate) fn insert(&mut self, ciphertext: &[u8], name: &str, settings: SecretSettings) -> Result<(), String> {
+        match self.0.entry(Sha256::digest(ciphertext).into()) {
+            Entry::Occupied(held) if held.get().settings != settings => Err(held.get().name.clone()),
+            Entry::Occupied(_) => Ok(()),
+            Entry::Vacant(slot) => {
+                slot.insert(Configured { name: name.to_string(), settings });
+                Ok(())
+            }
+        }
     }
 
     pub(crate) fn get(&self, digest: &[u8; 32]) -> Option<&Configured> {

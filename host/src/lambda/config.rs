@@ -112,6 +112,20 @@ impl LambdaConfig {
     /// A [`ConfigError`] naming the first variable that is missing or malformed, or a `KEYWARD_*` variable that is
     /// not a setting (a typo, or per-secret settings of a variable the guest does not get).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        // Environment variable names are case-sensitive: `keyward_timeout_ms` would be silently ignored.
+        if let Some(miscased) =
+            vars.keys().filter(|k| k.to_ascii_uppercase().starts_with("KEYWARD_") && !k.starts_with("KEYWARD_")).min()
+        {
+            // A per-secret setting keeps its variable's name as it is; any other setting is upper case throughout.
+            let upper = miscased.to_ascii_uppercase();
+            let fixed = match [SECRET_CONTEXT, SECRET_KEY, SECRET_ALGORITHM].iter().find(|p| upper.starts_with(**p)) {
+                Some(prefix) => format!("{prefix}{}", &miscased[prefix.len()..]),
+                None => upper,
+            };
+            return Err(ConfigError(format!(
+                "{miscased} is not a keyward setting: keyward's variables begin with upper-case KEYWARD_ (did you mean {fixed}?)"
+            )));
+        }
         let vars = Vars { all: vars, read: RefCell::default() };
         let config = Self::read(&vars)?;
         config.host.check().map_err(name_the_variable)?;
@@ -290,6 +304,17 @@ mod tests {
                 ],
                 "needs the cache",
             ),
+            (
+                &[
+                    ("KEYWARD_KMS_KEY_ID", "k"),
+                    ("KEYWARD_GUEST_ENV", "A,B"),
+                    ("A", "Y3Q="),
+                    ("B", "Y3Q="),
+                    ("KEYWARD_SECRET_CONTEXT_A", "x=1"),
+                    ("KEYWARD_SECRET_CONTEXT_B", "x=2"),
+                ],
+                "secrets A and B hold the same ciphertext with different settings",
+            ),
         ];
         for (vars, expected) in cases {
             let err = config(vars).unwrap_err().to_string();
@@ -306,8 +331,8 @@ mod tests {
             ("AWS_REGION", "eu-west-1"),
             ("KEYWARD_GUEST_ENV", "CONSOLE,CLI,RSA,PLAIN"),
             ("CONSOLE", "Y3Q="),
-            ("CLI", "Y3Q="),
-            ("RSA", "Y3Q="),
+            ("CLI", "Y2xp"),
+            ("RSA", "cnNh"),
             ("PLAIN", "hi"),
             ("KEYWARD_SECRET_CONTEXT_CONSOLE", "LambdaFunctionName={function_name},where={region}"),
             ("KEYWARD_SECRET_CONTEXT_CLI", ""),
@@ -331,6 +356,18 @@ mod tests {
     fn a_keyward_variable_that_is_not_a_setting_fails_init() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_CACHE_TTL", "60")], "KEYWARD_CACHE_TTL is not a keyward setting"),
+            (
+                &[("keyward_kms_key_id", "k")],
+                "keyward_kms_key_id is not a keyward setting: keyward's variables begin with upper-case KEYWARD_ (did you mean KEYWARD_KMS_KEY_ID?)",
+            ),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("keyward_secret_context_db_password", "")],
+                "(did you mean KEYWARD_SECRET_CONTEXT_db_password?)",
+            ),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("Keyward_TIMEOUT_MS", "5")],
+                "Keyward_TIMEOUT_MS is not a keyward setting: keyward's variables begin with upper-case KEYWARD_ (did you mean KEYWARD_TIMEOUT_MS?)",
+            ),
             (
                 &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_SECRET_CONTEXT_PASSWORD", "a=b")],
                 "KEYWARD_SECRET_CONTEXT_PASSWORD is not a keyward setting: per-secret settings name a variable listed",
