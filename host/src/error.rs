@@ -43,9 +43,17 @@ pub enum InvokeError {
     /// The Lambda Runtime API handed over an invocation keyward cannot run as given (a malformed header).
     #[error("invalid invocation: {0}")]
     InvalidInvocation(String),
-    /// The guest could not be instantiated (for example, all instance slots are busy).
+    /// The guest could not be instantiated.
     #[error("cannot instantiate guest: {0}")]
     Instantiate(String),
+    /// Every instance of the pool stayed busy until the invocation's time ran out; the guest was not run.
+    #[error(
+        "every one of the host's {instances} guest instances stayed busy until this invocation's time ran out: send fewer invocations at once, or raise the host's max_instances"
+    )]
+    Busy {
+        /// The pool's size ([`Limits::max_instances`](crate::Limits::max_instances)).
+        instances: u32,
+    },
 }
 
 impl InvokeError {
@@ -61,6 +69,7 @@ impl InvokeError {
             InvokeError::DeadlineExceeded => "DeadlineExceeded",
             InvokeError::InvalidInvocation(_) => "InvalidInvocation",
             InvokeError::Instantiate(_) => "HostError",
+            InvokeError::Busy { .. } => "HostBusy",
         }
     }
 
@@ -75,6 +84,7 @@ impl InvokeError {
         "DeadlineExceeded",
         "InvalidInvocation",
         "HostError",
+        "HostBusy",
     ];
 
     /// The same error with the text it carries from a guest masked with `masker`, made one line, and cut to
@@ -312,6 +322,7 @@ mod tests {
             InvokeError::DeadlineExceeded,
             InvokeError::InvalidInvocation(String::new()),
             InvokeError::Instantiate(String::new()),
+            InvokeError::Busy { instances: 1 },
         ];
         for error in all {
             assert!(InvokeError::ERROR_TYPES.contains(&error.error_type()), "{error:?}");

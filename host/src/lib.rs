@@ -30,3 +30,30 @@ pub use error::InvokeError;
 pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext};
 pub use kms::{KmsBackend, KmsError, KmsPolicy, LocalKey};
 pub use sandbox::{CompileTarget, Cpu, InvalidLimits, LimitExceeded, Limits, LoadError, precompile};
+
+#[cfg(test)]
+mod tests {
+    /// The README's module map names every source file of the host (a module added without a line there fails).
+    #[test]
+    fn the_readme_layout_names_every_module() {
+        let readme = include_str!("../../README.md");
+        let layout = &readme[readme.find("## Layout").unwrap()..readme.find("## Testing").unwrap()];
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut unnamed = Vec::new();
+        for dir in [src.clone(), src.join("sandbox"), src.join("kms")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                let obvious = ["lib.rs", "main.rs", "mod.rs", "bindings.rs"].contains(&name.as_str());
+                if name.ends_with(".rs") && !obvious && !layout.contains(&name) {
+                    unnamed.push(name);
+                }
+            }
+        }
+        for dir in ["src/sandbox/", "src/kms/", "src/lambda/", "src/cli/"] {
+            if !layout.contains(dir) {
+                unnamed.push(dir.to_string());
+            }
+        }
+        assert!(unnamed.is_empty(), "the README's Layout does not name {unnamed:?}");
+    }
+}

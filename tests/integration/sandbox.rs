@@ -196,6 +196,37 @@ async fn concurrent_invocations_each_get_their_own_instance() {
     }
 }
 
+/// More invocations at once than the pool has instances wait for one within their own time, and fail as
+/// `HostBusy` (without running the guest) when none frees up in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_beyond_the_pool_wait_for_an_instance_within_their_time() {
+    let limits = Limits { max_instances: 1, timeout: Duration::from_secs(2), ..Limits::default() };
+    let (_, host) = host("probe", HostConfig { limits, ..HostConfig::default() });
+    let host = std::sync::Arc::new(host);
+    let sleep = |ms: u64| {
+        let host = host.clone();
+        tokio::spawn(async move { invoke(&host, json!({"action": "sleep", "ms": ms})).await })
+    };
+    // Three at once, one instance: they run one after the other, each inside its 2 s.
+    let tasks: Vec<_> = (0..3).map(|_| sleep(300)).collect();
+    for task in tasks {
+        let invocation = task.await.unwrap();
+        assert_eq!(response(&invocation)["slept_ms"], 300, "{:?}", invocation.result);
+    }
+    // One holds the instance past the other's whole time (a 150 ms deadline).
+    let holder = sleep(1500);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ctx = InvocationContext {
+        deadline: Some(SystemTime::now() + Duration::from_millis(150)),
+        ..InvocationContext::local("arn")
+    };
+    let waited = host.invoke(json!({"action": "sleep", "ms": 1}).to_string(), ctx).await;
+    assert_eq!(waited.result, Err(InvokeError::Busy { instances: 1 }));
+    assert_eq!(waited.result.unwrap_err().error_type(), "HostBusy");
+    assert!(waited.elapsed < Duration::from_millis(1000), "it gave up at its deadline: {:?}", waited.elapsed);
+    assert_eq!(response(&holder.await.unwrap())["slept_ms"], 1500);
+}
+
 /// A component from `tests/guests/wat/` (hand-written WebAssembly text, for what no compiler emits on request).
 fn wat_guest(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/guests/wat/{name}.wat"));

@@ -113,7 +113,7 @@ fn build_rust_guests(guests: &[&str]) -> Result {
 fn build_js_guest(dir: &Path, name: &str) -> Result {
     let out = guest_path(name);
     let sources =
-        ["hello.js", "build.mjs", "package-lock.json", "wit/world.wit", "../../base64/base64.js"].map(|f| dir.join(f));
+        ["hello.js", "build.mjs", "package-lock.json", "wit/world.wit", "../../js/keyward.js"].map(|f| dir.join(f));
     let wit = root().join("wit/keyward.wit");
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if let Some(built) = modified(&out)

@@ -36,7 +36,7 @@ pub enum Reason {
 }
 
 impl std::fmt::Display for DecodeError {
-    /// The words are the same in the JavaScript guests' decoder (`base64.js`): a printable ASCII character is
+    /// The words are the same in the JavaScript guests' decoder (`guest/js/keyward.js`): a printable ASCII character is
     /// quoted as it is, any other byte given in hex.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let offset = self.offset;

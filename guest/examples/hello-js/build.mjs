@@ -4,8 +4,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 
 const here = new URL('.', import.meta.url).pathname;
 const out = `${here}../../../target/wasm32-wasip2/release/hello-js.wasm`;
-// keyward's base64 policy, the one file the Rust SDK's rules are written out in for JavaScript, then the guest.
-const source = (await readFile(`${here}../../base64/base64.js`, 'utf8')) + (await readFile(`${here}hello.js`, 'utf8'));
+// keyward's guest rules for JavaScript (guest/js/keyward.js), then the guest.
+const source = (await readFile(`${here}../../js/keyward.js`, 'utf8')) + (await readFile(`${here}hello.js`, 'utf8'));
 const { component } = await componentize(source, {
   sourceName: 'hello.js',
   witPath: `${here}wit`,

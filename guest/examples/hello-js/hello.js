@@ -1,5 +1,5 @@
-// The hello guest in JavaScript: same WIT, same behaviour as guest/examples/hello. build.mjs puts keyward's base64
-// policy (guest/base64/base64.js, `decodeBase64`) in front of this file.
+// The hello guest in JavaScript: same WIT, same behaviour as guest/examples/hello. build.mjs puts keyward's guest
+// rules (guest/js/keyward.js: `decodeBase64`, `kmsErrorMessage`) in front of this file.
 import { decrypt } from 'keyward:lambda/kms@0.1.0';
 import { getEnvironment } from 'wasi:cli/environment@0.2.3';
 
@@ -53,8 +53,7 @@ export const handler = {
     try {
       plaintext = decrypt(ciphertext, []);
     } catch (e) {
-      const err = e.payload ?? e;
-      throw `kms ${err.tag}: ${err.val}`;
+      throw kmsErrorMessage(e);
     }
     const prefix = sha256(plaintext)[0].toString(16).padStart(8, '0');
     plaintext.fill(0);

@@ -95,6 +95,17 @@ impl fmt::Display for KmsError {
 
 impl std::error::Error for KmsError {}
 
+impl From<bindings::keyward::lambda::kms::Error> for KmsError {
+    fn from(error: bindings::keyward::lambda::kms::Error) -> Self {
+        use bindings::keyward::lambda::kms::Error;
+        match error {
+            Error::Denied(msg) => KmsError::Denied(msg),
+            Error::InvalidCiphertext(msg) => KmsError::InvalidCiphertext(msg),
+            Error::Unavailable(msg) => KmsError::Unavailable(msg),
+        }
+    }
+}
+
 /// Decrypts `ciphertext` (raw bytes) bound to `context`, through the host. The host adds its stamped pairs.
 ///
 /// # Errors
@@ -102,12 +113,7 @@ impl std::error::Error for KmsError {}
 pub fn decrypt(ciphertext: &[u8], context: &[(&str, &str)]) -> Result<Secret, KmsError> {
     use bindings::keyward::lambda::kms;
     let context: Vec<(String, String)> = context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    match kms::decrypt(ciphertext, &context) {
-        Ok(plaintext) => Ok(Secret(Zeroizing::new(plaintext))),
-        Err(kms::Error::Denied(msg)) => Err(KmsError::Denied(msg)),
-        Err(kms::Error::InvalidCiphertext(msg)) => Err(KmsError::InvalidCiphertext(msg)),
-        Err(kms::Error::Unavailable(msg)) => Err(KmsError::Unavailable(msg)),
-    }
+    Ok(Secret(Zeroizing::new(kms::decrypt(ciphertext, &context)?)))
 }
 
 /// Reads the env var `name` (a base64 KMS ciphertext, as the classic pattern keeps it; read as `keyward_base64`

@@ -31,6 +31,44 @@ pub struct AwsKmsConfig {
     pub endpoint: Option<String>,
 }
 
+/// Why an [`AwsKms`] client cannot be built. The messages name Lambda mode's variables, which is where these settings
+/// come from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwsKmsError {
+    /// No key is allowed.
+    #[error("no KMS key is allowed: set KEYWARD_KMS_KEY_ID to the key (id, ARN or alias)")]
+    NoKey,
+    /// `LOG_SENSITIVE_BODIES=true` is set.
+    #[error(
+        "LOG_SENSITIVE_BODIES=true would make the AWS SDK log KMS's answers, decrypted secrets among them: unset it"
+    )]
+    SensitiveLogging,
+    /// The endpoint override is not an http(s) URL.
+    #[error("KEYWARD_KMS_ENDPOINT={0:?} is not an http(s) URL such as https://kms.eu-west-1.amazonaws.com")]
+    Endpoint(String),
+    /// No region is configured.
+    #[error("no AWS region is configured: set AWS_REGION (Lambda sets it for every function)")]
+    NoRegion,
+    /// The region is not a region name.
+    #[error("AWS_REGION={0:?} is not a region name such as eu-west-1")]
+    Region(String),
+    /// A key named by ARN is in another region than the one KMS is called in.
+    #[error(
+        "{variable} names a key in {key_region} ({key_id}), but KMS is called in {region}: a KMS key is used in its \
+         own region; name a key of {region}, or a multi-Region key's replica there (same mrk- id, {region} in the ARN)"
+    )]
+    KeyInAnotherRegion {
+        /// The variable that names the key.
+        variable: String,
+        /// The key's ARN.
+        key_id: String,
+        /// The key's region.
+        key_region: String,
+        /// The region KMS is called in.
+        region: String,
+    },
+}
+
 /// Decrypts with AWS KMS, passing `KeyId` so KMS itself refuses ciphertexts of keys that are not allowed.
 #[derive(Debug, Clone)]
 pub struct AwsKms {
@@ -46,10 +84,11 @@ impl AwsKms {
     /// A client from the default credential chain and region (on Lambda: the function's role and region).
     ///
     /// # Errors
-    /// A message when no key is given, the endpoint is not an http(s) URL, or no region is configured.
-    pub async fn from_env(config: AwsKmsConfig) -> Result<Self, String> {
+    /// An [`AwsKmsError`] when no key is given, `LOG_SENSITIVE_BODIES` is on, the endpoint is not an http(s) URL,
+    /// no usable region is configured, or a key's ARN names another region.
+    pub async fn from_env(config: AwsKmsConfig) -> Result<Self, AwsKmsError> {
         if config.key_ids.is_empty() {
-            return Err("no KMS key is allowed: set KEYWARD_KMS_KEY_ID to the key (id, ARN or alias)".into());
+            return Err(AwsKmsError::NoKey);
         }
         refuse_sensitive_logging(|name| std::env::var(name).ok())?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -63,23 +102,15 @@ impl AwsKms {
             );
         if let Some(endpoint) = &config.endpoint {
             if crate::address::parse_url(endpoint, &["http", "https"]).is_none() {
-                return Err(format!(
-                    "KEYWARD_KMS_ENDPOINT={:?} is not an http(s) URL such as https://kms.eu-west-1.amazonaws.com",
-                    bounded(endpoint, 128)
-                ));
+                return Err(AwsKmsError::Endpoint(bounded(endpoint, 128)));
             }
             loader = loader.endpoint_url(endpoint);
         }
         let sdk_config = loader.load().await;
         match sdk_config.region() {
-            None => {
-                return Err("no AWS region is configured: set AWS_REGION (Lambda sets it for every function)".into());
-            }
+            None => return Err(AwsKmsError::NoRegion),
             Some(region) if !crate::address::is_region(region.as_ref()) => {
-                return Err(format!(
-                    "AWS_REGION={:?} is not a region name such as eu-west-1",
-                    bounded(region.as_ref(), 64)
-                ));
+                return Err(AwsKmsError::Region(bounded(region.as_ref(), 64)));
             }
             Some(_) => {}
         }
@@ -103,17 +134,18 @@ impl AwsKms {
     /// in: a key is used in its own region only, so another region's ARN would fail every decrypt as "not found".
     ///
     /// # Errors
-    /// A message naming the variable, both regions and the fix.
-    pub fn check_key_regions(&self, variable: &str, key_ids: &[String]) -> Result<(), String> {
+    /// [`AwsKmsError::KeyInAnotherRegion`], naming the variable, both regions and the fix.
+    pub fn check_key_regions(&self, variable: &str, key_ids: &[String]) -> Result<(), AwsKmsError> {
         let Some(region) = &self.region else { return Ok(()) };
         for key_id in key_ids {
             let Some(key_region) = key_id.strip_prefix("arn:").and_then(|arn| arn.split(':').nth(2)) else { continue };
             if key_region != region {
-                return Err(format!(
-                    "{variable} names a key in {key_region} ({key_id}), but KMS is called in {region}: a KMS key is \
-                     used in its own region; name a key of {region}, or a multi-Region key's replica there \
-                     (same mrk- id, {region} in the ARN)"
-                ));
+                return Err(AwsKmsError::KeyInAnotherRegion {
+                    variable: variable.to_string(),
+                    key_id: key_id.clone(),
+                    key_region: key_region.to_string(),
+                    region: region.clone(),
+                });
             }
         }
         Ok(())
@@ -206,12 +238,9 @@ impl KmsBackend for AwsKms {
 
 /// The AWS SDK logs the bodies of responses marked sensitive (Decrypt's, with the plaintext) at TRACE when
 /// `LOG_SENSITIVE_BODIES=true` (aws-smithy-runtime's `log_response_body`); keyward refuses to run so.
-fn refuse_sensitive_logging(var: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+fn refuse_sensitive_logging(var: impl Fn(&str) -> Option<String>) -> Result<(), AwsKmsError> {
     match var("LOG_SENSITIVE_BODIES") {
-        Some(value) if value.trim().eq_ignore_ascii_case("true") => Err(
-            "LOG_SENSITIVE_BODIES=true would make the AWS SDK log KMS's answers, decrypted secrets among them: unset it"
-                .into(),
-        ),
+        Some(value) if value.trim().eq_ignore_ascii_case("true") => Err(AwsKmsError::SensitiveLogging),
         _ => Ok(()),
     }
 }
@@ -479,14 +508,16 @@ mod tests {
     async fn an_endpoint_that_is_not_a_url_is_refused_at_init() {
         for endpoint in ["not a url", "kms.eu-west-1.amazonaws.com", "ftp://host"] {
             let config = AwsKmsConfig { key_ids: vec!["k".into()], endpoint: Some(endpoint.into()) };
-            let err = AwsKms::from_env(config).await.unwrap_err();
+            let err = AwsKms::from_env(config).await.unwrap_err().to_string();
             assert!(err.contains("KEYWARD_KMS_ENDPOINT") && err.contains("not an http(s) URL"), "{endpoint}: {err}");
         }
     }
 
     #[test]
     fn sdk_logging_of_sensitive_bodies_is_refused() {
-        assert!(refuse_sensitive_logging(|_| Some("TRUE".into())).unwrap_err().contains("LOG_SENSITIVE_BODIES"));
+        assert!(
+            refuse_sensitive_logging(|_| Some("TRUE".into())).unwrap_err().to_string().contains("LOG_SENSITIVE_BODIES")
+        );
         assert!(refuse_sensitive_logging(|_| Some("false".into())).is_ok());
         assert!(refuse_sensitive_logging(|_| None).is_ok());
     }
@@ -498,7 +529,7 @@ mod tests {
         let here = "arn:aws:kms:eu-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab".to_string();
         let there = here.replace("eu-west-1", "us-east-1");
         assert!(kms.check_key_regions("KEYWARD_KMS_KEY_ID", &[here.clone(), "alias/x".into(), "1234".into()]).is_ok());
-        let err = kms.check_key_regions("KEYWARD_KMS_KEY_ID", &[here, there]).unwrap_err();
+        let err = kms.check_key_regions("KEYWARD_KMS_KEY_ID", &[here, there]).unwrap_err().to_string();
         assert!(
             err.starts_with("KEYWARD_KMS_KEY_ID names a key in us-east-1") && err.contains("called in eu-west-1"),
             "{err}"

@@ -14,7 +14,7 @@ use secrecy::SecretSlice;
 
 use crate::context::EncryptionContext;
 
-pub use aws::{AwsKms, AwsKmsConfig};
+pub use aws::{AwsKms, AwsKmsConfig, AwsKmsError};
 pub use cache::PlaintextCache;
 pub use gate::{CacheUse, DecryptRecord, KmsGate};
 pub use local::LocalKey;

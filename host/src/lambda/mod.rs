@@ -17,7 +17,7 @@ pub use diagnostic::Diagnostic;
 pub use runtime_api::RuntimeApiError;
 use runtime_api::{Next, NextInvocation, RuntimeApi};
 
-use crate::kms::AwsKms;
+use crate::kms::{AwsKms, AwsKmsError};
 use crate::{Host, HostError, InvocationContext, InvokeError};
 
 /// Consecutive failed polls of the Runtime API after which it is taken to be gone (about 11 s of retries).
@@ -31,6 +31,9 @@ pub enum LambdaError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The KMS client could not be built (key, endpoint, region).
+    #[error(transparent)]
+    Kms(#[from] AwsKmsError),
     /// The host could not be built (component, prefetch).
     #[error(transparent)]
     Host(#[from] HostError),
@@ -44,9 +47,9 @@ pub enum LambdaError {
 /// # Errors
 /// A [`LambdaError`] naming what is wrong.
 pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
-    let kms = AwsKms::from_env(config.kms).await.map_err(ConfigError)?;
+    let kms = AwsKms::from_env(config.kms).await?;
     for (name, settings) in &config.host.kms.secrets {
-        kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), &settings.key_ids).map_err(ConfigError)?;
+        kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), &settings.key_ids)?;
     }
     let host = Host::from_file(&config.component, Arc::new(kms), config.host)?;
     host.prefetch().await?;

@@ -119,7 +119,42 @@ fn to_wit(error: KmsError) -> kms::Error {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::EncryptionContext;
+    use crate::kms::{KmsPolicy, LocalKey};
+
+    /// The capability on its own, as a guest's calls reach it (no component, no store): the gate's policy decides,
+    /// the quota traps, every call is recorded, and what was handed out is masked until the invocation ends.
+    #[tokio::test]
+    async fn serves_a_guest_under_the_policy_and_the_quota() {
+        let key = LocalKey::generate().unwrap();
+        let stamped = EncryptionContext::from_pairs([("function", "hello")]).unwrap();
+        let ciphertext = key.encrypt(b"s3cret-capability", &stamped).unwrap();
+        let policy = KmsPolicy { stamped_context: stamped, max_decrypt_calls: 3, ..KmsPolicy::default() };
+        let gate = KmsGate::new(Arc::new(key), &policy, &[]).unwrap();
+        let mut kms = KmsCapability::new(gate, Instant::now() + Duration::from_secs(5));
+        let pairs = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+
+        let plaintext = kms.decrypt(ciphertext.clone(), Vec::new()).await.unwrap().unwrap();
+        assert_eq!(&plaintext[..], b"s3cret-capability");
+        let denied = kms.decrypt(ciphertext.clone(), pairs("function", "billing")).await.unwrap();
+        assert!(matches!(&denied, Err(kms::Error::Denied(m)) if m.contains("stamped")), "{denied:?}");
+        let invalid = kms.decrypt(b"not a ciphertext".to_vec(), Vec::new()).await.unwrap();
+        assert!(matches!(invalid, Err(kms::Error::InvalidCiphertext(_))), "{invalid:?}");
+        let trap = kms.decrypt(ciphertext, Vec::new()).await.unwrap_err();
+        assert_eq!(trap.downcast_ref::<LimitExceeded>(), Some(&LimitExceeded::DecryptCalls { limit: 3 }));
+
+        drop(plaintext);
+        let (records, handed_out) = kms.finish();
+        let outcomes: Vec<_> = records.iter().map(|r| r.outcome.clone().map_err(|e| e.kind())).collect();
+        assert_eq!(outcomes, [Ok(()), Err("denied"), Err("invalid-ciphertext")], "the trapped call is not recorded");
+        assert_eq!(handed_out.masker().text("got s3cret-capability"), "got [REDACTED]");
+        assert_eq!(mask::held_masker().text("s3cret-capability"), "[REDACTED]", "held for the host's logs");
+        drop(handed_out);
+        assert_eq!(mask::held_masker().text("s3cret-capability"), "s3cret-capability", "released at the end");
+    }
 
     #[test]
     fn the_last_copy_is_zeroized_and_a_shared_one_is_not_touched() {

@@ -59,6 +59,9 @@ pub(crate) struct Sandbox {
     engine: Engine,
     pre: SecretHandlerPre<GuestState>,
     limits: Limits,
+    /// One permit per instance the pool holds ([`Limits::max_instances`]): a run waits for one, within its own
+    /// time, rather than failing to instantiate when more invocations arrive at once than the pool holds.
+    instances: tokio::sync::Semaphore,
     _ticker: EpochTicker,
 }
 
@@ -73,7 +76,8 @@ impl Sandbox {
     pub(crate) fn new(component: &[u8], limits: Limits) -> Result<Self, LoadError> {
         let (engine, pre) = load(component, &limits)?;
         let ticker = EpochTicker::start(engine.clone()).map_err(|e| LoadError::Engine(e.to_string()))?;
-        Ok(Self { engine, pre, limits, _ticker: ticker })
+        let instances = tokio::sync::Semaphore::new(limits.max_instances as usize);
+        Ok(Self { engine, pre, limits, instances, _ticker: ticker })
     }
 
     /// The limits guests run under.
@@ -81,9 +85,16 @@ impl Sandbox {
         &self.limits
     }
 
-    /// Runs the guest's handler once in a fresh instance. Returns the checked response, and the record of every
-    /// decrypt the guest asked for (also when it failed).
+    /// Runs the guest's handler once in a fresh instance, once one of the pool's is free. Returns the checked
+    /// response, and the record of every decrypt the guest asked for (also when it failed).
+    ///
+    /// An invocation whose time runs out while every instance is busy fails with [`InvokeError::Busy`].
     pub(crate) async fn run(&self, request: RunRequest<'_>) -> (Result<String, InvokeError>, Vec<DecryptRecord>) {
+        let deadline = tokio::time::Instant::from_std(request.budget.outer_deadline());
+        // The semaphore is never closed, so the only failure is the time running out.
+        let Ok(Ok(_instance)) = tokio::time::timeout_at(deadline, self.instances.acquire()).await else {
+            return (Err(InvokeError::Busy { instances: self.limits.max_instances }), Vec::new());
+        };
         let stdout = GuestOutput::new("stdout", self.limits.max_output_bytes);
         let stderr = GuestOutput::new("stderr", self.limits.max_output_bytes);
         // What the host allocates for the guest in one call is bounded by the guest's own memory limit: the
@@ -113,18 +124,14 @@ impl Sandbox {
         let call = async {
             let guest =
                 self.pre.instantiate_async(&mut store).await.map_err(|e| self.instantiate_error(&e, &time_limit))?;
-            guest
+            let returned = guest
                 .keyward_lambda_handler()
                 .call_handle(&mut store, request.event, &request.context)
                 .await
-                .map_err(|e| self.trap_error(&e, &time_limit))
+                .map_err(|e| self.trap_error(&e, &time_limit))?;
+            self.check_response(returned.map_err(InvokeError::Guest)?)
         };
-        let outcome = match tokio::time::timeout(request.budget.outer_timeout(), call).await {
-            Err(_elapsed) => Err(InvokeError::Limit(time_limit)),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
-            Ok(Ok(Ok(response))) => self.check_response(response),
-        };
+        let outcome = tokio::time::timeout_at(deadline, call).await.unwrap_or(Err(InvokeError::Limit(time_limit)));
         let (records, handed_out) = store.into_data().kms.finish();
         let masker = LazyCell::new(|| handed_out.masker());
         stdout.flush_to_log(&masker);

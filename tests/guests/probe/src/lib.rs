@@ -12,6 +12,9 @@ mod bindings {
     wit_bindgen::generate!({
         world: "secret-handler",
         path: "../../../wit",
+        // The SDK's kms bindings, so that its errors read as every Rust guest's do.
+        with: { "keyward:lambda/kms@0.1.0": keyward_guest::bindings::keyward::lambda::kms },
+        generate_all,
     });
 
     use super::Probe;
@@ -19,7 +22,7 @@ mod bindings {
 }
 
 use bindings::exports::keyward::lambda::handler::{Context, Guest};
-use bindings::keyward::lambda::kms;
+use keyward_guest::bindings::keyward::lambda::kms;
 
 struct Probe;
 
@@ -157,12 +160,9 @@ impl Guest for Probe {
     }
 }
 
+/// The error as a guest on the SDK words it (`kms <kind>: <message>`).
 fn describe(error: kms::Error) -> String {
-    match error {
-        kms::Error::Denied(msg) => format!("kms denied: {msg}"),
-        kms::Error::InvalidCiphertext(msg) => format!("kms invalid-ciphertext: {msg}"),
-        kms::Error::Unavailable(msg) => format!("kms unavailable: {msg}"),
-    }
+    keyward_guest::KmsError::from(error).to_string()
 }
 
 #[inline(never)]

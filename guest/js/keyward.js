@@ -1,6 +1,10 @@
-// keyward's one base64 policy (guest/base64/src/lib.rs), in JavaScript: ASCII whitespace and a leading byte-order
-// mark are ignored, the standard and URL-safe alphabets are both read, padding is optional; anything else is
-// refused, naming its byte offset, in the same words as the Rust SDK. The test suite runs both on the same cases.
+// keyward's guest rules for JavaScript, the one copy JavaScript guests carry (their builds put this file in front of
+// the handler, since a componentize-js component is one script). Each rule is written once for Rust, in the guest
+// SDK, and the test suite runs a Rust and a JavaScript guest on the same cases, so the two cannot drift.
+
+// The base64 policy (guest/base64/src/lib.rs): ASCII whitespace and a leading byte-order mark are ignored, the
+// standard and URL-safe alphabets are both read, padding is optional; anything else is refused, naming its byte
+// offset, in the same words as the Rust SDK.
 function decodeBase64(text) {
   const bytes = new TextEncoder().encode(text.startsWith('\ufeff') ? text.slice(1) : text);
   const symbols = [];
@@ -39,4 +43,12 @@ function decodeBase64(text) {
     if (i + 3 < symbols.length) out[o++] = n & 255;
   }
   return out;
+}
+
+// A `kms.decrypt` failure as the function error's text: `kms <kind>: <message>` (the guest SDK's `KmsError`).
+// `e` is what componentize-js throws for a WIT `result` error: a `ComponentError` whose `payload` is the
+// `{ tag, val }` variant (older versions throw the variant itself).
+function kmsErrorMessage(e) {
+  const err = e.payload ?? e;
+  return `kms ${err.tag}: ${err.val}`;
 }
