@@ -1,7 +1,16 @@
-//! Lambda figures through cargo-lambda's Runtime API emulator, with moto as KMS: `cargo xtask bench`.
+//! keyward against a native Rust Lambda doing the same work, in one table: `cargo xtask bench`, which builds the
+//! guests, the runtime-only `bootstrap` and the native function (`benches/native-hello`, both in the `lambda`
+//! profile) first.
 //!
-//! - cold start: from spawning `bootstrap` to the first response, with the guest as `.wasm` and as `.cwasm`;
-//! - warm invoke: round trip of one invocation through the emulator (secret served from the cache).
+//! Through cargo-lambda's Runtime API emulator, with moto as KMS, for the native function, keyward with the hello
+//! guest and keyward with the JavaScript hello guest (both precompiled, as `keyward package` ships them):
+//! - cold start: from spawning the process to its first response, less the KMS call itself (the median of as many
+//!   Decrypt calls from a fresh client, measured in the same run), so that moto's speed does not count;
+//! - warm invoke: the round trip of one invocation through the emulator, over 10,000 invocations;
+//! - the resident set after those 10,000 invocations, and the size of the stripped binary.
+//!
+//! In process, per guest: where an invocation's time goes (instantiate, guest, response path) and the teardown of
+//! its instance, which Lambda mode does after the response is sent.
 //!
 //! A bench binary, not a test: it prints figures and asserts nothing about them.
 
@@ -13,83 +22,193 @@ mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_sdk_kms::primitives::Blob;
 use base64::Engine as _;
+use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, KmsPolicy, LocalKey};
 use servers::*;
 
-const COLD_RUNS: usize = 10;
-const WARM_RUNS: usize = 200;
+const COLD_RUNS: usize = 20;
+const WARM_RUNS: usize = 10_000;
+const IN_PROCESS_RUNS: usize = 1_000;
+
+/// A function as Lambda would run it: a program and its environment.
+struct Function {
+    name: &'static str,
+    program: PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+/// What one function measured through the emulator.
+struct Measured {
+    cold: Vec<Duration>,
+    warm: Vec<Duration>,
+    rss_kib: u64,
+    size: u64,
+}
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let wasm = root.join("target/wasm32-wasip2/release/hello.wasm");
-    assert!(wasm.exists(), "{} is missing: run `cargo xtask bench`", wasm.display());
+    let built = |var: &str| {
+        let path =
+            PathBuf::from(std::env::var_os(var).unwrap_or_else(|| panic!("{var} is not set: run `cargo xtask bench`")));
+        assert!(path.exists(), "{} is missing: run `cargo xtask bench`", path.display());
+        path
+    };
+    let bootstrap = built("KEYWARD_BENCH_BOOTSTRAP");
+    let native = built("KEYWARD_BENCH_NATIVE");
     let dir = std::env::temp_dir().join(format!("keyward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cwasm = dir.join("hello.cwasm");
-    let compiled = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["compile", wasm.to_str().unwrap(), "-o", cwasm.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(compiled.success());
+    let cwasm = |guest: &str| {
+        let wasm = root.join(format!("target/wasm32-wasip2/release/{guest}.wasm"));
+        let cwasm = dir.join(format!("{guest}.cwasm"));
+        let compiled = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["compile", wasm.to_str().unwrap(), "-o", cwasm.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(compiled.success(), "cannot compile {}: run `cargo xtask bench`", wasm.display());
+        cwasm
+    };
+    let hello = cwasm("hello");
+    let hello_js = cwasm("hello-js");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let moto = start_moto();
     let kms = aws_sdk_kms::Client::new(&moto_sdk_config(&moto));
     let key = runtime.block_on(create_key(&kms));
     let ciphertext = runtime.block_on(encrypt(&kms, &key, b"bench-secret", &[("function", "hello")]));
-    let password = base64::engine::general_purpose::STANDARD.encode(ciphertext);
+    let password = base64::engine::general_purpose::STANDARD.encode(&ciphertext);
+    let kms_call = median(&mut runtime.block_on(kms_calls(&moto, &ciphertext)));
 
-    let mut names: Vec<String> = (0..COLD_RUNS).flat_map(|i| [format!("wasm-{i}"), format!("cwasm-{i}")]).collect();
-    names.push("warm".into());
-    let emulator = start_emulator(&dir, &names.iter().map(String::as_str).collect::<Vec<_>>());
-    let env = |component: &Path| {
-        vec![
+    let keyward = |name, component: &Path| Function {
+        name,
+        program: bootstrap.clone(),
+        env: vec![
             ("KEYWARD_COMPONENT", component.display().to_string()),
-            ("KEYWARD_GUEST_ENV", "PASSWORD".to_string()),
+            ("KEYWARD_GUEST_ENV", "PASSWORD".into()),
             ("PASSWORD", password.clone()),
-            ("KEYWARD_PREFETCH", "PASSWORD".to_string()),
+            ("KEYWARD_PREFETCH", "PASSWORD".into()),
             ("KEYWARD_KMS_KEY_ID", key.clone()),
             ("KEYWARD_KMS_ENDPOINT", moto.url()),
-            ("KEYWARD_KMS_CONTEXT", "function=hello".to_string()),
-        ]
+            ("KEYWARD_KMS_CONTEXT", "function=hello".into()),
+        ],
     };
+    let functions = [
+        Function {
+            name: "native",
+            program: native,
+            env: vec![("PASSWORD", password.clone()), ("AWS_ENDPOINT_URL_KMS", moto.url())],
+        },
+        keyward("keyward", &hello),
+        keyward("keyward-js", &hello_js),
+    ];
+    let names: Vec<String> = functions
+        .iter()
+        .flat_map(|f| (0..COLD_RUNS).map(move |i| format!("{}-cold-{i}", f.name)).chain([format!("{}-warm", f.name)]))
+        .collect();
+    let emulator = start_emulator(&dir, &names.iter().map(String::as_str).collect::<Vec<_>>());
+    let [native, keyward, keyward_js] = functions.map(|function| measure(&emulator, &function, kms_call));
+    let in_process =
+        [("hello", &hello), ("hello-js", &hello_js)].map(|(guest, cwasm)| (guest, phases(&runtime, cwasm)));
 
-    for (kind, component) in [("wasm", &wasm), ("cwasm", &cwasm)] {
-        let mut times = Vec::new();
-        for i in 0..COLD_RUNS {
-            let name = format!("{kind}-{i}");
-            let started = Instant::now();
-            let mut function = spawn(&emulator, &name, &env(component));
-            invoke(&emulator, &name);
-            times.push(started.elapsed());
-            let _ = function.kill();
-            let _ = function.wait();
-        }
-        println!("cold start, .{kind} ({COLD_RUNS} runs, spawn to first response): {}", summary(&mut times));
+    let mut table = Table::default();
+    table.pair(
+        "cold start, less the KMS call, median",
+        &native.cold,
+        &keyward.cold,
+        50,
+        "≤ 5 ms, ≤ 1.5×",
+        |n, k| k <= 5.0 && k <= 1.5 * n,
+    );
+    table.pair("cold start, less the KMS call, p99", &native.cold, &keyward.cold, 99, "", |_, _| true);
+    table.pair("warm invoke through the emulator, median", &native.warm, &keyward.warm, 50, "≤ 1.1×", |n, k| {
+        k <= 1.1 * n
+    });
+    table.pair("warm invoke through the emulator, p99", &native.warm, &keyward.warm, 99, "", |_, _| true);
+    table.row("RSS after 10,000 invocations", mib(native.rss_kib << 10), mib(keyward.rss_kib << 10), "≤ 16 MB", {
+        keyward.rss_kib << 10 <= 16_000_000
+    });
+    table.row("bootstrap, stripped", mib(native.size), mib(keyward.size), "≤ 8 MB", keyward.size <= 8_000_000);
+    table.pair("JS hello: cold start, median", &native.cold, &keyward_js.cold, 50, "≤ 25 ms", |_, k| k <= 25.0);
+    table.pair("JS hello: warm invoke, median", &native.warm, &keyward_js.warm, 50, "", |_, _| true);
+    table.row(
+        "JS hello: RSS after 10,000 invocations",
+        mib(native.rss_kib << 10),
+        mib(keyward_js.rss_kib << 10),
+        "≤ 40 MB",
+        keyward_js.rss_kib << 10 <= 40_000_000,
+    );
+    for (guest, phases) in in_process {
+        let [instantiate, guest_call, response, teardown] = phases;
+        table.host(&format!("{guest} in process: instantiate"), &instantiate, "", true);
+        table.host(&format!("{guest} in process: guest's handle"), &guest_call, "", true);
+        let target = if guest == "hello" { "≤ 15 µs" } else { "" };
+        table.host(&format!("{guest} in process: response path"), &response, target, {
+            guest != "hello" || percentile(&response, 50) <= Duration::from_micros(15)
+        });
+        table.host(&format!("{guest} in process: teardown, after the response"), &teardown, "", true);
     }
-
-    let mut function = spawn(&emulator, "warm", &env(&cwasm));
-    invoke(&emulator, "warm");
-    let mut times = Vec::new();
-    for _ in 0..WARM_RUNS {
-        let started = Instant::now();
-        invoke(&emulator, "warm");
-        times.push(started.elapsed());
-    }
-    println!("warm invoke through the emulator ({WARM_RUNS} runs): {}", summary(&mut times));
-    let _ = function.kill();
-    let _ = function.wait();
+    let [build, clean, leaky] = masking_cost();
+    table.host("masking 10 secrets: build the masker", &build, "", true);
+    table.host("masking 10 secrets: scan 64 KiB of output, none in it", &clean, "", true);
+    table.host("masking 10 secrets: scan 64 KiB of output, 20 in it", &leaky, "", true);
+    println!("KMS call subtracted from cold starts: {} (median Decrypt from a fresh client)", fmt(kms_call));
+    table.print();
+    drop(emulator);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn spawn(emulator: &Server, name: &str, env: &[(&str, String)]) -> std::process::Child {
-    bootstrap_command(Path::new(env!("CARGO_BIN_EXE_keyward")), &emulator.runtime_api(name), name)
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+/// Decrypt calls from a fresh client each (its own connection), timed from send to answer.
+async fn kms_calls(moto: &Server, ciphertext: &[u8]) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..COLD_RUNS {
+        let kms = aws_sdk_kms::Client::new(&moto_sdk_config(moto));
+        let call = kms.decrypt().ciphertext_blob(Blob::new(ciphertext)).encryption_context("function", "hello");
+        let started = Instant::now();
+        call.send().await.unwrap();
+        times.push(started.elapsed());
+    }
+    times
+}
+
+/// Cold starts, then warm invocations of one process, its resident set after them, and its binary's size.
+fn measure(emulator: &Server, function: &Function, kms_call: Duration) -> Measured {
+    let cold = (0..COLD_RUNS)
+        .map(|i| {
+            let name = format!("{}-cold-{i}", function.name);
+            let started = Instant::now();
+            let mut process = spawn(emulator, &name, function);
+            invoke(emulator, &name);
+            let elapsed = started.elapsed().saturating_sub(kms_call);
+            let _ = process.kill();
+            let _ = process.wait();
+            elapsed
+        })
+        .collect();
+    let name = format!("{}-warm", function.name);
+    let mut process = spawn(emulator, &name, function);
+    invoke(emulator, &name);
+    let warm = (0..WARM_RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            invoke(emulator, &name);
+            started.elapsed()
+        })
+        .collect();
+    let rss_kib = rss_kib(process.id());
+    let _ = process.kill();
+    let _ = process.wait();
+    Measured { cold, warm, rss_kib, size: std::fs::metadata(&function.program).unwrap().len() }
+}
+
+fn spawn(emulator: &Server, name: &str, function: &Function) -> std::process::Child {
+    bootstrap_command(&function.program, &emulator.runtime_api(name), name)
+        .envs(function.env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap()
 }
@@ -98,18 +217,149 @@ fn invoke(emulator: &Server, name: &str) {
     let path = format!("/2015-03-31/functions/{name}/invocations");
     let (status, _, body) = http(emulator.port, "POST", &path, &[], b"{}", Duration::from_secs(30)).unwrap();
     let body = String::from_utf8_lossy(&body);
-    assert!(status == 200 && body.contains("statusCode"), "{name}: {status} {body}");
+    assert!(status == 200 && body.contains("secret_sha256_prefix"), "{name}: {status} {body}");
 }
 
-fn summary(times: &mut [Duration]) -> String {
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
-    format!(
-        "median {:.1} ms, p90 {:.1} ms, min {:.1} ms, max {:.1} ms",
-        ms(pct(50)),
-        ms(pct(90)),
-        ms(times[0]),
-        ms(times[times.len() - 1])
-    )
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// In process, with a local key: each invocation's instantiate, guest and response-path time, and the teardown
+/// of its instance (timed apart, as Lambda mode does it after the response).
+fn phases(runtime: &tokio::runtime::Runtime, cwasm: &Path) -> [Vec<Duration>; 4] {
+    let key = Arc::new(LocalKey::generate().unwrap());
+    let context = EncryptionContext::from_pairs([("function", "hello")]).unwrap();
+    let ciphertext = key.encrypt(b"bench-secret", &context).unwrap();
+    let config = HostConfig {
+        guest_env: vec![("PASSWORD".into(), base64::engine::general_purpose::STANDARD.encode(ciphertext))],
+        kms: KmsPolicy { stamped_context: context, ..KmsPolicy::default() },
+        ..HostConfig::default()
+    };
+    let host = Host::from_file(cwasm, key, config).unwrap();
+    let mut phases: [Vec<Duration>; 4] = Default::default();
+    runtime.block_on(async {
+        for i in 0..IN_PROCESS_RUNS + 10 {
+            let invocation = host.invoke("{}", InvocationContext::local("arn:bench")).await;
+            invocation.result.as_ref().unwrap();
+            let started = Instant::now();
+            drop(invocation.instance);
+            let teardown = started.elapsed();
+            // The first ten warm the cache and the pool.
+            if i >= 10 {
+                let p = invocation.phases;
+                for (all, one) in phases.iter_mut().zip([p.instantiate, p.guest, p.response, teardown]) {
+                    all.push(one);
+                }
+            }
+        }
+    });
+    phases
+}
+
+/// What masking costs: an invocation's guest output (64 KiB, as much as the host keeps of a stream) checked for ten
+/// secrets, with none of them in it and with each printed in it twice; and building the masker.
+fn masking_cost() -> [Vec<Duration>; 3] {
+    const ROUNDS: usize = 200;
+    let secrets: Vec<Vec<u8>> =
+        (0..10).map(|i| format!("s3cret-number-{i}-of-ten\nwith a second line").into_bytes()).collect();
+    let timed = |f: &dyn Fn()| {
+        (0..ROUNDS)
+            .map(|_| {
+                let started = Instant::now();
+                f();
+                started.elapsed()
+            })
+            .collect()
+    };
+    let build = timed(&|| drop(std::hint::black_box(keyward::mask::Masker::new(secrets.iter().map(Vec::as_slice)))));
+    let masker = keyward::mask::Masker::new(secrets.iter().map(Vec::as_slice));
+    let line = b"an ordinary line of guest output, nothing secret in it at all\n";
+    let clean: Vec<u8> = line.iter().copied().cycle().take(64 * 1024).collect();
+    let mut leaky = clean.clone();
+    for (i, secret) in secrets.iter().enumerate() {
+        for copy in 0..2 {
+            let at = (i * 2 + copy) * 3000;
+            leaky[at..at + secret.len()].copy_from_slice(secret);
+        }
+    }
+    let scan = |input: &[u8]| timed(&|| drop(std::hint::black_box(masker.bytes(input))));
+    [build, scan(&clean), scan(&leaky)]
+}
+
+fn percentile(times: &[Duration], p: usize) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    percentile(times, 50)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn fmt(d: Duration) -> String {
+    if d < Duration::from_millis(1) { format!("{:.1} µs", d.as_secs_f64() * 1e6) } else { format!("{:.2} ms", ms(d)) }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The one table: figure, native, keyward, keyward/native, target, met.
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 6]>,
+}
+
+impl Table {
+    fn row(&mut self, figure: &str, native: String, keyward: String, target: &str, met: bool) {
+        let mark = if target.is_empty() {
+            ""
+        } else if met {
+            "yes"
+        } else {
+            "NO"
+        };
+        self.rows.push([figure.into(), native, keyward, String::new(), target.into(), mark.into()]);
+    }
+
+    /// A percentile of native and keyward times, their ratio, and whether `met(native_ms, keyward_ms)`.
+    fn pair(
+        &mut self,
+        figure: &str,
+        native: &[Duration],
+        keyward: &[Duration],
+        p: usize,
+        target: &str,
+        met: impl Fn(f64, f64) -> bool,
+    ) {
+        let (n, k) = (percentile(native, p), percentile(keyward, p));
+        self.row(figure, fmt(n), fmt(k), target, met(ms(n), ms(k)));
+        self.rows.last_mut().unwrap()[3] = format!("{:.2}×", ms(k) / ms(n));
+    }
+
+    /// A keyward-only figure: median and p99.
+    fn host(&mut self, figure: &str, times: &[Duration], target: &str, met: bool) {
+        let keyward = format!("{} (p99 {})", fmt(percentile(times, 50)), fmt(percentile(times, 99)));
+        self.row(figure, "-".into(), keyward, target, met);
+    }
+
+    fn print(&self) {
+        let header = ["figure", "native", "keyward", "ratio", "target", "met"].map(String::from);
+        let rows: Vec<&[String; 6]> = std::iter::once(&header).chain(&self.rows).collect();
+        let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..6).map(width).collect();
+        let line = |cells: Vec<String>| println!("| {} |", cells.join(" | "));
+        for (i, row) in rows.into_iter().enumerate() {
+            line(row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect());
+            if i == 0 {
+                line(widths.iter().map(|w| "-".repeat(*w)).collect());
+            }
+        }
+    }
 }

@@ -14,6 +14,12 @@ pub(crate) fn parse_url(text: &str, schemes: &[&str]) -> Option<http::Uri> {
     (scheme_ok && host_ok && port_ok).then_some(uri)
 }
 
+/// Whether a URL carries a user name or password (`https://user:pw@host`): its authority holds an `@`.
+pub(crate) fn has_user_info(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme.split(['/', '?', '#']).next().is_some_and(|authority| authority.contains('@'))
+}
+
 /// Whether `region` can be an AWS region name (`eu-west-1`): the SDK puts it into the endpoint's host name.
 pub(crate) fn is_region(region: &str) -> bool {
     !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -39,6 +45,12 @@ mod tests {
             assert!(parse_url(bad, &["http", "https"]).is_none(), "{bad}");
         }
         assert!(parse_url("https://x", &["http"]).is_none());
+    }
+
+    #[test]
+    fn user_info_is_found_in_the_authority_only() {
+        assert!(has_user_info("http://admin:s3cretpw@127.0.0.1:1") && has_user_info("https://user@kms.example"));
+        assert!(!has_user_info("https://kms.eu-west-1.amazonaws.com/a@b") && !has_user_info("http://h:1/?x=@"));
     }
 
     #[test]

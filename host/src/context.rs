@@ -23,7 +23,7 @@ pub enum ContextError {
     #[error("encryption context key {0:?} is stamped by the host; a guest may not give it another value")]
     ContradictsStamp(String),
     /// A `K=V` argument without `=`, or with an empty key.
-    #[error("encryption context pair {0:?} is not of the form KEY=VALUE with a non-empty KEY")]
+    #[error("{0:?} is not of the form KEY=VALUE with a non-empty KEY")]
     Malformed(String),
     /// Too many pairs, or too many bytes.
     #[error(

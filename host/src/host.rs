@@ -11,7 +11,7 @@ use crate::bindings::HandlerContext;
 use crate::error::{InvokeError, check_event};
 use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, KmsPolicy, PolicyError};
 use crate::sandbox::budget::Budget;
-use crate::sandbox::{InvalidLimits, Limits, LoadError, RunRequest, Sandbox, read_component};
+use crate::sandbox::{ComponentSource, InvalidLimits, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance};
 
 /// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
 pub const PREFETCH_BUDGET: Duration = Duration::from_secs(3);
@@ -51,7 +51,7 @@ impl HostConfig {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), HostError> {
+    pub(crate) fn validate(&self) -> Result<(), HostError> {
         self.limits.validate()?;
         for (name, _) in &self.guest_env {
             if name.is_empty() || name.contains(['=', '\0']) {
@@ -92,6 +92,44 @@ pub enum HostError {
     },
 }
 
+/// [`Host::prefetch`], for the parts of a host: decrypts the `names` guest variables' ciphertexts through `gate`.
+pub(crate) async fn prefetch(
+    gate: &KmsGate,
+    guest_env: &[(String, String)],
+    names: &[String],
+) -> Result<(), HostError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + PREFETCH_BUDGET;
+    let span = tracing::info_span!("prefetch");
+    async {
+        // The policy was checked: every name is a guest env var.
+        let values = names.iter().filter_map(|name| guest_env.iter().find(|(n, _)| n == name));
+        for (i, (name, value)) in values.enumerate() {
+            let fail = |reason: String| HostError::Prefetch { name: name.clone(), reason };
+            let ciphertext =
+                keyward_base64::decode(value).map_err(|e| fail(format!("its value is not base64: {e}")))?;
+            match gate.decrypt(&ciphertext, Vec::new(), Some(deadline)).await.0 {
+                Ok(_) => {}
+                Err(KmsError::Unavailable(reason)) => {
+                    let skipped = names[i..].join(", ");
+                    tracing::warn!(
+                        skipped,
+                        reason,
+                        "prefetch skipped: the key service is unavailable; invocations will decrypt these themselves"
+                    );
+                    break;
+                }
+                Err(refused) => return Err(fail(refused.to_string())),
+            }
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
 /// Facts about one invocation, given to the guest.
 #[derive(Debug, Clone)]
 pub struct InvocationContext {
@@ -117,8 +155,24 @@ pub struct Invocation {
     pub result: Result<String, InvokeError>,
     /// Every decrypt the guest asked for, in order.
     pub decrypts: Vec<DecryptRecord>,
-    /// Wall time from instantiation to response.
+    /// Wall time from the event's arrival to the response.
     pub elapsed: Duration,
+    /// Where that time went.
+    pub phases: Phases,
+    /// The guest's instance, torn down when dropped: after the response is sent, in Lambda mode.
+    pub instance: UsedInstance,
+}
+
+/// Where an invocation's time went, in wall time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// From a free instance of the pool to the guest's instance, ready to be called.
+    pub instantiate: Duration,
+    /// The guest's `handle` call, its decrypts included.
+    pub guest: Duration,
+    /// From the guest's return to the [`Invocation`]: the response's checks, the guest's output to the log,
+    /// masking, the invocation's log line.
+    pub response: Duration,
 }
 
 /// Runs one guest component: a fresh sandboxed instance per invocation, with only the `kms` capability.
@@ -137,10 +191,20 @@ impl Host {
     /// [`HostError::Limits`], [`HostError::GuestEnv`] or [`HostError::Policy`] for unusable configuration,
     /// [`HostError::Load`] for a component that cannot run here.
     pub fn new(component: &[u8], kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
+        Self::build(ComponentSource::Bytes(component), kms, config)
+    }
+
+    fn build(component: ComponentSource<'_>, kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
         config.validate()?;
         let gate = KmsGate::new(kms, &config.kms, &config.guest_env)?;
-        let sandbox = Sandbox::new(component, config.limits)?;
-        Ok(Self { sandbox, gate, guest_env: config.guest_env, prefetch: config.kms.prefetch })
+        let sandbox = Sandbox::new(component, config.limits.clone())?;
+        Ok(Self::from_parts(sandbox, gate, config))
+    }
+
+    /// A host of parts built apart (Lambda's init builds them at once), `config` validated and the gate made from
+    /// its policy.
+    pub(crate) fn from_parts(sandbox: Sandbox, gate: KmsGate, config: HostConfig) -> Self {
+        Self { sandbox, gate, guest_env: config.guest_env, prefetch: config.kms.prefetch }
     }
 
     /// Decrypts the ciphertexts (base64) of the policy's [`prefetch`](KmsPolicy::prefetch) variables now, with the
@@ -154,44 +218,16 @@ impl Host {
     /// [`HostError::Prefetch`] naming the variable whose value is not base64, or that the key service refused
     /// (`denied`, `invalid-ciphertext`).
     pub async fn prefetch(&self) -> Result<(), HostError> {
-        let names = &self.prefetch;
-        if names.is_empty() {
-            return Ok(());
-        }
-        let deadline = Instant::now() + PREFETCH_BUDGET;
-        let span = tracing::info_span!("prefetch");
-        async {
-            // The policy was checked: every name is a guest env var.
-            let values = names.iter().filter_map(|name| self.guest_env.iter().find(|(n, _)| n == name));
-            for (i, (name, value)) in values.enumerate() {
-                let fail = |reason: String| HostError::Prefetch { name: name.clone(), reason };
-                let ciphertext =
-                    keyward_base64::decode(value).map_err(|e| fail(format!("its value is not base64: {e}")))?;
-                match self.gate.decrypt(&ciphertext, Vec::new(), Some(deadline)).await.0 {
-                    Ok(_) => {}
-                    Err(KmsError::Unavailable(reason)) => {
-                        let skipped = names[i..].join(", ");
-                        tracing::warn!(
-                            skipped, reason,
-                            "prefetch skipped: the key service is unavailable; invocations will decrypt these themselves"
-                        );
-                        break;
-                    }
-                    Err(refused) => return Err(fail(refused.to_string())),
-                }
-            }
-            Ok(())
-        }
-        .instrument(span)
-        .await
+        prefetch(&self.gate, &self.guest_env, &self.prefetch).await
     }
 
     /// Like [`Host::new`], reading the component from a file.
     ///
     /// # Errors
-    /// As [`Host::new`], and [`LoadError::Io`] when the file cannot be read.
+    /// As [`Host::new`], and [`LoadError::Io`] when the file cannot be read. A precompiled component is mapped
+    /// into memory, not read.
     pub fn from_file(path: &Path, kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
-        Self::new(&read_component(path)?, kms, config)
+        Self::build(ComponentSource::File(path), kms, config)
     }
 
     /// The limits every invocation runs under.
@@ -207,16 +243,17 @@ impl Host {
         let span = tracing::info_span!("invoke", request_id = %ctx.request_id);
         async move {
             let started = Instant::now();
-            let (result, decrypts) = match self.prepare(event.as_ref(), ctx) {
+            let run = match self.prepare(event.as_ref(), ctx) {
                 Ok(request) => self.sandbox.run(request).await,
-                Err(e) => (Err(e), Vec::new()),
+                Err(e) => Run::refused(e),
             };
             let elapsed = started.elapsed();
-            match &result {
+            match &run.result {
                 Ok(response) => tracing::info!(elapsed_ms = elapsed.as_millis(), response_bytes = response.len(), "invocation succeeded"),
                 Err(e) => tracing::warn!(elapsed_ms = elapsed.as_millis(), error_type = e.error_type(), error = %e, "invocation failed"),
             }
-            Invocation { result, decrypts, elapsed }
+            let phases = Phases { instantiate: run.instantiate, guest: run.guest, response: run.returned.elapsed() };
+            Invocation { result: run.result, decrypts: run.decrypts, elapsed: started.elapsed(), phases, instance: run.instance }
         }
         .instrument(span)
         .await

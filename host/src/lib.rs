@@ -22,14 +22,17 @@ pub mod kms;
 pub mod lambda;
 pub mod mask;
 pub mod sandbox;
+#[cfg(feature = "compiler")]
 pub mod testing;
 pub mod text;
 
 pub use context::EncryptionContext;
 pub use error::InvokeError;
-pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext};
+pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext, Phases};
 pub use kms::{KmsBackend, KmsError, KmsPolicy, LocalKey};
-pub use sandbox::{CompileTarget, Cpu, InvalidLimits, LimitExceeded, Limits, LoadError, precompile};
+#[cfg(feature = "compiler")]
+pub use sandbox::{CompileTarget, Cpu, precompile};
+pub use sandbox::{InvalidLimits, LimitExceeded, Limits, LoadError, UsedInstance};
 
 #[cfg(test)]
 mod tests {

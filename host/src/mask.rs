@@ -294,6 +294,20 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
     }
 }
 
+/// Sends `tracing` events to stderr through a [`MaskingWriter`], at `default_level` (`error`, `info`, `debug`, ...)
+/// unless `RUST_LOG` gives levels (`debug`, `keyward=debug,aws_smithy_runtime=trace`; tracing-subscriber's
+/// [`Targets`](tracing_subscriber::filter::Targets) syntax); colored only on a terminal. Both binaries log through it.
+pub fn init_logging(default_level: &str) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let levels = std::env::var("RUST_LOG").ok().and_then(|levels| levels.parse::<Targets>().ok());
+    let levels = levels.or_else(|| default_level.parse().ok()).unwrap_or_default();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let writer = MaskingWriter::new(std::io::stderr);
+    tracing_subscriber::fmt().with_writer(writer).with_ansi(ansi).finish().with(levels).init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,8 @@ fn bad_arguments_are_refused_with_exit_code_2() {
     std::fs::write(&event, "{not json").unwrap();
     let bytes = dir.path("bytes.json");
     std::fs::write(&bytes, b"{\"a\":\"\xff\"}").unwrap();
+    let probe = guest("probe");
+    let probe = probe.to_str().unwrap();
     for (args, expected) in [
         (
             vec!["invoke", hello, "--key", &key, "--event", &event],
@@ -89,6 +91,10 @@ fn bad_arguments_are_refused_with_exit_code_2() {
         (vec!["invoke", hello, "--key", &key, "--event", &bytes], "not UTF-8 (invalid byte at offset 6)"),
         (vec!["invoke", hello, "--key", &key, "--context", "novalue"], "KEY=VALUE"),
         (vec!["invoke", hello, "--key", &key, "--memory-mb", "0"], "memory-mb"),
+        (
+            vec!["invoke", probe, "--key", &key, "--memory-mb", "1"],
+            "the component's memory starts at 1.1 MiB, more than the memory limit: raise the limit",
+        ),
         (vec!["invoke", hello, "--key", &key, "--env", "AWS_SESSION_TOKEN=x"], "AWS credentials"),
         (vec!["decrypt", "--key", &key, "%%%"], "not base64"),
         (vec!["lambda"], "AWS_LAMBDA_RUNTIME_API is not set"),

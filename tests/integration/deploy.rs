@@ -240,7 +240,7 @@ fn the_package_holds_an_executable_bootstrap_and_the_compiled_handler() {
     assert_eq!(bootstrap.unix_mode().map(|m| m & 0o777), Some(0o755));
     let mut bytes = Vec::new();
     bootstrap.read_to_end(&mut bytes).unwrap();
-    assert_eq!(bytes, std::fs::read(env!("CARGO_BIN_EXE_keyward")).unwrap(), "bootstrap is this keyward");
+    assert_eq!(bytes, std::fs::read(lambda_bootstrap()).unwrap(), "bootstrap is the runtime-only one");
 
     let out = keyward(&[
         "package",
@@ -252,7 +252,11 @@ fn the_package_holds_an_executable_bootstrap_and_the_compiled_handler() {
         "aarch64-unknown-linux-gnu",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--bootstrap"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cargo xtask bootstrap --target aarch64-unknown-linux-gnu") && err.contains("--bootstrap"),
+        "{err}"
+    );
 
     // A bootstrap Lambda could not run is refused at packaging, not at the function's first init.
     let this = env!("CARGO_BIN_EXE_keyward");
@@ -260,18 +264,52 @@ fn the_package_holds_an_executable_bootstrap_and_the_compiled_handler() {
     let host_arch = std::env::consts::ARCH;
     let other = if host_arch == "x86_64" { "aarch64-unknown-linux-gnu" } else { "x86_64-unknown-linux-gnu" };
     let foreign = ["--target", other, "--bootstrap", this];
-    let not_elf = ["--bootstrap", readme.to_str().unwrap()];
+    // Other kinds of file: a Mach-O header for x86_64, this keyward marked as a FreeBSD binary, a shared library.
+    let macho = dir.path("macho");
+    std::fs::write(
+        &macho,
+        [&[0xcf, 0xfa, 0xed, 0xfe, 0x07, 0, 0, 0x01, 3, 0, 0, 0, 2, 0, 0, 0][..], &[0; 16]].concat(),
+    )
+    .unwrap();
+    let freebsd = dir.path("freebsd");
+    let mut bytes = std::fs::read(this).unwrap();
+    bytes[7] = 9; // EI_OSABI: FreeBSD
+    std::fs::write(&freebsd, bytes).unwrap();
+    let deps = PathBuf::from(this).with_file_name("deps");
+    let library = std::fs::read_dir(deps)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|e| e == "so"))
+        .expect("a proc-macro library among the build's deps");
+    let file = |path: &str| ["--bootstrap".to_string(), path.to_string()];
     for (args, problem) in [
-        (&foreign[..], format!("is built for {host_arch}, not {other}")),
-        (&not_elf[..], "is not an ELF executable".to_string()),
+        (foreign.map(String::from).to_vec(), format!("is built for {host_arch}, not {other}")),
+        (file(readme.to_str().unwrap()).to_vec(), "is not a 64-bit Linux ELF executable".to_string()),
+        (file(&macho).to_vec(), "is not a 64-bit Linux ELF executable".to_string()),
+        (file(&freebsd).to_vec(), "is built for another operating system than Linux".to_string()),
+        (file(library.to_str().unwrap()).to_vec(), "is not an executable (a shared library".to_string()),
     ] {
         let mut all = vec!["package", "--component", hello.to_str().unwrap(), "-o", &zip_path];
-        all.extend(args);
+        all.extend(args.iter().map(String::as_str));
         let out = keyward(&all);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = stderr(&out);
-        assert!(err.contains(problem.as_str()) && err.contains("pass --bootstrap with a keyward built for"), "{err}");
+        assert!(err.contains(problem.as_str()) && err.contains("pass --bootstrap with one built for"), "{err}");
     }
+    // Output is written whole or not at all, into a folder made for it; never over the component itself.
+    let full = keyward(&["package", "--component", hello.to_str().unwrap(), "-o", "/dev/full"]);
+    assert_eq!(full.status.code(), Some(2));
+    let err = stderr(&full);
+    assert!(err.lines().count() == 1 && err.contains("No space left on device") && !err.contains("Os {"), "{err}");
+    assert!(!std::fs::metadata("/dev/full").unwrap().is_file(), "the device is written to, not replaced");
+    let nested = dir.path("new/folder/function.zip");
+    assert!(keyward(&["package", "--component", hello.to_str().unwrap(), "-o", &nested]).status.success());
+    let copy = dir.path("hello.wasm");
+    std::fs::copy(&hello, &copy).unwrap();
+    let over = keyward(&["compile", &copy, "-o", &copy]);
+    assert_eq!(over.status.code(), Some(2));
+    assert!(stderr(&over).contains("is the component itself"), "{}", stderr(&over));
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&hello).unwrap());
     let native = keyward(&["package", "--component", hello.to_str().unwrap(), "-o", &zip_path, "--cpu", "native"]);
     assert!(native.status.success(), "{}", stderr(&native));
     assert!(stderr(&native).contains("warning: --cpu native"), "{}", stderr(&native));

@@ -169,6 +169,30 @@ fn a_misconfigured_function_fails_init_with_one_clear_line() {
     assert!(log.contains("KEYWARD_KMS_KEY_ID is not set"), "{log}");
 }
 
+/// The bootstrap a package ships has no compiler: given a `.wasm`, init fails saying what to ship instead.
+#[test]
+fn the_runtime_only_bootstrap_asks_for_a_precompiled_component() {
+    let dir = TempDir::new("lambda-wasm");
+    let emulator = start_emulator(&dir.0, &["uncompiled"]);
+    let env = [
+        ("KEYWARD_COMPONENT", guest("hello").display().to_string()),
+        ("KEYWARD_KMS_KEY_ID", "alias/k".to_string()),
+        ("KEYWARD_KMS_ENDPOINT", "http://127.0.0.1:9".to_string()),
+    ];
+    let mut function =
+        Function::start_program(&lambda_bootstrap(), &emulator.runtime_api("uncompiled"), &dir, "uncompiled", &env);
+    let status = function.child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let log = function.log_text();
+    assert!(
+        log.contains(
+            "this bootstrap runs only precompiled components (.cwasm), and this is a .wasm: package the \
+             function with `keyward package`"
+        ),
+        "{log}"
+    );
+}
+
 /// The deployment zip, unpacked as Lambda would into a task root, runs: `bootstrap` finds `handler.cwasm` there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_packaged_function_runs_from_its_task_root() {
@@ -208,4 +232,56 @@ async fn the_packaged_function_runs_from_its_task_root() {
     let audit: Vec<&str> = log.lines().filter(|l| l.contains("kms decrypt")).collect();
     assert_eq!(audit.len(), 2, "one prefetch (miss), one invocation (hit): {log}");
     assert!(audit[0].contains("cache=\"miss\"") && audit[1].contains("cache=\"hit\""), "{log}");
+}
+
+/// KMS over HTTPS: the function trusts the authorities of `AWS_CA_BUNDLE` (a private CA, an inspecting proxy),
+/// and, without it, only its built-in roots: a certificate no public authority issued fails the call, not init.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_over_https_trusts_the_ca_bundle_and_otherwise_the_built_in_roots() {
+    let dir = TempDir::new("lambda-tls");
+    let (moto, ca) = start_moto_tls(&dir.0);
+    let endpoint = format!("https://127.0.0.1:{}", moto.port);
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(aws_sdk_kms::config::SharedCredentialsProvider::new(
+            aws_sdk_kms::config::Credentials::new("testing", "testing", None, None, "tests"),
+        ))
+        .http_client(keyward::kms::aws::https_client_trusting(Some(&ca)).unwrap())
+        .build();
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    let key = create_key(&kms).await;
+    let password = b64(&encrypt(&kms, &key, b"tls-s3cret", &[("function", "tls")]).await);
+    let names = ["trusting", "untrusting", "badbundle"];
+    let emulator = start_emulator(&dir.0, &names);
+    let env = |bundle: Option<String>| {
+        let mut env = vec![
+            ("KEYWARD_COMPONENT", guest("hello").display().to_string()),
+            ("KEYWARD_GUEST_ENV", "PASSWORD".to_string()),
+            ("PASSWORD", password.clone()),
+            ("KEYWARD_KMS_KEY_ID", key.clone()),
+            ("KEYWARD_KMS_ENDPOINT", endpoint.clone()),
+            ("KEYWARD_KMS_CONTEXT", "function=tls".to_string()),
+        ];
+        env.extend(bundle.map(|path| ("AWS_CA_BUNDLE", path)));
+        env
+    };
+
+    let trusting =
+        Function::start(&emulator.runtime_api("trusting"), &dir, "trusting", &env(Some(ca.display().to_string())));
+    let response = trusting.invoke(&emulator, &json!({})).unwrap_or_else(|e| panic!("{e}; {}", trusting.log_text()));
+    assert_eq!(hello_fingerprint(&response), fingerprint(b"tls-s3cret"));
+
+    let untrusting = Function::start(&emulator.runtime_api("untrusting"), &dir, "untrusting", &env(None));
+    let error = untrusting.invoke(&emulator, &json!({})).unwrap_err();
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(message.contains("kms unavailable") && message.contains("certificate"), "{message}");
+
+    let not_pem = dir.path("not.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let mut bad = Function::start(&emulator.runtime_api("badbundle"), &dir, "badbundle", &env(Some(not_pem.clone())));
+    assert!(!bad.child.wait().unwrap().success());
+    let log = bad.log_text();
+    assert!(log.contains(&format!("AWS_CA_BUNDLE={not_pem}: it holds no certificate")), "{log}");
 }

@@ -69,12 +69,56 @@ impl Drop for Server {
 
 /// moto's server: a KMS API to call with the real SDK.
 pub fn start_moto() -> Server {
+    start_moto_with(&[])
+}
+
+/// moto's server over HTTPS with a certificate for 127.0.0.1 issued by a certificate authority of its own, made
+/// for it (with Python's `cryptography`, which moto is built on); returns the server and the authority's PEM file.
+/// Its URL is `https://127.0.0.1:PORT`.
+pub fn start_moto_tls(dir: &Path) -> (Server, PathBuf) {
+    let (ca, cert, key) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    let made = Command::new("python3").arg("-c").arg(MAKE_CERTIFICATES).args([&ca, &cert, &key]).status().unwrap();
+    assert!(made.success(), "cannot make test certificates (Python's cryptography, installed with moto)");
+    let server = start_moto_with(&["--ssl".as_ref(), "-c".as_ref(), cert.as_os_str(), "-k".as_ref(), key.as_os_str()]);
+    (server, ca)
+}
+
+/// Writes a CA certificate, and a server certificate and key for 127.0.0.1 it issued, to argv[1..4].
+const MAKE_CERTIFICATES: &str = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+now = datetime.datetime.now(datetime.timezone.utc)
+def name(cn): return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+ca = (x509.CertificateBuilder().subject_name(name("keyward test CA")).issuer_name(name("keyward test CA"))
+      .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+      .not_valid_after(now + datetime.timedelta(days=1))
+      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+      .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+      .sign(ca_key, hashes.SHA256()))
+cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(2).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256()))
+open(sys.argv[1], "wb").write(ca.public_bytes(serialization.Encoding.PEM))
+open(sys.argv[2], "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(sys.argv[3], "wb").write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+"#;
+
+fn start_moto_with(args: &[&std::ffi::OsStr]) -> Server {
     let port = free_port();
     // The recorder writes its file into the working directory: one directory per server.
     let workdir = std::env::temp_dir().join(format!("keyward-moto-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&workdir).unwrap();
     let mut cmd = Command::new("moto_server");
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
         .current_dir(&workdir)
         .env("MOTO_RECORDER_FILEPATH", workdir.join("moto_recording"));
     Server::spawn(cmd, port, "moto_server", Some(workdir))

@@ -18,6 +18,14 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The runtime-only Lambda bootstrap `keyward package` ships, built by `cargo xtask bootstrap` (which
+/// `cargo xtask test` runs first) beside the `keyward` binary's cargo target folder.
+pub fn lambda_bootstrap() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_keyward")).with_file_name("../lambda/bootstrap");
+    assert!(path.exists(), "{} is missing: build it first with `cargo xtask bootstrap`", path.display());
+    path
+}
+
 pub fn context(pairs: &[(&str, &str)]) -> EncryptionContext {
     EncryptionContext::from_pairs(pairs.iter().copied()).expect("valid context")
 }

@@ -22,10 +22,15 @@ tasks:
   demo           build the host and the hello guest (Rust only), make a local key, encrypt a demo secret,
                  and run the guest once through the host
   test [ARGS]    install what the tests need (wasm32-wasip2 target; moto and cargo-lambda from PyPI),
-                 build the guests, run every test (ARGS go to cargo test)
+                 build the guests and the Lambda bootstrap, run every test (ARGS go to cargo test)
   build-guests   build every guest component: Rust for wasm32-wasip2, JavaScript with componentize-js
-  bench          measure the example guests in process, masking, cold start (.wasm and .cwasm) and warm
-                 invoke latency as a Lambda, and a soak of good and hostile invocations";
+  bootstrap [--target TRIPLE]
+                 build the Lambda bootstrap `keyward package` ships (runtime only: no compiler, no CLI) into
+                 target/[TRIPLE/]lambda/bootstrap
+  bench          keyward against a native Rust Lambda doing the same work, in one table: cold start, warm
+                 invoke and memory through the Runtime API emulator, binary size, in-process phases
+  soak           10,000 good and hostile invocations in process and 2,000 as a Lambda: unexpected outcomes
+                 and memory growth";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -35,7 +40,15 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("test") => test(&args[1..]),
         Some("build-guests") => build_guests(),
+        Some("bootstrap") => match &args[1..] {
+            [] => build_bootstrap(None).map(|path| println!("{}", rel(&path))),
+            [flag, triple] if flag == "--target" => {
+                build_bootstrap(Some(triple)).map(|path| println!("{}", rel(&path)))
+            }
+            _ => Err(USAGE.to_string()),
+        },
         Some("bench") => bench(),
+        Some("soak") => soak(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -218,10 +231,12 @@ fn path_with(dir: &Path) -> Result<std::ffi::OsString> {
 fn test(args: &[String]) -> Result {
     let scripts = install_python_tools()?;
     build_guests()?;
+    // The bootstrap `keyward package` ships, which the Lambda tests run.
+    build_bootstrap(None)?;
     step("running every test");
     let mut cmd = cargo();
     cmd.env("PATH", path_with(&scripts)?);
-    cmd.args(["test", "--release", "--workspace", "--exclude", "xtask"])
+    cmd.args(["test", "--release", "--workspace", "--exclude", "xtask", "--exclude", "native-hello"])
         .args(WASM_ONLY.iter().flat_map(|g| ["--exclude", g]))
         .args(args)
         .stdout(Stdio::piped());
@@ -251,9 +266,41 @@ fn count(summary: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Builds the runtime-only Lambda bootstrap (`host/src/bin/bootstrap.rs`: no default features, so no compiler and
+/// no CLI) in the `lambda` profile, for `triple` or this machine; returns its path.
+fn build_bootstrap(triple: Option<&str>) -> Result<PathBuf> {
+    step("building the Lambda bootstrap (runtime only, lambda profile)");
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "keyward", "--bin", "bootstrap", "--no-default-features"]).args([
+        "--features",
+        "bootstrap",
+        "--profile",
+        "lambda",
+    ]);
+    if let Some(triple) = triple {
+        cmd.args(["--target", triple]);
+    }
+    run(&mut cmd)?;
+    Ok(root().join("target").join(triple.unwrap_or("")).join("lambda/bootstrap"))
+}
+
 fn bench() -> Result {
     let scripts = install_python_tools()?;
     build_guests()?;
-    step("benchmarking: in-process invocations and masking, cold and warm starts as a Lambda, then the soak");
-    run(cargo().env("PATH", path_with(&scripts)?).args(["bench", "--package", "keyward"]))
+    let bootstrap = build_bootstrap(None)?;
+    step("building the native function the bench compares with (lambda profile)");
+    run(cargo().args(["build", "--package", "native-hello", "--profile", "lambda"]))?;
+    step("benchmarking keyward against a native Lambda");
+    run(cargo()
+        .env("PATH", path_with(&scripts)?)
+        .env("KEYWARD_BENCH_BOOTSTRAP", bootstrap)
+        .env("KEYWARD_BENCH_NATIVE", root().join("target/lambda/native-hello"))
+        .args(["bench", "--package", "keyward", "--bench", "lambda"]))
+}
+
+fn soak() -> Result {
+    let scripts = install_python_tools()?;
+    build_guests()?;
+    step("soak: good and hostile invocations, in process and as a Lambda");
+    run(cargo().env("PATH", path_with(&scripts)?).args(["bench", "--package", "keyward", "--bench", "soak"]))
 }

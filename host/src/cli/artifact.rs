@@ -53,8 +53,9 @@ impl Target {
 
 impl Compile {
     pub(crate) fn run(self) -> anyhow::Result<()> {
+        refuse_overwriting_input(&self.component, &self.out)?;
         let compiled = compile(&self.component, &self.target.compile_target()?)?;
-        std::fs::write(&self.out, &compiled).with_context(|| format!("cannot write {}", self.out.display()))?;
+        write_whole(&self.out, &compiled)?;
         println!("compiled {} to {} ({} bytes)", self.component.display(), self.out.display(), compiled.len());
         Ok(())
     }
@@ -65,8 +66,7 @@ fn compile(component: &Path, target: &CompileTarget) -> anyhow::Result<Vec<u8>> 
     Ok(keyward::precompile(&bytes, target)?)
 }
 
-/// Make a Lambda deployment zip (for the provided.al2023 runtime): `bootstrap` (this binary, or --bootstrap) and
-/// `handler.cwasm`.
+/// Make a Lambda deployment zip (for the provided.al2023 runtime): `bootstrap` and `handler.cwasm`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Package {
     /// The guest component (.wasm).
@@ -77,7 +77,8 @@ pub(crate) struct Package {
     out: PathBuf,
     #[command(flatten)]
     target: Target,
-    /// The keyward binary to ship as `bootstrap`. Default: this one (which must then match --target).
+    /// The Lambda bootstrap to ship. Default: the runtime-only one `cargo xtask bootstrap [--target TRIPLE]`
+    /// builds, found next to this keyward or in its cargo target folder (target/[TRIPLE/]lambda/bootstrap).
     #[arg(long, value_name = "FILE")]
     bootstrap: Option<PathBuf>,
 }
@@ -85,21 +86,13 @@ pub(crate) struct Package {
 impl Package {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let host_triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        let triple = self.target.target.as_deref().unwrap_or(&host_triple);
         let bootstrap = match &self.bootstrap {
             Some(path) => path.clone(),
-            None => {
-                if let Some(target) = self.target.target.as_deref().filter(|t| *t != host_triple) {
-                    anyhow::bail!(
-                        "this keyward runs on {host_triple}, not {target}: pass --bootstrap with a keyward built \
-                         for {target}"
-                    );
-                }
-                std::env::current_exe().context("cannot find this keyward binary")?
-            }
+            None => built_bootstrap(triple, triple == host_triple)?,
         };
         let bootstrap_bytes =
             std::fs::read(&bootstrap).with_context(|| format!("cannot read bootstrap {}", bootstrap.display()))?;
-        let triple = self.target.target.as_deref().unwrap_or(&host_triple);
         check_bootstrap(&bootstrap_bytes, triple).with_context(|| format!("bootstrap {}", bootstrap.display()))?;
         let compile_target = self.target.compile_target()?;
         if compile_target.cpu == Cpu::Native {
@@ -109,8 +102,10 @@ impl Package {
             );
         }
         let cwasm = compile(&self.component, &compile_target)?;
-        write_zip(&self.out, &[("bootstrap", &bootstrap_bytes, 0o755), ("handler.cwasm", &cwasm, 0o644)])
-            .with_context(|| format!("cannot write {}", self.out.display()))?;
+        refuse_overwriting_input(&self.component, &self.out)?;
+        let zip = zip_of(&[("bootstrap", &bootstrap_bytes, 0o755), ("handler.cwasm", &cwasm, 0o644)])
+            .context("cannot make the zip")?;
+        write_whole(&self.out, &zip)?;
         println!(
             "packaged {} ({} bytes): bootstrap, handler.cwasm",
             self.out.display(),
@@ -120,30 +115,73 @@ impl Package {
     }
 }
 
+/// Where `cargo xtask bootstrap [--target TRIPLE]` puts the runtime-only bootstrap for `triple`, as seen from this
+/// keyward: beside it (an install), or in the cargo target folder it was built in.
+///
+/// # Errors
+/// When there is none, naming the command that builds it.
+fn built_bootstrap(triple: &str, is_host: bool) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this keyward binary")?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let mut candidates = vec![dir.join("..").join(triple).join("lambda/bootstrap")];
+    if is_host {
+        candidates.extend([dir.join("bootstrap"), dir.join("../lambda/bootstrap")]);
+    }
+    let flag = if is_host { String::new() } else { format!(" --target {triple}") };
+    candidates.into_iter().find(|path| path.is_file()).with_context(|| {
+        format!(
+            "no Lambda bootstrap for {triple} next to this keyward: build it with `cargo xtask bootstrap{flag}`, or \
+             pass --bootstrap FILE"
+        )
+    })
+}
+
 /// Checks that `bytes` are a Linux executable for `triple`'s architecture, as Lambda's `provided.al2023` runtime
 /// runs `bootstrap`: a wrong one would deploy, then fail every init with an exec format error.
 ///
 /// # Errors
 /// What it is instead, and what to pass.
 fn check_bootstrap(bytes: &[u8], triple: &str) -> anyhow::Result<()> {
-    use object::{Architecture, Object as _, ObjectKind};
-    let fix = format!("pass --bootstrap with a keyward built for {triple}");
-    let file = object::File::parse(bytes).map_err(|_| anyhow::anyhow!("is not an ELF executable: {fix}"))?;
-    let architecture = match file.architecture() {
-        Architecture::X86_64 => "x86_64",
-        Architecture::Aarch64 => "aarch64",
+    use object::elf;
+    use object::read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _};
+    let fix = format!("pass --bootstrap with one built for {triple} (`cargo xtask bootstrap --target {triple}`)");
+    let not_elf = || anyhow::anyhow!("is not a 64-bit Linux ELF executable: {fix}");
+    let header = elf::FileHeader64::<object::Endianness>::parse(bytes).map_err(|_| not_elf())?;
+    let endian = header.endian().map_err(|_| not_elf())?;
+    let architecture = match header.e_machine(endian) {
+        elf::EM_X86_64 => "x86_64",
+        elf::EM_AARCH64 => "aarch64",
         _ => "another architecture",
     };
     anyhow::ensure!(triple.starts_with(architecture), "is built for {architecture}, not {triple}: {fix}");
     anyhow::ensure!(
-        matches!(file.kind(), ObjectKind::Executable | ObjectKind::Dynamic),
-        "is not an executable (an object file?): {fix}"
+        matches!(header.e_ident().os_abi, elf::ELFOSABI_SYSV | elf::ELFOSABI_GNU),
+        "is built for another operating system than Linux (ELF OS/ABI {}): {fix}",
+        header.e_ident().os_abi
     );
+    let segments = header.program_headers(endian, bytes).map_err(|_| not_elf())?;
+    // A position-independent executable and a shared library are both ET_DYN; the executable names its program
+    // interpreter, or (static-pie) is marked PIE in its dynamic section.
+    let pie = segments.iter().any(|segment| {
+        segment.p_type(endian) == elf::PT_INTERP
+            || segment.dynamic(endian, bytes).ok().flatten().is_some_and(|entries| {
+                entries.iter().any(|entry| {
+                    entry.d_tag(endian) == elf::DT_FLAGS_1 && entry.d_val(endian) & u64::from(elf::DF_1_PIE) != 0
+                })
+            })
+    });
+    let executable = match header.e_type(endian) {
+        elf::ET_EXEC => true,
+        elf::ET_DYN => pie,
+        _ => false,
+    };
+    anyhow::ensure!(executable, "is not an executable (a shared library or an object file?): {fix}");
     Ok(())
 }
 
-fn write_zip(path: &Path, files: &[(&str, &[u8], u32)]) -> anyhow::Result<()> {
-    let mut zip = zip::ZipWriter::new(std::fs::File::create(path)?);
+/// A zip of `files` (name, bytes, unix mode), made in memory: a failed write leaves no half-made archive.
+fn zip_of(files: &[(&str, &[u8], u32)]) -> zip::result::ZipResult<Vec<u8>> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, bytes, mode) in files {
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
@@ -151,6 +189,32 @@ fn write_zip(path: &Path, files: &[(&str, &[u8], u32)]) -> anyhow::Result<()> {
         zip.start_file(*name, options)?;
         zip.write_all(bytes)?;
     }
-    zip.finish()?;
+    Ok(zip.finish()?.into_inner())
+}
+
+/// Writes `bytes` to `path` whole or not at all: into a temporary file beside it, renamed over it once complete
+/// (so a full disk or a size limit never leaves a truncated `.cwasm` or zip). Creates the folder, as cargo does.
+/// A path that exists and is not a regular file is written to in place.
+fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let fail = || format!("cannot write {}", path.display());
+    if path.metadata().is_ok_and(|m| !m.is_file()) {
+        // A device or a pipe (`-o /dev/stdout`): written to, never replaced.
+        return std::fs::write(path, bytes).with_context(fail);
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(fail)?;
+    let name = path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
+    let temporary = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let written = std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.with_context(fail)
+}
+
+/// Refuses `-o` naming the input itself, which the output would replace.
+fn refuse_overwriting_input(input: &Path, out: &Path) -> anyhow::Result<()> {
+    let same = matches!((input.canonicalize(), out.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    anyhow::ensure!(!same, "-o {} is the component itself: write the output to another file", out.display());
     Ok(())
 }

@@ -52,22 +52,19 @@ pub(crate) fn main() -> ExitCode {
     // Lambda mode logs invocations and audit lines by default, however it was started.
     let verbose = if matches!(cli.command, Command::Lambda) { cli.verbose.max(1) } else { cli.verbose };
     init_logging(verbose);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => return report(&anyhow::anyhow!("cannot start the async runtime: {e}")),
+    let result = match cli.command {
+        Command::Keygen(cmd) => cmd.run(),
+        Command::Encrypt(cmd) => cmd.run(),
+        Command::Decrypt(cmd) => cmd.run(),
+        Command::Invoke(cmd) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(cmd.run()),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
+        Command::Compile(cmd) => cmd.run(),
+        Command::Package(cmd) => cmd.run(),
+        Command::New(cmd) => cmd.run(),
+        Command::Lambda => return keyward::lambda::main(),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Keygen(cmd) => cmd.run(),
-            Command::Encrypt(cmd) => cmd.run(),
-            Command::Decrypt(cmd) => cmd.run(),
-            Command::Invoke(cmd) => cmd.run().await,
-            Command::Compile(cmd) => cmd.run(),
-            Command::Package(cmd) => cmd.run(),
-            Command::New(cmd) => cmd.run(),
-            Command::Lambda => Ok(keyward::lambda::run().await?),
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
@@ -81,15 +78,9 @@ fn report(error: &anyhow::Error) -> ExitCode {
 }
 
 fn init_logging(verbose: u8) {
-    let default = match verbose {
+    keyward::mask::init_logging(match verbose {
         0 => "error",
         1 => "info",
         _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // Every line is masked with the plaintexts the process holds: a net under whatever might log one.
-    let writer = keyward::mask::MaskingWriter::new(std::io::stderr);
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).init();
+    });
 }

@@ -162,6 +162,15 @@ impl KmsPolicy {
                 .insert(&ciphertext, name, settings.clone())
                 .map_err(|other| PolicyError::OneCiphertextTwoSettings { first: other, second: name.clone() })?;
         }
+        // A guest variable without settings of its own that holds a configured ciphertext would be decrypted with
+        // that ciphertext's settings, not the defaults it was given. (Values that are not base64 are not
+        // ciphertexts: plain configuration.)
+        for (name, value) in guest_env.iter().filter(|(name, _)| !self.secrets.iter().any(|(n, _)| n == name)) {
+            let Ok(ciphertext) = keyward_base64::decode(value) else { continue };
+            if let Err(other) = table.insert(&ciphertext, name, SecretSettings::default()) {
+                return Err(PolicyError::OneCiphertextTwoSettings { first: other, second: name.clone() });
+            }
+        }
         Ok(table)
     }
 }
@@ -216,6 +225,11 @@ mod tests {
                 PolicyError::OneCiphertextTwoSettings { first: "P".into(), second: "P_AGAIN".into() },
             ),
             (
+                // P_AGAIN has no settings of its own: it would be decrypted with P's, not the defaults.
+                secret(SecretSettings { key_ids: vec!["alias/other".into()], ..SecretSettings::default() }),
+                PolicyError::OneCiphertextTwoSettings { first: "P".into(), second: "P_AGAIN".into() },
+            ),
+            (
                 KmsPolicy { cache: CacheSettings { max_entries: 0, ..cached }, ..KmsPolicy::default() },
                 PolicyError::EmptyCache,
             ),
@@ -229,5 +243,14 @@ mod tests {
             ..KmsPolicy::default()
         };
         assert!(same.check(&guest).is_ok(), "one ciphertext under two names with the same settings is fine");
+        let keys = |keys: &[&str]| SecretSettings {
+            key_ids: keys.iter().map(|k| k.to_string()).collect(),
+            ..SecretSettings::default()
+        };
+        let same_keys = KmsPolicy {
+            secrets: vec![("P".into(), keys(&["a", "b"])), ("P_AGAIN".into(), keys(&["b", "a", "b"]))],
+            ..KmsPolicy::default()
+        };
+        assert!(same_keys.check(&guest).is_ok(), "the same keys in another order are the same settings");
     }
 }

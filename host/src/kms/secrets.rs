@@ -47,7 +47,10 @@ impl SecretTable {
     /// # Errors
     /// The name of another secret holding the same ciphertext with other settings: the ciphertext cannot follow
     /// both, and picking one would silently drop the other's stamp or keys.
-    pub(crate) fn insert(&mut self, ciphertext: &[u8], name: &str, settings: SecretSettings) -> Result<(), String> {
+    pub(crate) fn insert(&mut self, ciphertext: &[u8], name: &str, mut settings: SecretSettings) -> Result<(), String> {
+        // Keys are a set: the same keys listed in another order, or twice, are the same settings.
+        settings.key_ids.sort();
+        settings.key_ids.dedup();
         match self.0.entry(Sha256::digest(ciphertext).into()) {
             Entry::Occupied(held) if held.get().settings != settings => Err(held.get().name.clone()),
             Entry::Occupied(_) => Ok(()),

@@ -86,7 +86,12 @@ impl Vars<'_> {
         let fail = |e: String| ConfigError(format!("{name}: {e}"));
         let mut pairs = Vec::new();
         for item in self.list(name) {
-            let Pair(key, mut value) = item.parse::<Pair>().map_err(|e| fail(e.to_string()))?;
+            let Pair(key, value) = item.parse::<Pair>().map_err(|e| fail(e.to_string()))?;
+            // Items are trimmed; so are their keys and values, around the `=`.
+            let (key, mut value) = (key.trim().to_string(), value.trim().to_string());
+            if key.is_empty() {
+                return Err(fail(format!("{item:?} is not of the form KEY=VALUE with a non-empty KEY")));
+            }
             for (placeholder, var) in PLACEHOLDERS {
                 if value.contains(placeholder) {
                     let fact =
@@ -94,7 +99,7 @@ impl Vars<'_> {
                     value = value.replace(placeholder, &fact);
                 }
             }
-            if let Some(open) = value.find('{').filter(|_| value.contains('}')) {
+            if let Some(open) = value.find(['{', '}']) {
                 let unknown = value[open..].split_inclusive('}').next().unwrap_or_default();
                 let known: Vec<&str> = PLACEHOLDERS.iter().map(|(p, _)| *p).collect();
                 return Err(fail(format!("{unknown} is not a placeholder ({})", known.join(", "))));
@@ -193,6 +198,7 @@ impl LambdaConfig {
         let aws = AwsKmsConfig {
             key_ids: vars.list("KEYWARD_KMS_KEY_ID"),
             endpoint: vars.get("KEYWARD_KMS_ENDPOINT").filter(|e| !e.is_empty()),
+            ca_bundle: vars.get("AWS_CA_BUNDLE").filter(|p| !p.is_empty()).map(Into::into),
         };
 
         // What the library's own checks cannot know: Lambda's limits, and that Lambda mode decrypts with KMS.
@@ -212,8 +218,9 @@ impl LambdaConfig {
 /// The host's own words for a configuration it refuses, with the variable that set it.
 fn name_the_variable(error: HostError) -> ConfigError {
     let message = match &error {
-        HostError::Limits(InvalidLimits::Memory { .. }) => format!("KEYWARD_MEMORY_MB: {error}"),
-        HostError::Limits(InvalidLimits::Timeout { .. }) => format!("KEYWARD_TIMEOUT_MS: {error}"),
+        HostError::Limits(limit @ InvalidLimits::Memory { .. }) => format!("KEYWARD_MEMORY_MB: {limit}"),
+        HostError::Limits(limit @ InvalidLimits::Timeout { .. }) => format!("KEYWARD_TIMEOUT_MS: {limit}"),
+        HostError::Limits(limit @ InvalidLimits::NoResponse) => format!("KEYWARD_MAX_RESPONSE_BYTES: {limit}"),
         HostError::Policy(PolicyError::PrefetchWithoutCache) => {
             "KEYWARD_PREFETCH needs the cache, but KEYWARD_CACHE_TTL_SECS is 0".to_string()
         }
@@ -326,7 +333,8 @@ mod tests {
     fn reads_per_secret_settings_with_lambdas_facts() {
         let c = config(&[
             ("KEYWARD_KMS_KEY_ID", "k"),
-            ("KEYWARD_KMS_CONTEXT", "function={function_name}"),
+            // Spaces around the `=` are not part of the key or the value.
+            ("KEYWARD_KMS_CONTEXT", " function = {function_name} "),
             ("AWS_LAMBDA_FUNCTION_NAME", "billing"),
             ("AWS_REGION", "eu-west-1"),
             ("KEYWARD_GUEST_ENV", "CONSOLE,CLI,RSA,PLAIN"),
@@ -379,6 +387,19 @@ mod tests {
             (
                 &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "f={function_name}")],
                 "KEYWARD_KMS_CONTEXT: {function_name} needs AWS_LAMBDA_FUNCTION_NAME, which is not set",
+            ),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "f={function_name")],
+                "KEYWARD_KMS_CONTEXT: {function_name is not a placeholder ({function_name}, {region})",
+            ),
+            (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", " = x")], "KEYWARD_KMS_CONTEXT: \"= x\" is not of"),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MAX_RESPONSE_BYTES", "0")],
+                "KEYWARD_MAX_RESPONSE_BYTES: the response limit must be at least 1 byte",
+            ),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MEMORY_MB", "5000")],
+                "KEYWARD_MEMORY_MB: memory limit must be 1 to 4096 MiB, not 5000 MiB",
             ),
         ];
         for (vars, expected) in cases {

@@ -17,8 +17,10 @@ pub use diagnostic::Diagnostic;
 pub use runtime_api::RuntimeApiError;
 use runtime_api::{Next, NextInvocation, RuntimeApi};
 
-use crate::kms::{AwsKms, AwsKmsError};
-use crate::{Host, HostError, InvocationContext, InvokeError};
+use crate::InvokeError;
+use crate::host::{self, Host, HostError, Invocation, InvocationContext};
+use crate::kms::{AwsKms, AwsKmsError, KmsGate};
+use crate::sandbox::{ComponentSource, LoadError, Sandbox};
 
 /// Consecutive failed polls of the Runtime API after which it is taken to be gone (about 11 s of retries).
 const MAX_POLL_FAILURES: u32 = 10;
@@ -42,18 +44,43 @@ pub enum LambdaError {
     RuntimeApi(#[from] RuntimeApiError),
 }
 
-/// Builds the host: configuration, KMS client, component, prefetched secrets.
+/// The `bootstrap` process, logging already set up: runs [`run`] on an async runtime, then prints its error in one
+/// line. Exit code 0 when the Runtime API went away after serving, 2 when init or the Runtime API failed.
+pub fn main() -> std::process::ExitCode {
+    let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(run()).map_err(|e| e.to_string()),
+        Err(e) => Err(format!("cannot start the async runtime: {e}")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward: error: {}", crate::error::one_line(&e));
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Builds the host: configuration, KMS client, component, prefetched secrets. The component loads on a blocking
+/// thread while the KMS client is made and the secrets are prefetched (network round trips, mostly waiting).
 ///
 /// # Errors
-/// A [`LambdaError`] naming what is wrong.
+/// A [`LambdaError`] naming what is wrong: the configuration's or the KMS client's error first, then the
+/// component's, then the prefetch's.
 pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
-    let kms = AwsKms::from_env(config.kms).await?;
-    for (name, settings) in &config.host.kms.secrets {
+    let LambdaConfig { component, host: host_config, kms: kms_config } = config;
+    host_config.validate()?;
+    let limits = host_config.limits.clone();
+    let loading = tokio::task::spawn_blocking(move || Sandbox::new(ComponentSource::File(&component), limits));
+    let kms = AwsKms::from_env(kms_config).await?;
+    for (name, settings) in &host_config.kms.secrets {
         kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), &settings.key_ids)?;
     }
-    let host = Host::from_file(&config.component, Arc::new(kms), config.host)?;
-    host.prefetch().await?;
-    Ok(host)
+    let gate = KmsGate::new(Arc::new(kms), &host_config.kms, &host_config.guest_env).map_err(HostError::from)?;
+    let prefetched = host::prefetch(&gate, &host_config.guest_env, &host_config.kms.prefetch).await;
+    let sandbox = loading.await.map_err(|e| LoadError::Engine(format!("the component loader stopped: {e}")));
+    let sandbox = sandbox.and_then(|loaded| loaded).map_err(HostError::from)?;
+    prefetched?;
+    Ok(Host::from_parts(sandbox, gate, host_config))
 }
 
 /// Runs as the Lambda `bootstrap`: builds the host, then serves invocations until the Runtime API goes away. A
@@ -110,17 +137,27 @@ async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
             }
         };
         failures = 0;
-        let delivered = match handle(host, &invocation).await {
+        let (result, instance) = match handle(host, &invocation).await {
+            Ok(ran) => (ran.result, Some(ran.instance)),
+            Err(e) => (Err(e), None),
+        };
+        let delivered = match result {
             Ok(response) => api.respond(&invocation, response).await,
             Err(e) => api.fail(&invocation, &Diagnostic::from(&e)).await,
         };
+        // The response is out: the instance is torn down (its memory given back, its pool slot freed) on a blocking
+        // thread, while this one asks for the next invocation.
+        if let Some(instance) = instance {
+            tokio::task::spawn_blocking(move || drop(instance));
+        }
         if let Err(e) = delivered {
             tracing::error!(request_id = %invocation.request_id, error = %e, "cannot deliver the invocation's outcome");
         }
     }
 }
 
-async fn handle(host: &Host, invocation: &NextInvocation) -> Result<String, InvokeError> {
+/// Runs the invocation's event, or tells why it cannot run (its event could not be read).
+async fn handle(host: &Host, invocation: &NextInvocation) -> Result<Invocation, InvokeError> {
     let event = match &invocation.event {
         Ok(event) => event,
         Err(e) => {
@@ -133,5 +170,5 @@ async fn handle(host: &Host, invocation: &NextInvocation) -> Result<String, Invo
         function_arn: invocation.function_arn.clone(),
         deadline: invocation.deadline,
     };
-    host.invoke(event, ctx).await.result
+    Ok(host.invoke(event, ctx).await)
 }

@@ -1,5 +1,7 @@
 //! Loading a guest: from bytes to a checked, pre-linked component, or one clear error naming what is wrong.
 
+use std::path::Path;
+
 use wasmtime::Engine;
 use wasmtime::component::types::{self, ComponentItem};
 use wasmtime::component::{Component, Linker, Type};
@@ -49,33 +51,80 @@ pub enum LoadError {
          for this machine's target"
     )]
     Precompiled(String),
+    /// The component's memory starts larger than the memory limit.
+    #[error(
+        "the component's memory starts at {:.1} MiB, more than the memory limit: raise the limit \
+         (KEYWARD_MEMORY_MB, or --memory-mb)",
+        *needed_bytes as f64 / f64::from(1 << 20)
+    )]
+    MemoryLimit {
+        /// The memory's initial size.
+        needed_bytes: u64,
+    },
+    /// A `.wasm` given to a host built without the compiler (the Lambda `bootstrap` of a package).
+    #[error(
+        "this bootstrap runs only precompiled components (.cwasm), and this is a .wasm: package the function with \
+         `keyward package`, or compile the component with `keyward compile`"
+    )]
+    NeedsCompiler,
     /// The engine could not be set up.
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
 }
 
 /// Reads a component file.
-pub(crate) fn read(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(|error| LoadError::Io { path: path.into(), error })
 }
 
-/// Checks and compiles `bytes`, then links it against everything the host provides.
+/// The first bytes of a file (fewer if it is shorter), enough to tell a `.cwasm` from a `.wasm`.
+fn head(path: &Path) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(8);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(8).read_to_end(&mut head))
+        .map_err(|error| LoadError::Io { path: path.into(), error })?;
+    Ok(head)
+}
+
+/// Where a component comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ComponentSource<'a> {
+    /// Its bytes, `.wasm` or `.cwasm`.
+    Bytes(&'a [u8]),
+    /// A file: a `.cwasm` is mapped into memory, not read (the code pages are the file's, loaded as they are
+    /// first run), a `.wasm` read.
+    File(&'a Path),
+}
+
+/// Checks and compiles (or loads precompiled) a component, then links it against everything the host provides.
 pub(crate) fn load(
     engine: &Engine,
     linker: &Linker<GuestState>,
-    bytes: &[u8],
+    source: ComponentSource<'_>,
 ) -> Result<SecretHandlerPre<GuestState>, LoadError> {
-    let component = if is_precompiled(bytes) {
-        // SAFETY: `deserialize` trusts that the bytes are wasmtime's own output. It checks what can be checked —
-        // the wasmtime version, the target and the engine settings recorded in the file — and refuses a file made
-        // by another version, for another machine or with other settings. keyward loads only the `.cwasm` of the
-        // deployment package (made by `keyward compile`/`package`), which is as trusted as the binary itself.
-        #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(engine, bytes) };
-        component.map_err(|e| LoadError::Precompiled(error_line(&e)))?
-    } else {
-        check_header(bytes)?;
-        Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid(error_line(&e)))?
+    let component = match source {
+        ComponentSource::Bytes(bytes) if is_precompiled(bytes) => {
+            // SAFETY: see `deserialize_file` below; these bytes are the file's.
+            #[allow(unsafe_code)]
+            let component = unsafe { Component::deserialize(engine, bytes) };
+            component.map_err(|e| load_error(&e, LoadError::Precompiled))?
+        }
+        ComponentSource::Bytes(bytes) => {
+            check_header(bytes)?;
+            compile(engine, bytes)?
+        }
+        ComponentSource::File(path) if is_precompiled(&head(path)?) => {
+            // SAFETY: `deserialize_file` trusts that the file is wasmtime's own output, and that it does not
+            // change while mapped. It checks what can be checked — the wasmtime version, the target and the engine
+            // settings recorded in the file — and refuses a file made by another version, for another machine or
+            // with other settings. keyward loads only the `.cwasm` of the deployment package (made by
+            // `keyward compile`/`package`), which is as trusted as the binary itself and, on Lambda, read-only.
+            #[allow(unsafe_code)]
+            let component = unsafe { Component::deserialize_file(engine, path) };
+            component.map_err(|e| load_error(&e, LoadError::Precompiled))?
+        }
+        ComponentSource::File(path) => return load(engine, linker, ComponentSource::Bytes(&read(path)?)),
     };
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
@@ -86,6 +135,30 @@ pub(crate) fn load(
     check_handler(engine, &ty).map_err(LoadError::WrongWorld)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(error_line(&e)))?;
     SecretHandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(error_line(&e)))
+}
+
+#[cfg(feature = "compiler")]
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
+    Component::from_binary(engine, bytes).map_err(|e| load_error(&e, LoadError::Invalid))
+}
+
+#[cfg(not(feature = "compiler"))]
+fn compile(_: &Engine, _: &[u8]) -> Result<Component, LoadError> {
+    Err(LoadError::NeedsCompiler)
+}
+
+/// A load error in keyward's words: wasmtime refuses a component whose memory starts larger than the pool's
+/// slots (the memory limit) as not fitting "pooling allocator requirements"; anything else is `otherwise`.
+fn load_error(error: &wasmtime::Error, otherwise: fn(String) -> LoadError) -> LoadError {
+    let line = error_line(error);
+    let needed = line.split("memory has a minimum byte size of ").nth(1).and_then(|rest| {
+        let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+        digits.parse().ok()
+    });
+    match needed {
+        Some(needed_bytes) => LoadError::MemoryLimit { needed_bytes },
+        None => otherwise(line),
+    }
 }
 
 /// Checks the exported `handle` against the WIT signature now, so a mismatch is a load error rather than a

@@ -21,6 +21,7 @@ const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 const MAX_TABLES_PER_COMPONENT: u32 = 16;
 
 /// The CPU features compiled code may use.
+#[cfg(feature = "compiler")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Cpu {
     /// What every machine Lambda runs functions on has, for the target's architecture: on x86_64, the
@@ -34,6 +35,7 @@ pub enum Cpu {
 }
 
 /// Where compiled code is to run: a target triple (default: this machine's architecture) and its CPU features.
+#[cfg(feature = "compiler")]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompileTarget {
     /// A triple such as `aarch64-unknown-linux-gnu`; `None` for this machine's.
@@ -42,6 +44,7 @@ pub struct CompileTarget {
     pub cpu: Cpu,
 }
 
+#[cfg(feature = "compiler")]
 impl CompileTarget {
     /// The cranelift presets of the baseline, for a triple's architecture.
     fn baseline_flags(triple: &str) -> &'static [&'static str] {
@@ -56,16 +59,22 @@ impl CompileTarget {
 }
 
 /// An engine for the component model with async host calls, epoch interruption, and a pooling allocator sized
-/// for `limits.max_instances` guests at once (its defaults reserve room for a thousand). With a `target`, the
-/// engine compiles for it (`keyward compile`) rather than for this machine as it is; its code loads into a host
-/// engine on any machine that has the target's features, since none of the settings here that shape compiled code
-/// depend on `limits`.
-pub(crate) fn build(limits: &Limits, target: Option<&CompileTarget>) -> wasmtime::Result<Engine> {
-    Engine::new(&config(limits, target)?)
+/// for `limits.max_instances` guests at once (its defaults reserve room for a thousand). Without the `compiler`
+/// feature, it loads only precompiled components.
+pub(crate) fn build(limits: &Limits) -> wasmtime::Result<Engine> {
+    Engine::new(&config(limits))
+}
+
+/// An engine that compiles for `target` (`keyward compile`) rather than for this machine as it is; its code loads
+/// into a [`build`] engine on any machine that has the target's features, since none of the settings that shape
+/// compiled code depend on `limits`.
+#[cfg(feature = "compiler")]
+pub(crate) fn build_for(limits: &Limits, target: &CompileTarget) -> wasmtime::Result<Engine> {
+    Engine::new(&config_for(limits, target)?)
 }
 
 /// The configuration [`build`] makes its engine from.
-fn config(limits: &Limits, target: Option<&CompileTarget>) -> wasmtime::Result<Config> {
+fn config(limits: &Limits) -> Config {
     let instances = limits.max_instances;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -85,9 +94,16 @@ fn config(limits: &Limits, target: Option<&CompileTarget>) -> wasmtime::Result<C
         .epoch_interruption(true)
         .max_wasm_stack(MAX_WASM_STACK)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// The configuration [`build_for`] makes its engine from.
+#[cfg(feature = "compiler")]
+fn config_for(limits: &Limits, target: &CompileTarget) -> wasmtime::Result<Config> {
+    let mut config = config(limits);
     match target {
-        None | Some(CompileTarget { triple: None, cpu: Cpu::Native }) => {}
-        Some(CompileTarget { triple, cpu }) => {
+        CompileTarget { triple: None, cpu: Cpu::Native } => {}
+        CompileTarget { triple, cpu } => {
             let host = target_lexicon::HOST.to_string();
             let triple = triple.as_deref().unwrap_or(&host);
             // An explicit target: wasmtime infers no CPU features, and takes only those given here.
@@ -146,7 +162,7 @@ pub(crate) fn on_a_baseline_machine(limits: &Limits) -> Engine {
     }
     #[allow(clippy::unwrap_used)]
     // Its own compiler must not assume more than the machine has either: wasmtime checks that too.
-    let mut config = config(limits, Some(&CompileTarget::default())).unwrap();
+    let mut config = config_for(limits, &CompileTarget::default()).unwrap();
     // SAFETY: the engine only loads code (in tests), and refuses what needs a feature reported missing.
     #[allow(unsafe_code)]
     unsafe {

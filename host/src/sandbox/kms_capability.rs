@@ -67,9 +67,9 @@ impl KmsCapability {
         Self { gate, deadline, max_calls, records: Vec::new(), handed_out: Vec::new() }
     }
 
-    /// The record of every decrypt, and the plaintexts handed to the guest (zeroized when dropped).
-    pub(crate) fn finish(self) -> (Vec<DecryptRecord>, HandedOutAll) {
-        (self.records, HandedOutAll(self.handed_out))
+    /// The record of every decrypt, and the plaintexts handed to the guest (zeroized when dropped), taken out.
+    pub(crate) fn finish(&mut self) -> (Vec<DecryptRecord>, HandedOutAll) {
+        (std::mem::take(&mut self.records), HandedOutAll(std::mem::take(&mut self.handed_out)))
     }
 
     async fn decrypt(

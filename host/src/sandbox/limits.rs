@@ -71,6 +71,9 @@ impl Limits {
         if self.max_instances == 0 {
             return Err(InvalidLimits::NoInstances);
         }
+        if self.max_response_bytes == 0 {
+            return Err(InvalidLimits::NoResponse);
+        }
         Ok(())
     }
 
@@ -85,7 +88,7 @@ impl Limits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidLimits {
     /// The memory limit.
-    #[error("memory limit must be 1 to {MAX_MEMORY_MB} MiB, not {bytes} bytes")]
+    #[error("memory limit must be 1 to {MAX_MEMORY_MB} MiB, not {} MiB", *bytes as f64 / f64::from(1 << 20))]
     Memory {
         /// The limit given.
         bytes: usize,
@@ -99,6 +102,9 @@ pub enum InvalidLimits {
     /// No instance allowed.
     #[error("at least one instance must be allowed")]
     NoInstances,
+    /// No response could be sent.
+    #[error("the response limit must be at least 1 byte: with 0, every response would be refused")]
+    NoResponse,
 }
 
 fn mb(n: u32) -> usize {

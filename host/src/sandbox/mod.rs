@@ -10,16 +10,21 @@ pub mod limits;
 mod output;
 
 use std::cell::LazyCell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use budget::Budget;
+pub(crate) use component::ComponentSource;
 pub use component::LoadError;
 use component::error_line;
+#[cfg(feature = "compiler")]
 pub(crate) use component::read as read_component;
 use engine::EpochTicker;
+#[cfg(feature = "compiler")]
 pub use engine::{CompileTarget, Cpu};
 use kms_capability::KmsCapability;
 use limits::StoreLimiter;
@@ -54,14 +59,59 @@ pub(crate) struct RunRequest<'a> {
     pub(crate) budget: Budget,
 }
 
+/// What one guest run gave: the checked response or why there is none, every decrypt the guest asked for (also
+/// when it failed), the instance to tear down, and where the time went.
+pub(crate) struct Run {
+    pub(crate) result: Result<String, InvokeError>,
+    pub(crate) decrypts: Vec<DecryptRecord>,
+    pub(crate) instance: UsedInstance,
+    /// From a free instance to the guest's instance, ready.
+    pub(crate) instantiate: Duration,
+    /// The guest's `handle` call.
+    pub(crate) guest: Duration,
+    /// When the guest returned (or failed): the response path starts here.
+    pub(crate) returned: Instant,
+}
+
+/// A used guest instance, torn down (its memory and tables given back to the pool, its slot to the next
+/// invocation) when dropped. Lambda mode drops it after sending the response: unmapping a guest's memory is
+/// kernel work the caller need not wait for.
+pub struct UsedInstance {
+    _store: Option<Store<GuestState>>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for UsedInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsedInstance").finish_non_exhaustive()
+    }
+}
+
+impl Run {
+    /// A run that never had an instance.
+    pub(crate) fn refused(error: InvokeError) -> Self {
+        let instance = UsedInstance { _store: None, _permit: None };
+        let zero = Duration::ZERO;
+        Self {
+            result: Err(error),
+            decrypts: Vec::new(),
+            instance,
+            instantiate: zero,
+            guest: zero,
+            returned: Instant::now(),
+        }
+    }
+}
+
 /// A compiled, linked guest, ready to be instantiated once per invocation.
 pub(crate) struct Sandbox {
     engine: Engine,
     pre: SecretHandlerPre<GuestState>,
     limits: Limits,
     /// One permit per instance the pool holds ([`Limits::max_instances`]): a run waits for one, within its own
-    /// time, rather than failing to instantiate when more invocations arrive at once than the pool holds.
-    instances: tokio::sync::Semaphore,
+    /// time, rather than failing to instantiate when more invocations arrive at once than the pool holds. A permit
+    /// goes back when its instance is torn down, which may be after the run ([`UsedInstance`]).
+    instances: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -72,11 +122,11 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Builds an engine for `limits`, then checks, compiles and links `component`.
-    pub(crate) fn new(component: &[u8], limits: Limits) -> Result<Self, LoadError> {
+    /// Builds an engine for `limits`, then checks, compiles (or loads precompiled) and links `component`.
+    pub(crate) fn new(component: ComponentSource<'_>, limits: Limits) -> Result<Self, LoadError> {
         let (engine, pre) = load(component, &limits)?;
         let ticker = EpochTicker::start(engine.clone()).map_err(|e| LoadError::Engine(e.to_string()))?;
-        let instances = tokio::sync::Semaphore::new(limits.max_instances as usize);
+        let instances = Arc::new(tokio::sync::Semaphore::new(limits.max_instances as usize));
         Ok(Self { engine, pre, limits, instances, _ticker: ticker })
     }
 
@@ -85,16 +135,16 @@ impl Sandbox {
         &self.limits
     }
 
-    /// Runs the guest's handler once in a fresh instance, once one of the pool's is free. Returns the checked
-    /// response, and the record of every decrypt the guest asked for (also when it failed).
+    /// Runs the guest's handler once in a fresh instance, once one of the pool's is free.
     ///
     /// An invocation whose time runs out while every instance is busy fails with [`InvokeError::Busy`].
-    pub(crate) async fn run(&self, request: RunRequest<'_>) -> (Result<String, InvokeError>, Vec<DecryptRecord>) {
+    pub(crate) async fn run(&self, request: RunRequest<'_>) -> Run {
         let deadline = tokio::time::Instant::from_std(request.budget.outer_deadline());
         // The semaphore is never closed, so the only failure is the time running out.
-        let Ok(Ok(_instance)) = tokio::time::timeout_at(deadline, self.instances.acquire()).await else {
-            return (Err(InvokeError::Busy { instances: self.limits.max_instances }), Vec::new());
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, self.instances.clone().acquire_owned()).await else {
+            return Run::refused(InvokeError::Busy { instances: self.limits.max_instances });
         };
+        let started = Instant::now();
         let stdout = GuestOutput::new("stdout", self.limits.max_output_bytes);
         let stderr = GuestOutput::new("stderr", self.limits.max_output_bytes);
         // What the host allocates for the guest in one call is bounded by the guest's own memory limit: the
@@ -121,23 +171,34 @@ impl Sandbox {
         store.epoch_deadline_trap();
         let time_limit = request.budget.exceeded();
 
+        let mut instantiated = None;
         let call = async {
             let guest =
                 self.pre.instantiate_async(&mut store).await.map_err(|e| self.instantiate_error(&e, &time_limit))?;
+            instantiated = Some(Instant::now());
             let returned = guest
                 .keyward_lambda_handler()
                 .call_handle(&mut store, request.event, &request.context)
                 .await
                 .map_err(|e| self.trap_error(&e, &time_limit))?;
-            self.check_response(returned.map_err(InvokeError::Guest)?)
+            Ok::<_, InvokeError>((returned.map_err(InvokeError::Guest)?, Instant::now()))
         };
-        let outcome = tokio::time::timeout_at(deadline, call).await.unwrap_or(Err(InvokeError::Limit(time_limit)));
-        let (records, handed_out) = store.into_data().kms.finish();
+        let called = tokio::time::timeout_at(deadline, call).await.unwrap_or(Err(InvokeError::Limit(time_limit)));
+        let returned = called.as_ref().map_or_else(|_| Instant::now(), |(_, at)| *at);
+        let instantiated = instantiated.unwrap_or(returned);
+        let outcome = called.and_then(|(response, _)| self.check_response(response));
+        let (decrypts, handed_out) = store.data_mut().kms.finish();
         let masker = LazyCell::new(|| handed_out.masker());
         stdout.flush_to_log(&masker);
         stderr.flush_to_log(&masker);
-        let outcome = outcome.map_err(|e| e.scrubbed(&masker));
-        (outcome, records)
+        Run {
+            result: outcome.map_err(|e| e.scrubbed(&masker)),
+            decrypts,
+            instance: UsedInstance { _store: Some(store), _permit: Some(permit) },
+            instantiate: instantiated - started,
+            guest: returned - instantiated,
+            returned,
+        }
     }
 
     fn check_response(&self, response: String) -> Result<String, InvokeError> {
@@ -153,9 +214,9 @@ impl Sandbox {
 }
 
 /// Builds an engine for `limits` and checks, compiles (or loads precompiled) and links `component` in it.
-fn load(component: &[u8], limits: &Limits) -> Result<(Engine, SecretHandlerPre<GuestState>), LoadError> {
+fn load(component: ComponentSource<'_>, limits: &Limits) -> Result<(Engine, SecretHandlerPre<GuestState>), LoadError> {
     let engine_error = |e: wasmtime::Error| LoadError::Engine(error_line(&e));
-    let engine = engine::build(limits, None).map_err(engine_error)?;
+    let engine = engine::build(limits).map_err(engine_error)?;
     let mut linker = Linker::new(&engine);
     imports::add_to_linker(&mut linker).map_err(engine_error)?;
     let pre = component::load(&engine, &linker, component)?;
@@ -168,16 +229,17 @@ fn load(component: &[u8], limits: &Limits) -> Result<(Engine, SecretHandlerPre<G
 ///
 /// # Errors
 /// The [`LoadError`] the component would have at load, or [`LoadError::Engine`] for an unknown target.
+#[cfg(feature = "compiler")]
 pub fn precompile(component: &[u8], target: &CompileTarget) -> Result<Vec<u8>, LoadError> {
     if component::is_precompiled(component) {
         return Err(LoadError::Invalid("this is already a precompiled component; compile the .wasm".into()));
     }
     let limits = Limits::default();
-    let (_, pre) = load(component, &limits)?;
+    let (_, pre) = load(ComponentSource::Bytes(component), &limits)?;
     let compiled = match target {
         // Loading compiled it for this machine as it is already.
         CompileTarget { triple: None, cpu: Cpu::Native } => pre.instance_pre().component().serialize(),
-        target => engine::build(&limits, Some(target))
+        target => engine::build_for(&limits, target)
             .map_err(|e| LoadError::Engine(error_line(&e)))?
             .precompile_component(component),
     };
@@ -279,7 +341,7 @@ mod tests {
         let baseline_machine = engine::on_a_baseline_machine(&limits);
         let portable = precompile(&component, &CompileTarget::default()).unwrap();
         assert_eq!(loads(&baseline_machine, &portable), Ok(()));
-        assert_eq!(loads(&engine::build(&limits, None).unwrap(), &portable), Ok(()), "and on this machine");
+        assert_eq!(loads(&engine::build(&limits).unwrap(), &portable), Ok(()), "and on this machine");
 
         let native = precompile(&component, &CompileTarget { triple: None, cpu: Cpu::Native }).unwrap();
         // This machine (where the suite runs: x86_64 with AVX2 and more, or a Graviton) has more than the baseline.
