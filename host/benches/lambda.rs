@@ -110,7 +110,7 @@ fn main() {
         .flat_map(|f| (0..COLD_RUNS).map(move |i| format!("{}-cold-{i}", f.name)).chain([format!("{}-warm", f.name)]))
         .collect();
     let emulator = start_emulator(&dir, &names.iter().map(String::as_str).collect::<Vec<_>>());
-    let [native, keyward, keyward_js] = functions.map(|function| measure(&emulator, &function, kms_call));
+    let [native, keyward, keyward_js] = measure(&emulator, &functions, kms_call);
     let in_process =
         [("hello", &hello), ("hello-js", &hello_js)].map(|(guest, cwasm)| (guest, phases(&runtime, cwasm)));
 
@@ -174,34 +174,53 @@ async fn kms_calls(moto: &Server, ciphertext: &[u8]) -> Vec<Duration> {
     times
 }
 
-/// Cold starts, then warm invocations of one process, its resident set after them, and its binary's size.
-fn measure(emulator: &Server, function: &Function, kms_call: Duration) -> Measured {
-    let cold = (0..COLD_RUNS)
-        .map(|i| {
+/// Cold starts, then warm invocations of one process of each function, and its resident set after them, and the
+/// binary's size. The functions take turns, run by run and invocation by invocation, so that whatever else the
+/// machine does weighs on each alike.
+fn measure<const N: usize>(emulator: &Server, functions: &[Function; N], kms_call: Duration) -> [Measured; N] {
+    let mut cold: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    for i in 0..COLD_RUNS {
+        for (function, times) in functions.iter().zip(&mut cold) {
             let name = format!("{}-cold-{i}", function.name);
             let started = Instant::now();
             let mut process = spawn(emulator, &name, function);
             invoke(emulator, &name);
-            let elapsed = started.elapsed().saturating_sub(kms_call);
+            times.push(started.elapsed().saturating_sub(kms_call));
             let _ = process.kill();
             let _ = process.wait();
-            elapsed
-        })
-        .collect();
-    let name = format!("{}-warm", function.name);
-    let mut process = spawn(emulator, &name, function);
-    invoke(emulator, &name);
-    let warm = (0..WARM_RUNS)
-        .map(|_| {
-            let started = Instant::now();
+        }
+    }
+    let mut processes: Vec<_> = functions
+        .iter()
+        .map(|function| {
+            let name = format!("{}-warm", function.name);
+            let process = spawn(emulator, &name, function);
             invoke(emulator, &name);
-            started.elapsed()
+            (name, process)
         })
         .collect();
-    let rss_kib = rss_kib(process.id());
-    let _ = process.kill();
-    let _ = process.wait();
-    Measured { cold, warm, rss_kib, size: std::fs::metadata(&function.program).unwrap().len() }
+    let mut warm: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    for _ in 0..WARM_RUNS {
+        for ((name, _), times) in processes.iter().zip(&mut warm) {
+            let started = Instant::now();
+            invoke(emulator, name);
+            times.push(started.elapsed());
+        }
+    }
+    let mut cold = cold.into_iter();
+    let mut warm = warm.into_iter();
+    std::array::from_fn(|i| {
+        let (_, process) = &mut processes[i];
+        let rss_kib = rss_kib(process.id());
+        let _ = process.kill();
+        let _ = process.wait();
+        Measured {
+            cold: cold.next().unwrap_or_default(),
+            warm: warm.next().unwrap_or_default(),
+            rss_kib,
+            size: std::fs::metadata(&functions[i].program).unwrap().len(),
+        }
+    })
 }
 
 fn spawn(emulator: &Server, name: &str, function: &Function) -> std::process::Child {

@@ -278,8 +278,11 @@ async fn hostile_guests_in_lambda_mode() {
         good(case.name);
         let growth = rss_kib(function.child.id()).saturating_sub(baseline);
         peak_growth = peak_growth.max(growth);
-        // Memory comes back: no case leaves the process holding the guest's memory (32 MiB) or more.
-        assert!(growth < 16 * 1024, "after {}: RSS grew {growth} KiB over {baseline} KiB", case.name);
+        // Memory comes back: no case leaves the process holding the guest's memory limit or more. (The pool keeps up
+        // to 16 MiB of an instance's memory resident for the next one, reset in place; the allocator keeps some of
+        // what the host freed.)
+        let limit = u64::from(MEMORY_MB) * 1024;
+        assert!(growth < limit, "after {}: RSS grew {growth} KiB over {baseline} KiB", case.name);
     }
     eprintln!("hostile suite in Lambda mode: RSS {baseline} KiB at start, at most {peak_growth} KiB more");
     let log = function.log_text();

@@ -435,3 +435,47 @@ async fn console_cli_and_asymmetric_ciphertexts_live_side_by_side() {
     assert!(message.contains("names a key in eu-west-1") && message.contains("called in us-east-1"), "{message}");
     assert!(!misplaced.child.wait().unwrap().success());
 }
+
+/// Lambda Managed Instances: with `AWS_LAMBDA_MAX_CONCURRENCY=4`, four invocations whose guests each wait 1 s run
+/// at once (about 1 s in all, not 4), each in its own instance with its own deadline; a fifth waits for a free one.
+#[test]
+fn managed_instances_serve_invocations_at_once_each_with_its_own_deadline() {
+    let dir = TempDir::new("concurrent");
+    let api = RuntimeApiServer::start();
+    let env = [
+        ("KEYWARD_COMPONENT", guest("probe").display().to_string()),
+        ("KEYWARD_KMS_KEY_ID", "alias/unused".to_string()),
+        ("KEYWARD_KMS_ENDPOINT", format!("http://127.0.0.1:{}", free_port())),
+        ("AWS_LAMBDA_MAX_CONCURRENCY", "4".to_string()),
+        ("KEYWARD_TIMEOUT_MS", "60000".to_string()),
+    ];
+    let function = Function::start(&api.address("concurrent"), &dir, "concurrent", &env);
+    api.invoke("concurrent", context()).response();
+
+    // Sooner than the timeout: each guest's deadline is its invocation's.
+    let base = now_ms() + 20_000;
+    let sleeps: Vec<Invocation> = (0..5u64)
+        .map(|i| {
+            Invocation::json(&json!({"action": "sleep", "ms": 1000}))
+                .header("Lambda-Runtime-Deadline-Ms", (base + i * 1000).to_string())
+        })
+        .collect();
+    let ids: Vec<String> = sleeps.iter().map(|i| i.request_id().unwrap()).collect();
+    let started = std::time::Instant::now();
+    for invocation in sleeps {
+        api.enqueue("concurrent", invocation);
+    }
+    let mut finished = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let outcome = api.outcome(id, Duration::from_secs(30)).unwrap_or_else(|| panic!("{}", function.log_text()));
+        let response = outcome.response();
+        assert_eq!(response["deadline_ms"], base + i as u64 * 1000, "each sees its own deadline: {response}");
+        finished.push(started.elapsed());
+    }
+    finished.sort();
+    // Four at once, then the fifth in a freed instance: about 1 s and 2 s, where one at a time would take 4 s and 5 s.
+    assert!(finished[3] < Duration::from_millis(2500), "the first four took {:?}", finished[3]);
+    assert!(finished[4] >= Duration::from_millis(1900), "the fifth waited for an instance: {:?}", finished[4]);
+    let log = function.log_text();
+    assert!(log.contains("concurrency=4"), "{log}");
+}

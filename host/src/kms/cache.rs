@@ -10,7 +10,7 @@
 //! a plaintext), and every plaintext is zeroized when it is dropped.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret as _;
@@ -71,6 +71,28 @@ pub struct PlaintextCache {
     stale: Duration,
     max_entries: usize,
     entries: Mutex<Entries>,
+    /// The misses being answered, by key: one call per secret at a time ([`PlaintextCache::turn`]).
+    flights: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The turn of one invocation to ask the key service for a missed secret. Dropping it lets the next in line go;
+/// the next finds this one's answer in the cache, if it was one to keep.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    cache: &'a PlaintextCache,
+    key: CacheKey,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // The last in line takes the flight's entry with it (no one else holds it: only the map and this turn's
+        // guard do); one who comes later starts a new flight.
+        let mut flights = self.cache.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        if flights.get(&self.key).is_some_and(|flight| Arc::strong_count(flight) == 2) {
+            flights.remove(&self.key);
+        }
+    }
 }
 
 impl std::fmt::Debug for PlaintextCache {
@@ -87,7 +109,19 @@ impl PlaintextCache {
     /// A cache whose entries are fresh for `ttl`, whose plaintexts may be served `stale` longer during an outage,
     /// holding at most `max_entries` plaintexts (at least one) and a quarter as many refusals.
     pub fn new(ttl: Duration, stale: Duration, max_entries: usize) -> Self {
-        Self { ttl, stale, max_entries: max_entries.max(1), entries: Mutex::default() }
+        Self { ttl, stale, max_entries: max_entries.max(1), entries: Mutex::default(), flights: Mutex::default() }
+    }
+
+    /// Waits for this invocation's turn to ask the key service for a secret the cache missed: invocations that
+    /// miss the same secret at once take turns, so the first one's answer is the rest's cache hit (a single KMS
+    /// call, where each would otherwise make its own).
+    pub async fn turn(&self, ciphertext: &[u8], context: &EncryptionContext) -> Turn<'_> {
+        let key = cache_key(ciphertext, context);
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            flights.entry(key).or_default().clone()
+        };
+        Turn { cache: self, key, _turn: flight.lock_owned().await }
     }
 
     fn max_refusals(&self) -> usize {

@@ -188,18 +188,38 @@ impl KmsGate {
         deadline: Option<Instant>,
     ) -> Answer {
         let (ciphertext, context) = (request.ciphertext, request.context);
-        let stale = match cache.lookup(ciphertext, context) {
-            Lookup::Fresh(decrypted) => return Answer::new(Ok(decrypted), CacheUse::Hit),
-            Lookup::Refused(error) => return Answer::new(Err(error), CacheUse::Hit),
+        // What the cache holds settles the answer, or leaves the key service to ask (with a stale value at hand).
+        let settled = |lookup| match lookup {
+            Lookup::Fresh(decrypted) => Ok(Answer::new(Ok(decrypted), CacheUse::Hit)),
+            Lookup::Refused(error) => Ok(Answer::new(Err(error), CacheUse::Hit)),
             Lookup::Stale { decrypted, refresh: false } => {
                 let why = KmsError::Unavailable(format!(
                     "the last refresh failed less than {} s ago",
                     STALE_RETRY_INTERVAL.as_secs()
                 ));
-                return Answer { result: Ok(decrypted), cache: CacheUse::Stale, stale_because: Some(why) };
+                Ok(Answer { result: Ok(decrypted), cache: CacheUse::Stale, stale_because: Some(why) })
             }
-            Lookup::Stale { decrypted, refresh: true } => Some(decrypted),
-            Lookup::Miss => None,
+            Lookup::Stale { decrypted, refresh: true } => Err(Some(decrypted)),
+            Lookup::Miss => Err(None),
+        };
+        if let Ok(answer) = settled(cache.lookup(ciphertext, context)) {
+            return answer;
+        }
+        // Misses of one secret at once take turns: the first asks the key service, the rest find its answer.
+        let turn = cache.turn(ciphertext, context);
+        let _turn = match deadline {
+            None => turn.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), turn).await {
+                Ok(turn) => turn,
+                Err(_) => {
+                    let why = "another invocation's decrypt of this secret did not finish in this one's time";
+                    return Answer::new(Err(KmsError::Unavailable(why.into())), CacheUse::Miss);
+                }
+            },
+        };
+        let stale = match settled(cache.lookup(ciphertext, context)) {
+            Ok(answer) => return answer,
+            Err(stale) => stale,
         };
         let deadline = match stale {
             Some(_) => {
@@ -373,6 +393,33 @@ mod tests {
         let (other, record) = gate.decrypt(b"ct", pairs(&[("a", "b")]), None).await;
         assert!(matches!(other, Err(KmsError::Unavailable(_))));
         assert_eq!(record.cache, CacheUse::Miss);
+    }
+
+    /// Invocations that miss one secret at once make one call; the others wait for its answer, within their time.
+    #[tokio::test]
+    async fn concurrent_misses_of_one_secret_make_one_call() {
+        let backend = Arc::new(Scripted { delay: Duration::from_millis(200), ..Scripted::default() });
+        let gate = cached_gate(&backend, Duration::from_secs(60), Duration::ZERO);
+        let soon = Some(Instant::now() + Duration::from_secs(5));
+        let ((a, ra), (b, rb), (c, rc), (d, rd)) = tokio::join!(
+            gate.decrypt(b"ct", vec![], soon),
+            gate.decrypt(b"ct", vec![], soon),
+            gate.decrypt(b"ct", vec![], soon),
+            gate.decrypt(b"other", vec![], soon),
+        );
+        assert!(a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok());
+        let mut uses = [ra.cache, rb.cache, rc.cache];
+        uses.sort_by_key(|u| *u != CacheUse::Miss);
+        assert_eq!(uses, [CacheUse::Miss, CacheUse::Hit, CacheUse::Hit]);
+        assert_eq!((rd.cache, backend.calls()), (CacheUse::Miss, 2), "one call per secret");
+
+        // One that cannot wait for the call in flight gives up at its own deadline.
+        let (first, late) = tokio::join!(
+            gate.decrypt(b"third", vec![], soon),
+            gate.decrypt(b"third", vec![], Some(Instant::now() + Duration::from_millis(50))),
+        );
+        assert!(first.0.is_ok());
+        assert!(matches!(late.0, Err(KmsError::Unavailable(ref m)) if m.contains("did not finish")), "{:?}", late.0);
     }
 
     #[tokio::test]

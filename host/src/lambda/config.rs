@@ -22,7 +22,13 @@ pub struct LambdaConfig {
     pub host: HostConfig,
     /// The KMS backend's settings.
     pub kms: AwsKmsConfig,
+    /// Invocations served at once (`AWS_LAMBDA_MAX_CONCURRENCY`, which Lambda Managed Instances sets; else 1), each
+    /// in an instance of its own: the instance pool holds as many.
+    pub concurrency: u32,
 }
+
+/// Most invocations one process serves at once.
+pub const MAX_CONCURRENCY: u32 = 1024;
 
 /// A configuration problem, naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -176,12 +182,20 @@ impl LambdaConfig {
             guest_env.push((name, value));
         }
 
+        let concurrency = vars.small("AWS_LAMBDA_MAX_CONCURRENCY", 1)?;
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(ConfigError(format!(
+                "AWS_LAMBDA_MAX_CONCURRENCY={concurrency} is out of range: keyward serves 1 to {MAX_CONCURRENCY} \
+                 invocations at once"
+            )));
+        }
         let (limits, kms) = (Limits::default(), KmsPolicy::default());
         let limits = Limits {
             memory_bytes: mb(vars.small("KEYWARD_MEMORY_MB", (limits.memory_bytes >> 20) as u64)?),
             timeout: Duration::from_millis(vars.number("KEYWARD_TIMEOUT_MS", limits.timeout.as_millis() as u64)?),
             max_response_bytes: vars.size("KEYWARD_MAX_RESPONSE_BYTES", limits.max_response_bytes)?,
-            ..limits.one_at_a_time()
+            max_instances: concurrency,
+            ..limits
         };
         let policy = KmsPolicy {
             stamped_context: vars.context("KEYWARD_KMS_CONTEXT")?.unwrap_or_default(),
@@ -211,7 +225,7 @@ impl LambdaConfig {
         if aws.key_ids.is_empty() {
             return Err(ConfigError("KEYWARD_KMS_KEY_ID is not set: name the KMS key (id, ARN or alias)".into()));
         }
-        Ok(Self { component, host: HostConfig { limits, guest_env, kms: policy }, kms: aws })
+        Ok(Self { component, host: HostConfig { limits, guest_env, kms: policy }, kms: aws, concurrency })
     }
 }
 

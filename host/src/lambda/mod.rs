@@ -44,11 +44,20 @@ pub enum LambdaError {
     RuntimeApi(#[from] RuntimeApiError),
 }
 
-/// The `bootstrap` process, logging already set up: runs [`run`] on an async runtime, then prints its error in one
-/// line. Exit code 0 when the Runtime API went away after serving, 2 when init or the Runtime API failed.
+/// The `bootstrap` process, logging already set up: reads the configuration from the environment, runs [`run`]
+/// on an async runtime (one thread, or as many as the machine has for concurrent invocations), then prints its
+/// error in one line. Exit code 0 when the Runtime API went away after serving, 2 when init or the Runtime API
+/// failed.
 pub fn main() -> std::process::ExitCode {
-    let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(run()).map_err(|e| e.to_string()),
+    // Variables that are not UTF-8 cannot be settings or guest variables; they are left out.
+    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
+    let config = LambdaConfig::from_vars(&vars);
+    let runtime = match config.as_ref().map_or(1, |c| c.concurrency) {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(config)).map_err(|e| e.to_string()),
         Err(e) => Err(format!("cannot start the async runtime: {e}")),
     };
     match result {
@@ -67,7 +76,7 @@ pub fn main() -> std::process::ExitCode {
 /// A [`LambdaError`] naming what is wrong: the configuration's or the KMS client's error first, then the
 /// component's, then the prefetch's.
 pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
-    let LambdaConfig { component, host: host_config, kms: kms_config } = config;
+    let LambdaConfig { component, host: host_config, kms: kms_config, .. } = config;
     host_config.validate()?;
     let limits = host_config.limits.clone();
     let loading = tokio::task::spawn_blocking(move || Sandbox::new(ComponentSource::File(&component), limits));
@@ -83,18 +92,17 @@ pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
     Ok(Host::from_parts(sandbox, gate, host_config))
 }
 
-/// Runs as the Lambda `bootstrap`: builds the host, then serves invocations until the Runtime API goes away. A
-/// failed init is reported to the Runtime API's init-error endpoint, then returned.
+/// Runs as the Lambda `bootstrap` with `config` (read by [`LambdaConfig::from_vars`]): builds the host, then serves
+/// invocations until the Runtime API goes away. A failed init is reported to the Runtime API's init-error endpoint,
+/// then returned.
 ///
 /// # Errors
 /// The init error, or the Runtime API's when it is missing or has stopped answering.
-pub async fn run() -> Result<(), LambdaError> {
+pub async fn run(config: Result<LambdaConfig, ConfigError>) -> Result<(), LambdaError> {
     let started = Instant::now();
     let api = RuntimeApi::new(std::env::var("AWS_LAMBDA_RUNTIME_API").ok().as_deref())?;
-    // Variables that are not UTF-8 cannot be settings or guest variables; they are left out.
-    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect();
-    let config = LambdaConfig::from_vars(&vars);
     let component = config.as_ref().map(|c| c.component.display().to_string()).unwrap_or_default();
+    let concurrency = config.as_ref().map_or(1, |c| c.concurrency);
     let host = match config {
         Ok(config) => init(config).await,
         Err(e) => Err(e.into()),
@@ -109,8 +117,23 @@ pub async fn run() -> Result<(), LambdaError> {
             return Err(e);
         }
     };
-    tracing::info!(init_ms = started.elapsed().as_millis(), component, "keyward ready");
-    Ok(serve(&api, &host).await?)
+    tracing::info!(init_ms = started.elapsed().as_millis(), component, concurrency, "keyward ready");
+    if concurrency == 1 {
+        return Ok(serve(&api, &host).await?);
+    }
+    // Lambda Managed Instances: as many polling loops as invocations may run at once, each with its own instance.
+    let (api, host) = (Arc::new(api), Arc::new(host));
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (api, host) = (api.clone(), host.clone());
+        loops.spawn(async move { serve(&api, &host).await });
+    }
+    // Every loop ends the same way, when the Runtime API has gone: the first to end ends the process.
+    match loops.join_next().await {
+        Some(Ok(ended)) => Ok(ended?),
+        Some(Err(stopped)) => Err(RuntimeApiError::LoopStopped(stopped.to_string()).into()),
+        None => Ok(()),
+    }
 }
 
 /// Fetches invocations one after another and answers each with a response or a function error. Returns only
@@ -145,11 +168,9 @@ async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
             Ok(response) => api.respond(&invocation, response).await,
             Err(e) => api.fail(&invocation, &Diagnostic::from(&e)).await,
         };
-        // The response is out: the instance is torn down (its memory given back, its pool slot freed) on a blocking
-        // thread, while this one asks for the next invocation.
-        if let Some(instance) = instance {
-            tokio::task::spawn_blocking(move || drop(instance));
-        }
+        // The response is out: now the instance is torn down (its memory given back, its pool slot freed). On
+        // another thread it would cost more than it saves: unmapping interrupts this thread (TLB shootdown) anyway.
+        drop(instance);
         if let Err(e) = delivered {
             tracing::error!(request_id = %invocation.request_id, error = %e, "cannot deliver the invocation's outcome");
         }

@@ -58,6 +58,9 @@ pub enum RuntimeApiError {
         /// The start of what it said, if anything.
         body: String,
     },
+    /// One of the concurrent invocation loops stopped (a bug: it panicked).
+    #[error("an invocation loop stopped: {0}")]
+    LoopStopped(String),
 }
 
 /// One invocation as the Runtime API handed it over: what keyward uses of its headers, and its event.

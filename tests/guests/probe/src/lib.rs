@@ -122,7 +122,7 @@ impl Guest for Probe {
             // Block in a host call (a clock wait) for `ms` milliseconds.
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_millis(number("ms")));
-                Ok(json!({ "slept_ms": number("ms") }).to_string())
+                Ok(json!({ "slept_ms": number("ms"), "deadline_ms": ctx.deadline_ms }).to_string())
             }
             // Hold `count` host resources (clock pollables) at once.
             "handles" => {
