@@ -305,7 +305,9 @@ pub fn init_logging(default_level: &str) {
     let levels = levels.or_else(|| default_level.parse().ok()).unwrap_or_default();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let writer = MaskingWriter::new(std::io::stderr);
-    tracing_subscriber::fmt().with_writer(writer).with_ansi(ansi).finish().with(levels).init();
+    // The fmt builder caps levels at INFO by default: it lets everything through, and `levels` decides.
+    let format = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::TRACE);
+    format.with_writer(writer).with_ansi(ansi).finish().with(levels).init();
 }
 
 #[cfg(test)]

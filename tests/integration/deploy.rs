@@ -308,7 +308,14 @@ fn the_package_holds_an_executable_bootstrap_and_the_compiled_handler() {
     std::fs::copy(&hello, &copy).unwrap();
     let over = keyward(&["compile", &copy, "-o", &copy]);
     assert_eq!(over.status.code(), Some(2));
-    assert!(stderr(&over).contains("is the component itself"), "{}", stderr(&over));
+    assert!(stderr(&over).contains("is an input"), "{}", stderr(&over));
+    let bootstrap = dir.path("bootstrap");
+    std::fs::copy(lambda_bootstrap(), &bootstrap).unwrap();
+    let over =
+        keyward(&["package", "--component", hello.to_str().unwrap(), "-o", &bootstrap, "--bootstrap", &bootstrap]);
+    assert_eq!(over.status.code(), Some(2));
+    assert!(stderr(&over).contains("is an input"), "{}", stderr(&over));
+    assert_eq!(std::fs::read(&bootstrap).unwrap(), std::fs::read(lambda_bootstrap()).unwrap());
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&hello).unwrap());
     let native = keyward(&["package", "--component", hello.to_str().unwrap(), "-o", &zip_path, "--cpu", "native"]);
     assert!(native.status.success(), "{}", stderr(&native));

@@ -478,4 +478,28 @@ fn managed_instances_serve_invocations_at_once_each_with_its_own_deadline() {
     assert!(finished[4] >= Duration::from_millis(1900), "the fifth waited for an instance: {:?}", finished[4]);
     let log = function.log_text();
     assert!(log.contains("concurrency=4"), "{log}");
+
+    // Guests in a loop, one per thread of the runtime and more, do not hold up an invocation that arrives after them:
+    // a computing guest yields at every epoch tick.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
+    let loops: Vec<Invocation> = (0..threads.min(3))
+        .map(|_| {
+            Invocation::json(&json!({"action": "loop"}))
+                .header("Lambda-Runtime-Deadline-Ms", (now_ms() + 2000).to_string())
+        })
+        .collect();
+    let loop_ids: Vec<String> = loops.iter().map(|i| i.request_id().unwrap()).collect();
+    for invocation in loops {
+        api.enqueue("concurrent", invocation);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let quick = context().header("Lambda-Runtime-Deadline-Ms", (now_ms() + 1000).to_string());
+    let asked = std::time::Instant::now();
+    let response = api.invoke("concurrent", quick).response();
+    assert!(response["request_id"].is_string(), "{response}");
+    assert!(asked.elapsed() < Duration::from_millis(900), "answered after {:?}", asked.elapsed());
+    for id in loop_ids {
+        let Some(Outcome::Error { body, .. }) = api.outcome(&id, Duration::from_secs(30)) else { panic!("{id}") };
+        assert_eq!(body["errorType"], "GuestTimeout", "{body}");
+    }
 }

@@ -91,6 +91,8 @@ impl Package {
             Some(path) => path.clone(),
             None => built_bootstrap(triple, triple == host_triple)?,
         };
+        refuse_overwriting_input(&self.component, &self.out)?;
+        refuse_overwriting_input(&bootstrap, &self.out)?;
         let bootstrap_bytes =
             std::fs::read(&bootstrap).with_context(|| format!("cannot read bootstrap {}", bootstrap.display()))?;
         check_bootstrap(&bootstrap_bytes, triple).with_context(|| format!("bootstrap {}", bootstrap.display()))?;
@@ -102,7 +104,6 @@ impl Package {
             );
         }
         let cwasm = compile(&self.component, &compile_target)?;
-        refuse_overwriting_input(&self.component, &self.out)?;
         let zip = zip_of(&[("bootstrap", &bootstrap_bytes, 0o755), ("handler.cwasm", &cwasm, 0o644)])
             .context("cannot make the zip")?;
         write_whole(&self.out, &zip)?;
@@ -123,10 +124,11 @@ impl Package {
 fn built_bootstrap(triple: &str, is_host: bool) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this keyward binary")?;
     let dir = exe.parent().unwrap_or(Path::new("."));
-    let mut candidates = vec![dir.join("..").join(triple).join("lambda/bootstrap")];
+    let mut candidates = Vec::new();
     if is_host {
         candidates.extend([dir.join("bootstrap"), dir.join("../lambda/bootstrap")]);
     }
+    candidates.push(dir.join("..").join(triple).join("lambda/bootstrap"));
     let flag = if is_host { String::new() } else { format!(" --target {triple}") };
     candidates.into_iter().find(|path| path.is_file()).with_context(|| {
         format!(
@@ -212,9 +214,9 @@ fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     written.with_context(fail)
 }
 
-/// Refuses `-o` naming the input itself, which the output would replace.
+/// Refuses `-o` naming an input (the component, the bootstrap), which the output would replace.
 fn refuse_overwriting_input(input: &Path, out: &Path) -> anyhow::Result<()> {
     let same = matches!((input.canonicalize(), out.canonicalize()), (Ok(a), Ok(b)) if a == b);
-    anyhow::ensure!(!same, "-o {} is the component itself: write the output to another file", out.display());
+    anyhow::ensure!(!same, "-o {} is an input ({}): write the output to another file", out.display(), input.display());
     Ok(())
 }

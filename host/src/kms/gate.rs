@@ -207,20 +207,25 @@ impl KmsGate {
         }
         // Misses of one secret at once take turns: the first asks the key service, the rest find its answer.
         let turn = cache.turn(ciphertext, context);
+        let waited_in_vain = || {
+            let why = "another invocation's decrypt of this secret did not finish in this one's time";
+            Answer::new(Err(KmsError::Unavailable(why.into())), CacheUse::Miss)
+        };
         let _turn = match deadline {
             None => turn.await,
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), turn).await {
                 Ok(turn) => turn,
-                Err(_) => {
-                    let why = "another invocation's decrypt of this secret did not finish in this one's time";
-                    return Answer::new(Err(KmsError::Unavailable(why.into())), CacheUse::Miss);
-                }
+                Err(_) => return waited_in_vain(),
             },
         };
         let stale = match settled(cache.lookup(ciphertext, context)) {
             Ok(answer) => return answer,
             Err(stale) => stale,
         };
+        // A turn that came at the deadline leaves no time to ask.
+        if stale.is_none() && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return waited_in_vain();
+        }
         let deadline = match stale {
             Some(_) => {
                 let budget = Instant::now() + STALE_REFRESH_BUDGET;

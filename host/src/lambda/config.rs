@@ -98,6 +98,9 @@ impl Vars<'_> {
             if key.is_empty() {
                 return Err(fail(format!("{item:?} is not of the form KEY=VALUE with a non-empty KEY")));
             }
+            if key.contains(['{', '}']) {
+                return Err(fail(format!("the key {key:?} holds a brace: placeholders go in values")));
+            }
             for (placeholder, var) in PLACEHOLDERS {
                 if value.contains(placeholder) {
                     let fact =
@@ -407,6 +410,10 @@ mod tests {
                 "KEYWARD_KMS_CONTEXT: {function_name is not a placeholder ({function_name}, {region})",
             ),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", " = x")], "KEYWARD_KMS_CONTEXT: \"= x\" is not of"),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "{function_name}=x")],
+                "KEYWARD_KMS_CONTEXT: the key \"{function_name}\" holds a brace: placeholders go in values",
+            ),
             (
                 &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MAX_RESPONSE_BYTES", "0")],
                 "KEYWARD_MAX_RESPONSE_BYTES: the response limit must be at least 1 byte",

@@ -19,8 +19,9 @@ impl Diagnostic {
     pub const INIT_ERROR: &str = "Runtime.InitError";
 
     /// A failed init, with its message.
-    pub fn init_error(message: impl Into<String>) -> Self {
-        Self { error_type: Self::INIT_ERROR.into(), error_message: message.into() }
+    pub fn init_error(message: &str) -> Self {
+        // As the process prints it: one line (a path or a variable's value may hold a line break).
+        Self { error_type: Self::INIT_ERROR.into(), error_message: crate::error::one_line(message) }
     }
 
     /// The JSON body posted to the Runtime API.
@@ -38,6 +39,12 @@ impl From<&InvokeError> for Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_init_error_is_one_line() {
+        let message = Diagnostic::init_error("cannot read component /tmp/a\nb.cwasm: No such file").error_message;
+        assert_eq!(message.lines().count(), 1, "{message}");
+    }
 
     #[test]
     fn the_body_has_lambdas_field_names() {

@@ -111,7 +111,7 @@ pub async fn run(config: Result<LambdaConfig, ConfigError>) -> Result<(), Lambda
         Ok(host) => host,
         // The caller prints the error once; here it is only reported to the Runtime API.
         Err(e) => {
-            if let Err(report) = api.init_error(&Diagnostic::init_error(e.to_string())).await {
+            if let Err(report) = api.init_error(&Diagnostic::init_error(&e.to_string())).await {
                 tracing::warn!(error = %report, "cannot report the init error to the Runtime API");
             }
             return Err(e);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use budget::Budget;
@@ -165,11 +165,18 @@ impl Sandbox {
         store.limiter(|state| &mut state.limiter);
         store.set_hostcall_fuel(self.limits.memory_bytes);
         store.set_max_component_handles(MAX_HANDLES);
-        // The epoch deadline stops a guest that computes too long; the outer timeout stops one that waits too long
-        // in a host call. Both report the same limit.
-        store.set_epoch_deadline(request.budget.epoch_ticks());
-        store.epoch_deadline_trap();
+        // At every epoch tick a computing guest yields to the other invocations of the thread (with several at
+        // once, a guest in a loop must not hold a thread until its time is up), and past its time it is stopped;
+        // the outer timeout stops one that waits too long in a host call. Both report the same limit.
         let time_limit = request.budget.exceeded();
+        let (guest_deadline, stop) = (request.budget.guest_deadline(), time_limit.clone());
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= guest_deadline {
+                return Err(wasmtime::Error::new(stop.clone()));
+            }
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+        });
 
         let mut instantiated = None;
         let call = async {
