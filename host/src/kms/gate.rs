@@ -202,37 +202,45 @@ impl KmsGate {
             Lookup::Stale { decrypted, refresh: true } => Err(Some(decrypted)),
             Lookup::Miss => Err(None),
         };
-        if let Ok(answer) = settled(cache.lookup(ciphertext, context)) {
-            return answer;
-        }
-        // Misses of one secret at once take turns: the first asks the key service, the rest find its answer.
-        let turn = cache.turn(ciphertext, context);
-        let waited_in_vain = || {
-            let why = "another invocation's decrypt of this secret did not finish in this one's time";
-            Answer::new(Err(KmsError::Unavailable(why.into())), CacheUse::Miss)
-        };
-        let _turn = match deadline {
-            None => turn.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), turn).await {
-                Ok(turn) => turn,
-                Err(_) => return waited_in_vain(),
-            },
-        };
-        let stale = match settled(cache.lookup(ciphertext, context)) {
+        let stale_before = match settled(cache.lookup(ciphertext, context)) {
             Ok(answer) => return answer,
             Err(stale) => stale,
         };
-        // A turn that came at the deadline leaves no time to ask.
-        if stale.is_none() && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return waited_in_vain();
-        }
-        let deadline = match stale {
+        // With a stale value at hand, the key service gets little time: the stale value is served instead.
+        let deadline = match stale_before {
             Some(_) => {
                 let budget = Instant::now() + STALE_REFRESH_BUDGET;
                 Some(deadline.map_or(budget, |d| d.min(budget)))
             }
             None => deadline,
         };
+        // Misses of one secret at once take turns: the first asks the key service, the rest find its answer.
+        let waited_in_vain = |stale: Option<Decrypted>| {
+            let why = KmsError::Unavailable(
+                "another invocation's decrypt of this secret did not finish in this one's time".into(),
+            );
+            match stale {
+                Some(stale) => Answer { result: Ok(stale), cache: CacheUse::Stale, stale_because: Some(why) },
+                None => Answer::new(Err(why), CacheUse::Miss),
+            }
+        };
+        let turn = cache.turn(ciphertext, context);
+        let _turn = match deadline {
+            None => turn.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), turn).await {
+                Ok(turn) => turn,
+                Err(_) => return waited_in_vain(stale_before),
+            },
+        };
+        // The one before in line may have answered.
+        let stale = match settled(cache.lookup(ciphertext, context)) {
+            Ok(answer) => return answer,
+            Err(stale) => stale,
+        };
+        // A turn that came at the deadline leaves no time to ask.
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return waited_in_vain(stale);
+        }
         match (self.call_backend(request, deadline).await, stale) {
             (Ok(decrypted), _) => {
                 cache.insert(ciphertext, context, &decrypted);
@@ -425,6 +433,24 @@ mod tests {
         );
         assert!(first.0.is_ok());
         assert!(matches!(late.0, Err(KmsError::Unavailable(ref m)) if m.contains("did not finish")), "{:?}", late.0);
+    }
+
+    /// With a stale value at hand, one that waits for another's refresh gets the stale value when its own time runs
+    /// out first, as the refreshing one does when the refresh takes too long.
+    #[tokio::test]
+    async fn concurrent_stale_reads_wait_for_one_refresh_then_serve_stale() {
+        let backend = Arc::new(Scripted { delay: Duration::from_secs(5), ..Scripted::default() });
+        let gate = cached_gate(&backend, Duration::from_millis(20), Duration::from_secs(60));
+        let decrypted = Decrypted { plaintext: Plaintext::from(b"pw".to_vec()), key_id: "scripted".into() };
+        gate.cache.as_ref().unwrap().insert(b"ct", &EncryptionContext::new(), &decrypted);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let started = Instant::now();
+        let soon = Some(Instant::now() + Duration::from_millis(300));
+        let ((a, ra), (b, rb)) = tokio::join!(gate.decrypt(b"ct", vec![], None), gate.decrypt(b"ct", vec![], soon));
+        assert_eq!((a.unwrap().expose_secret(), b.unwrap().expose_secret()), (&b"pw"[..], &b"pw"[..]));
+        assert_eq!((ra.cache, rb.cache), (CacheUse::Stale, CacheUse::Stale));
+        assert_eq!(backend.calls(), 1, "one refresh");
+        assert!(started.elapsed() < STALE_REFRESH_BUDGET * 2, "{:?}", started.elapsed());
     }
 
     #[tokio::test]
