@@ -169,6 +169,15 @@ fn a_misconfigured_function_fails_init_with_one_clear_line() {
     assert!(log.contains("KEYWARD_KMS_KEY_ID is not set"), "{log}");
 }
 
+/// The bootstrap takes no arguments: a person who runs it with some is told where the command line is.
+#[test]
+fn the_bootstrap_refuses_arguments() {
+    let out = std::process::Command::new(lambda_bootstrap()).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("takes no arguments") && err.lines().count() == 1, "{err}");
+}
+
 /// The bootstrap a package ships has no compiler: given a `.wasm`, init fails saying what to ship instead.
 #[test]
 fn the_runtime_only_bootstrap_asks_for_a_precompiled_component() {

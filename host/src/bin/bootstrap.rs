@@ -2,6 +2,14 @@
 //! line (`cargo xtask bootstrap` builds it), so it starts fast and ships small. It runs the package's `.cwasm`.
 
 fn main() -> std::process::ExitCode {
+    // Lambda starts it without arguments; anything else (`bootstrap --help`) is a person, who wants `keyward`.
+    if std::env::args_os().len() > 1 {
+        eprintln!(
+            "bootstrap: takes no arguments: it is a Lambda function's runtime, configured by KEYWARD_* variables \
+             (see the README); run `keyward --help` for the command line"
+        );
+        return std::process::ExitCode::from(2);
+    }
     keyward::mask::init_logging("info");
     keyward::lambda::main()
 }

@@ -66,9 +66,10 @@ impl Vars<'_> {
     fn number(&self, name: &str, default: u64) -> Result<u64, ConfigError> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => {
-                v.trim().parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a non-negative whole number")))
-            }
+            Some(v) => v.trim().parse().map_err(|e: std::num::ParseIntError| match e.kind() {
+                std::num::IntErrorKind::PosOverflow => ConfigError(format!("{name}={v:?} is too large")),
+                _ => ConfigError(format!("{name}={v:?} is not a non-negative whole number")),
+            }),
         }
     }
 
@@ -214,7 +215,7 @@ impl LambdaConfig {
         };
         let aws = AwsKmsConfig {
             key_ids: vars.list("KEYWARD_KMS_KEY_ID"),
-            endpoint: vars.get("KEYWARD_KMS_ENDPOINT").filter(|e| !e.is_empty()),
+            endpoint: vars.get("KEYWARD_KMS_ENDPOINT").map(|e| e.trim().to_string()).filter(|e| !e.is_empty()),
             ca_bundle: vars.get("AWS_CA_BUNDLE").filter(|p| !p.is_empty()).map(Into::into),
         };
 
@@ -278,7 +279,7 @@ mod tests {
             ("GREETING", "hi"),
             ("AWS_SECRET_ACCESS_KEY", "never"),
             ("KEYWARD_KMS_KEY_ID", "alias/a,arn:aws:kms:us-east-1:1:key/k"),
-            ("KEYWARD_KMS_ENDPOINT", "http://127.0.0.1:5000"),
+            ("KEYWARD_KMS_ENDPOINT", " http://127.0.0.1:5000 "),
             ("KEYWARD_KMS_CONTEXT", "function=hello,stage=prod"),
             ("KEYWARD_CACHE_TTL_SECS", "0"),
             ("KEYWARD_CACHE_STALE_SECS", "60"),
@@ -413,6 +414,10 @@ mod tests {
             (
                 &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "{function_name}=x")],
                 "KEYWARD_KMS_CONTEXT: the key \"{function_name}\" holds a brace: placeholders go in values",
+            ),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_TIMEOUT_MS", "99999999999999999999999")],
+                "KEYWARD_TIMEOUT_MS=\"99999999999999999999999\" is too large",
             ),
             (
                 &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MAX_RESPONSE_BYTES", "0")],
