@@ -119,6 +119,8 @@ impl PlaintextCache {
         let key = cache_key(ciphertext, context);
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            // Entries no one holds any more (everyone in line gave up waiting) go.
+            flights.retain(|_, flight| Arc::strong_count(flight) > 1);
             flights.entry(key).or_default().clone()
         };
         Turn { cache: self, key, _turn: flight.lock_owned().await }

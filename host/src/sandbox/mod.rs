@@ -74,8 +74,8 @@ pub(crate) struct Run {
 }
 
 /// A used guest instance, torn down (its memory and tables given back to the pool, its slot to the next
-/// invocation) when dropped. Lambda mode drops it after sending the response: unmapping a guest's memory is
-/// kernel work the caller need not wait for.
+/// invocation) when dropped. Lambda mode drops it after sending the response: resetting a guest's memory is
+/// work the caller need not wait for.
 pub struct UsedInstance {
     _store: Option<Store<GuestState>>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
