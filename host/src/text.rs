@@ -1,6 +1,21 @@
 //! Text keyward reads from files and callers (events, key files): UTF-8, with a leading UTF-8 byte-order mark (as
 //! Windows editors write) skipped, and UTF-16 named as such rather than reported as a bad byte.
 
+/// A file's bytes, refused when there are more than `max` (`/dev/zero` would never end).
+///
+/// # Errors
+/// The OS's error, or one saying the file is larger than `max`.
+pub(crate) fn read_bounded(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        let size = if max >= 1 << 20 { format!("{} MiB", max >> 20) } else { format!("{} KiB", max >> 10) };
+        return Err(std::io::Error::other(format!("it is larger than {size}")));
+    }
+    Ok(bytes)
+}
+
 /// Why bytes are not UTF-8 text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {

@@ -282,7 +282,7 @@ pub fn https_client() -> aws_sdk_kms::config::SharedHttpClient {
 pub fn https_client_trusting(ca_bundle: Option<&Path>) -> Result<aws_sdk_kms::config::SharedHttpClient, AwsKmsError> {
     let Some(path) = ca_bundle else { return Ok(https_client()) };
     let fail = |reason: String| AwsKmsError::CaBundle { path: bounded(&path.display().to_string(), 256), reason };
-    let pem = read_bounded(path, MAX_CA_BUNDLE_BYTES).map_err(|e| fail(e.to_string()))?;
+    let pem = crate::text::read_bounded(path, MAX_CA_BUNDLE_BYTES).map_err(|e| fail(e.to_string()))?;
     // The HTTP client panics on a certificate it cannot parse: every one is checked here first.
     let mut roots = rustls::RootCertStore::empty();
     for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
@@ -297,17 +297,6 @@ pub fn https_client_trusting(ca_bundle: Option<&Path>) -> Result<aws_sdk_kms::co
 
 /// Most bytes of a CA bundle (the system's whole bundle is about 200 KiB).
 const MAX_CA_BUNDLE_BYTES: u64 = 1 << 20;
-
-/// A file's bytes, refused when there are more than `max` (`/dev/zero` would never end).
-fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > max {
-        return Err(std::io::Error::other(format!("it is larger than {} KiB", max >> 10)));
-    }
-    Ok(bytes)
-}
 
 fn client_with(trust_store: TrustStore) -> aws_sdk_kms::config::SharedHttpClient {
     // `build` cannot fail in aws-smithy-http-client 1.5 (it only moves its fields); were it to, the default

@@ -77,14 +77,7 @@ const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
 /// Reads a component file.
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    use std::io::Read as _;
-    let fail = |error| LoadError::Io { path: path.into(), error };
-    let mut bytes = Vec::new();
-    std::fs::File::open(path).and_then(|f| f.take(MAX_COMPONENT_BYTES + 1).read_to_end(&mut bytes)).map_err(fail)?;
-    if bytes.len() as u64 > MAX_COMPONENT_BYTES {
-        return Err(fail(std::io::Error::other(format!("it is larger than {} MiB", MAX_COMPONENT_BYTES >> 20))));
-    }
-    Ok(bytes)
+    crate::text::read_bounded(path, MAX_COMPONENT_BYTES).map_err(|error| LoadError::Io { path: path.into(), error })
 }
 
 /// The first bytes of a file (fewer if it is shorter), enough to tell a `.cwasm` from a `.wasm`.
