@@ -18,6 +18,7 @@ mod bindings;
 pub mod context;
 pub mod error;
 mod host;
+pub mod keys;
 pub mod kms;
 pub mod lambda;
 pub mod mask;
