@@ -187,13 +187,13 @@ impl Key {
                     A::RsaPssSha256 => &signature::RSA_PSS_SHA256,
                     A::RsaPssSha384 => &signature::RSA_PSS_SHA384,
                     A::RsaPssSha512 => &signature::RSA_PSS_SHA512,
-                    other => return Err(self.not_for(&format!("{other:?}"), key_kind_for(other))),
+                    other => return Err(self.not_for(&format!("signing ({other:?})"), key_kind_for(other))),
                 };
                 let mut signature = vec![0; key.public().modulus_len()];
                 key.sign(padding, &rng, message, &mut signature).map_err(failed)?;
                 Ok(signature)
             }
-            (_, algorithm) => Err(self.not_for(&format!("{algorithm:?}"), key_kind_for(algorithm))),
+            (_, algorithm) => Err(self.not_for(&format!("signing ({algorithm:?})"), key_kind_for(algorithm))),
         }
     }
 

@@ -129,6 +129,132 @@ pub fn secret_from_env(name: &str) -> Result<Secret, Error> {
     Ok(decrypt(&ciphertext, &[])?)
 }
 
+/// Algorithms of [`Key`]'s operations, as the WIT names them.
+pub use bindings::keyward::lambda::keys::{HmacAlgorithm, JwtAlgorithm, SignatureAlgorithm};
+
+/// A secret the host keeps: the guest asks for MACs, signatures and JWTs made with it, and never holds its bytes.
+/// The handle is given back when dropped, and dies with the invocation in any case.
+#[derive(Debug)]
+pub struct Key(bindings::keyward::lambda::keys::Key);
+
+/// Opens the secret in the env var `name` (a base64 KMS ciphertext, with that secret's host settings) as a
+/// [`Key`]: `keyward_guest::key("SIGNING_KEY")?.sign(SignatureAlgorithm::Ed25519, body)`.
+///
+/// # Errors
+/// The host's [`KeyError`]: the variable is not the guest's or not base64, or the host refused to decrypt it.
+pub fn key(name: &str) -> Result<Key, KeyError> {
+    Ok(Key(bindings::keyward::lambda::keys::Key::open_env(name)?))
+}
+
+impl Key {
+    /// Opens `ciphertext` (raw bytes) bound to `context`; the host adds its stamped pairs.
+    ///
+    /// # Errors
+    /// The host's [`KeyError`].
+    pub fn open(ciphertext: &[u8], context: &[(&str, &str)]) -> Result<Self, KeyError> {
+        let context: Vec<(String, String)> = context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Ok(Self(bindings::keyward::lambda::keys::Key::open(ciphertext, &context)?))
+    }
+
+    /// The HMAC of `message` (the secret's bytes as the key).
+    ///
+    /// # Errors
+    /// [`KeyError::Unsupported`] when the secret is a private key; [`KeyError::InvalidInput`] when `message` is
+    /// larger than the host allows.
+    pub fn hmac(&self, algorithm: HmacAlgorithm, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        Ok(self.0.hmac(algorithm, message)?)
+    }
+
+    /// HMAC-SHA-256 of `message`: 32 bytes.
+    ///
+    /// # Errors
+    /// As [`Key::hmac`].
+    pub fn hmac_sha256(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.hmac(HmacAlgorithm::Sha256, message)
+    }
+
+    /// The signature of `message` with this private key.
+    ///
+    /// # Errors
+    /// [`KeyError::Unsupported`] when the key is not of `algorithm`'s kind (or is no private key).
+    pub fn sign(&self, algorithm: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        Ok(self.0.sign(algorithm, message)?)
+    }
+
+    /// The public key: Ed25519 32 bytes, P-256 an uncompressed point (65 bytes), RSA a DER RSAPublicKey.
+    ///
+    /// # Errors
+    /// [`KeyError::Unsupported`] for a secret that is no private key.
+    pub fn public_key(&self) -> Result<Vec<u8>, KeyError> {
+        Ok(self.0.public_key()?)
+    }
+
+    /// A compact JWS of `claims` (a JSON object) with `header`'s fields (`kid`, say; `alg` and `typ` are set by
+    /// the host): `header.claims.signature`.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidInput`] when either is not a JSON object; [`KeyError::Unsupported`] when the key is not
+    /// of `algorithm`'s kind.
+    pub fn sign_jwt(
+        &self,
+        algorithm: JwtAlgorithm,
+        header: &serde_json::Value,
+        claims: &impl serde::Serialize,
+    ) -> Result<String, KeyError> {
+        let claims = serde_json::to_string(claims).map_err(|e| KeyError::InvalidInput(format!("claims: {e}")))?;
+        let header = if header.is_null() { String::new() } else { header.to_string() };
+        Ok(self.0.sign_jwt(algorithm, &header, &claims)?)
+    }
+}
+
+/// Why the host refused to open a secret or to use it. Messages are the host's; they never hold key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// As [`KmsError::Denied`].
+    Denied(String),
+    /// As [`KmsError::InvalidCiphertext`].
+    InvalidCiphertext(String),
+    /// As [`KmsError::Unavailable`].
+    Unavailable(String),
+    /// The secret cannot do this (wrong kind of key, unreadable key material).
+    Unsupported(String),
+    /// The input was refused (too large; a JWT header or claims that are not a JSON object).
+    InvalidInput(String),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Denied(msg) => write!(f, "key denied: {msg}"),
+            KeyError::InvalidCiphertext(msg) => write!(f, "key invalid-ciphertext: {msg}"),
+            KeyError::Unavailable(msg) => write!(f, "key unavailable: {msg}"),
+            KeyError::Unsupported(msg) => write!(f, "key unsupported: {msg}"),
+            KeyError::InvalidInput(msg) => write!(f, "key invalid-input: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+impl From<bindings::keyward::lambda::keys::Error> for KeyError {
+    fn from(error: bindings::keyward::lambda::keys::Error) -> Self {
+        use bindings::keyward::lambda::keys::Error;
+        match error {
+            Error::Denied(msg) => KeyError::Denied(msg),
+            Error::InvalidCiphertext(msg) => KeyError::InvalidCiphertext(msg),
+            Error::Unavailable(msg) => KeyError::Unavailable(msg),
+            Error::Unsupported(msg) => KeyError::Unsupported(msg),
+            Error::InvalidInput(msg) => KeyError::InvalidInput(msg),
+        }
+    }
+}
+
+impl From<KeyError> for Error {
+    fn from(e: KeyError) -> Self {
+        Self(e.to_string())
+    }
+}
+
 /// A handler's error: its message becomes the function error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error(String);

@@ -71,6 +71,10 @@ pub struct KmsGate {
     secrets: Arc<SecretTable>,
     max_ciphertext_bytes: usize,
     max_decrypt_calls: u32,
+    max_key_operations: u32,
+    max_key_input_bytes: usize,
+    /// The guest's env, for the `keys` import's `open-env`.
+    guest_env: Arc<[(String, String)]>,
 }
 
 /// What one pass through the cache and the backend gave.
@@ -106,7 +110,25 @@ impl KmsGate {
             secrets: Arc::new(secrets),
             max_ciphertext_bytes: policy.max_ciphertext_bytes,
             max_decrypt_calls: policy.max_decrypt_calls,
+            max_key_operations: policy.max_key_operations,
+            max_key_input_bytes: policy.max_key_input_bytes,
+            guest_env: guest_env.into(),
         })
+    }
+
+    /// Operations on key handles one invocation may ask for.
+    pub fn max_key_operations(&self) -> u32 {
+        self.max_key_operations
+    }
+
+    /// Largest message (or JWT header plus claims) one key operation takes.
+    pub fn max_key_input_bytes(&self) -> usize {
+        self.max_key_input_bytes
+    }
+
+    /// The value of the guest env var `name` (for a secret, its base64 ciphertext), as the guest sees it.
+    pub fn guest_var(&self, name: &str) -> Option<&str> {
+        self.guest_env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// `kms.decrypt` calls one invocation may make.

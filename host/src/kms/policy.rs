@@ -27,6 +27,11 @@ pub struct KmsPolicy {
     pub cache: CacheSettings,
     /// Guest env vars whose ciphertexts are decrypted when the host starts, so that first invocations hit the cache.
     pub prefetch: Vec<String>,
+    /// Operations (HMAC, signature, JWT, public key) on key handles one invocation may ask for; one more traps.
+    /// Opening a handle is a decrypt, counted in [`max_decrypt_calls`](Self::max_decrypt_calls).
+    pub max_key_operations: u32,
+    /// Largest input of one key operation (a message, or a JWT's header and claims together).
+    pub max_key_input_bytes: usize,
 }
 
 impl Default for KmsPolicy {
@@ -38,6 +43,8 @@ impl Default for KmsPolicy {
             max_ciphertext_bytes: 64 * 1024,
             cache: CacheSettings::default(),
             prefetch: Vec::new(),
+            max_key_operations: 256,
+            max_key_input_bytes: 1 << 20,
         }
     }
 }

@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
 use wasmtime_wasi::random::WasiRandom;
 
 use super::GuestState;
-use super::kms_capability;
+use super::{keys_capability, kms_capability};
 
 /// One interface a guest may import.
 pub(crate) struct Grant {
@@ -40,6 +40,7 @@ fn rng(state: &mut GuestState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
 /// What guests may import. A Rust `wasm32-wasip2` guest imports most of these through `std` whether it uses them
 /// or not (filesystem among them: with no directories granted, every path fails).
 pub(crate) const GRANTED: &[Grant] = &[
+    Grant { name: "keyward:lambda/keys", link: keys_capability::add_to_linker },
     Grant { name: "keyward:lambda/kms", link: kms_capability::add_to_linker },
     Grant { name: "wasi:cli/environment", link: |l| cli::environment::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
     Grant { name: "wasi:cli/exit", link: |l| cli::exit::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
@@ -154,7 +155,7 @@ mod tests {
     #[test]
     fn the_list_names_every_grant_by_package() {
         let list = granted_list();
-        assert!(list.starts_with("keyward:lambda/kms, wasi:cli/{environment, exit, stdin"), "{list}");
+        assert!(list.starts_with("keyward:lambda/{keys, kms}, wasi:cli/{environment, exit, stdin"), "{list}");
         assert!(list.contains("wasi:io/{error, poll, streams}"), "{list}");
     }
 

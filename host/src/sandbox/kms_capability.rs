@@ -12,7 +12,7 @@ use zeroize::Zeroize as _;
 use super::GuestState;
 use super::limits::LimitExceeded;
 use crate::bindings::kms;
-use crate::kms::{DecryptRecord, KmsError, KmsGate};
+use crate::kms::{DecryptRecord, KmsError, KmsGate, Plaintext};
 use crate::mask::{self, Masker};
 
 /// The interface's name in the WIT package.
@@ -72,19 +72,40 @@ impl KmsCapability {
         (std::mem::take(&mut self.records), HandedOutAll(std::mem::take(&mut self.handed_out)))
     }
 
+    /// Decrypts through the gate within the invocation's quota (one more call traps), recorded: the plaintext and
+    /// the key that opened it. The `kms` import hands it to the guest; the `keys` import keeps it.
+    pub(super) async fn decrypt_for_host(
+        &mut self,
+        ciphertext: &[u8],
+        encryption_context: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<(Plaintext, Option<String>), KmsError>> {
+        if self.records.len() >= self.max_calls as usize {
+            // A trap, not a `denied`: a guest looping on decrypt must not get to carry on.
+            return Err(wasmtime::Error::new(LimitExceeded::DecryptCalls { limit: self.max_calls }));
+        }
+        let (result, record) = self.gate.decrypt(ciphertext, encryption_context, Some(self.deadline)).await;
+        let key_id = record.key_id.clone();
+        self.records.push(record);
+        Ok(result.map(|plaintext| (plaintext, key_id)))
+    }
+
+    /// The policy's settings (quotas of the `keys` import, the guest's env).
+    pub(super) fn gate(&self) -> &KmsGate {
+        &self.gate
+    }
+
+    /// When the key service, and any host-side work a guest asks for, must be done.
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     async fn decrypt(
         &mut self,
         ciphertext: Vec<u8>,
         encryption_context: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Arc<[u8]>, kms::Error>> {
-        if self.records.len() >= self.max_calls as usize {
-            // A trap, not a `denied`: a guest looping on decrypt must not get to carry on.
-            return Err(wasmtime::Error::new(LimitExceeded::DecryptCalls { limit: self.max_calls }));
-        }
-        let (result, record) = self.gate.decrypt(&ciphertext, encryption_context, Some(self.deadline)).await;
-        self.records.push(record);
-        Ok(match result {
-            Ok(plaintext) => {
+        Ok(match self.decrypt_for_host(&ciphertext, encryption_context).await? {
+            Ok((plaintext, _)) => {
                 let bytes: Arc<[u8]> = Arc::from(plaintext.expose_secret());
                 let held = mask::hold(&bytes);
                 self.handed_out.push(HandedOut { bytes: bytes.clone(), _held: held });

@@ -140,6 +140,12 @@ pub enum LimitExceeded {
         /// The limit.
         limit: u32,
     },
+    /// The guest asked for more operations on key handles than allowed.
+    #[error("guest exceeded its limit of {limit} key operations per invocation")]
+    KeyOperations {
+        /// The limit.
+        limit: u32,
+    },
     /// The guest asked `wasi:random` for more bytes at once than allowed (the host would make and hold them all).
     #[error("guest asked wasi:random for {requested} bytes at once; the limit is {limit} bytes")]
     RandomBytes {

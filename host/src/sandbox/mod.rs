@@ -5,6 +5,7 @@ pub(crate) mod budget;
 mod component;
 mod engine;
 mod imports;
+pub(crate) mod keys_capability;
 mod kms_capability;
 pub mod limits;
 mod output;
@@ -41,6 +42,7 @@ pub(crate) struct GuestState {
     table: ResourceTable,
     limiter: StoreLimiter,
     kms: KmsCapability,
+    key_operations: keys_capability::KeyOperations,
 }
 
 impl WasiView for GuestState {
@@ -160,6 +162,7 @@ impl Sandbox {
             table: ResourceTable::new(),
             limiter: StoreLimiter::new(self.limits.memory_bytes),
             kms: KmsCapability::new(request.gate, request.budget.kms_deadline()),
+            key_operations: keys_capability::KeyOperations::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

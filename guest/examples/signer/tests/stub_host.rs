@@ -49,6 +49,8 @@ fn signs_the_body_with_the_decrypted_key() {
     key.verifying_key().verify(b"pay 10 EUR to alice", &signature).expect("the signature verifies");
     assert_eq!(body["algorithm"], "ed25519");
     assert!(!body.to_string().contains("PRIVATE KEY"));
+    let public_key = base64::engine::general_purpose::STANDARD.decode(body["public_key"].as_str().unwrap()).unwrap();
+    assert_eq!(public_key, key.verifying_key().to_bytes());
 
     // A base64 body is signed as its bytes.
     let raw = [0u8, 159, 146, 150];
@@ -62,7 +64,7 @@ fn a_secret_that_is_not_a_key_is_refused_without_echoing_it() {
     let host = StubHost::load(COMPONENT).unwrap().secret("SIGNING_KEY", "not-a-pem-s3cret");
     match host.invoke(request("x", false)) {
         Err(StubError::Invoke(InvokeError::Guest(message))) => {
-            assert!(message.contains("does not hold a PEM"), "{message}");
+            assert!(message.contains("SIGNING_KEY is not an ed25519 private key: signing (Ed25519) needs an Ed25519 private key"), "{message}");
             assert!(!message.contains("not-a-pem-s3cret"));
         }
         other => panic!("expected a guest error, got {other:?}"),

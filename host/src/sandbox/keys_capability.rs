@@ -1,0 +1,195 @@
+//! The `keyward:lambda/keys` import: secrets a guest uses without holding them. Opening a handle decrypts through
+//! the `kms` capability (same gate, cache, quota and audit) and keeps the plaintext here, read as a [`Key`];
+//! each operation runs in the host, counted against the invocation's quota, bounded in input and time, and audited
+//! in one line (handle, key, operation, input length: never the input or the key). Handles live in the store's
+//! resource table and die with the invocation.
+
+use secrecy::ExposeSecret as _;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use super::GuestState;
+use super::kms_capability::KmsCapability;
+use super::limits::LimitExceeded;
+use crate::bindings::keys::{self, Error, HmacAlgorithm, JwtAlgorithm, SignatureAlgorithm};
+use crate::keys::{self as key_ops, Key, KeyError};
+use crate::kms::KmsError;
+use crate::mask;
+
+/// A key handle's host side: the key, which KMS key opened it, and its plaintext kept in the log mask.
+pub struct KeyHandle {
+    key: Key,
+    key_id: String,
+    _held: mask::Held,
+}
+
+/// The capability's per-invocation counts.
+#[derive(Debug, Default)]
+pub(crate) struct KeyOperations {
+    done: u32,
+}
+
+/// What the import's calls reach: the store's table, its `kms` capability, the count.
+pub(crate) struct KeysView<'a> {
+    table: &'a mut ResourceTable,
+    kms: &'a mut KmsCapability,
+    operations: &'a mut KeyOperations,
+}
+
+struct Keys;
+
+impl HasData for Keys {
+    type Data<'a> = KeysView<'a>;
+}
+
+/// Adds `keyward:lambda/keys` to `linker`, served from each store's state.
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    keys::add_to_linker::<GuestState, Keys>(linker, |state| KeysView {
+        table: &mut state.table,
+        kms: &mut state.kms,
+        operations: &mut state.key_operations,
+    })
+}
+
+impl KeysView<'_> {
+    async fn open(&mut self, ciphertext: &[u8], context: Vec<(String, String)>) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
+        let (plaintext, key_id) = match self.kms.decrypt_for_host(ciphertext, context).await? {
+            Ok(opened) => opened,
+            Err(e) => return Ok(Err(from_kms(e))),
+        };
+        let bytes = plaintext.expose_secret();
+        let handle = KeyHandle { key: Key::from_plaintext(bytes), key_id: key_id.unwrap_or_else(|| "-".into()), _held: mask::hold(bytes) };
+        let kind = handle.key.kind_name();
+        let resource = self.table.push(handle)?;
+        tracing::info!(target: "keyward::audit", handle = resource.rep(), kind, "key opened");
+        Ok(Ok(resource))
+    }
+
+    /// Runs one operation on a handle: counted (one over the quota traps), the input bounded, the time checked,
+    /// audited.
+    fn operate<T>(
+        &mut self,
+        handle: &Resource<KeyHandle>,
+        operation: &str,
+        input_len: usize,
+        run: impl FnOnce(&Key) -> Result<T, KeyError>,
+    ) -> wasmtime::Result<Result<T, Error>> {
+        let gate = self.kms.gate();
+        let (limit, max_input) = (gate.max_key_operations(), gate.max_key_input_bytes());
+        if self.operations.done >= limit {
+            return Err(wasmtime::Error::new(LimitExceeded::KeyOperations { limit }));
+        }
+        self.operations.done += 1;
+        // Host-side work the guest asks for must not run past the invocation's time (the epoch deadline cannot
+        // stop the host): an operation asked for after it is refused.
+        if std::time::Instant::now() >= self.kms.deadline() {
+            return Ok(Err(Error::Unavailable("the invocation's time is up".into())));
+        }
+        let entry = self.table.get(handle)?;
+        let (key_id, rep) = (entry.key_id.clone(), handle.rep());
+        if input_len > max_input {
+            tracing::warn!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "invalid-input", "key operation");
+            return Ok(Err(Error::InvalidInput(format!(
+                "the input is {input_len} bytes; a key operation takes at most {max_input}"
+            ))));
+        }
+        let outcome = run(&entry.key);
+        match &outcome {
+            Ok(_) => tracing::info!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "ok", "key operation"),
+            Err(e) => tracing::warn!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "refused", error = %e, "key operation"),
+        }
+        Ok(outcome.map_err(|e| match e {
+            KeyError::Unsupported(m) => Error::Unsupported(m),
+            KeyError::InvalidInput(m) => Error::InvalidInput(m),
+        }))
+    }
+}
+
+impl keys::Host for KeysView<'_> {}
+
+impl keys::HostKey for KeysView<'_> {
+    async fn open(
+        &mut self,
+        ciphertext: Vec<u8>,
+        encryption_context: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
+        KeysView::open(self, &ciphertext, encryption_context).await
+    }
+
+    async fn open_env(&mut self, name: String) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
+        let Some(value) = self.kms.gate().guest_var(&name) else {
+            return Ok(Err(Error::InvalidInput(format!("{name} is not one of the guest's env vars"))));
+        };
+        let ciphertext = match keyward_base64::decode(value) {
+            Ok(ciphertext) => ciphertext,
+            Err(e) => return Ok(Err(Error::InvalidCiphertext(format!("env var {name} is not base64: {e}")))),
+        };
+        KeysView::open(self, &ciphertext, Vec::new()).await
+    }
+
+    async fn hmac(&mut self, key: Resource<KeyHandle>, algorithm: HmacAlgorithm, message: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        let algorithm = match algorithm {
+            HmacAlgorithm::Sha256 => key_ops::HmacAlgorithm::Sha256,
+            HmacAlgorithm::Sha384 => key_ops::HmacAlgorithm::Sha384,
+            HmacAlgorithm::Sha512 => key_ops::HmacAlgorithm::Sha512,
+        };
+        self.operate(&key, &format!("hmac {algorithm:?}"), message.len(), |k| k.hmac(algorithm, &message))
+    }
+
+    async fn sign(&mut self, key: Resource<KeyHandle>, algorithm: SignatureAlgorithm, message: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        use key_ops::SignatureAlgorithm as A;
+        let algorithm = match algorithm {
+            SignatureAlgorithm::Ed25519 => A::Ed25519,
+            SignatureAlgorithm::EcdsaP256Sha256 => A::EcdsaP256Sha256,
+            SignatureAlgorithm::EcdsaP256Sha256Der => A::EcdsaP256Sha256Der,
+            SignatureAlgorithm::RsaPkcs1Sha256 => A::RsaPkcs1Sha256,
+            SignatureAlgorithm::RsaPkcs1Sha384 => A::RsaPkcs1Sha384,
+            SignatureAlgorithm::RsaPkcs1Sha512 => A::RsaPkcs1Sha512,
+            SignatureAlgorithm::RsaPssSha256 => A::RsaPssSha256,
+            SignatureAlgorithm::RsaPssSha384 => A::RsaPssSha384,
+            SignatureAlgorithm::RsaPssSha512 => A::RsaPssSha512,
+        };
+        self.operate(&key, &format!("sign {algorithm:?}"), message.len(), |k| k.sign(algorithm, &message))
+    }
+
+    async fn public_key(&mut self, key: Resource<KeyHandle>) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+        self.operate(&key, "public-key", 0, Key::public_key)
+    }
+
+    async fn sign_jwt(
+        &mut self,
+        key: Resource<KeyHandle>,
+        algorithm: JwtAlgorithm,
+        header: String,
+        claims: String,
+    ) -> wasmtime::Result<Result<String, Error>> {
+        use key_ops::JwtAlgorithm as J;
+        let algorithm = match algorithm {
+            JwtAlgorithm::Hs256 => J::Hs256,
+            JwtAlgorithm::Hs384 => J::Hs384,
+            JwtAlgorithm::Hs512 => J::Hs512,
+            JwtAlgorithm::Es256 => J::Es256,
+            JwtAlgorithm::Rs256 => J::Rs256,
+            JwtAlgorithm::Rs384 => J::Rs384,
+            JwtAlgorithm::Rs512 => J::Rs512,
+            JwtAlgorithm::Ps256 => J::Ps256,
+            JwtAlgorithm::Ps384 => J::Ps384,
+            JwtAlgorithm::Ps512 => J::Ps512,
+            JwtAlgorithm::Eddsa => J::EdDsa,
+        };
+        let operation = format!("sign-jwt {}", algorithm.name());
+        self.operate(&key, &operation, header.len() + claims.len(), |k| k.sign_jwt(algorithm, &header, &claims))
+    }
+
+    async fn drop(&mut self, key: Resource<KeyHandle>) -> wasmtime::Result<()> {
+        self.table.delete(key)?;
+        Ok(())
+    }
+}
+
+fn from_kms(error: KmsError) -> Error {
+    match error {
+        KmsError::Denied(m) => Error::Denied(m),
+        KmsError::InvalidCiphertext(m) => Error::InvalidCiphertext(m),
+        KmsError::Unavailable(m) => Error::Unavailable(m),
+    }
+}
