@@ -118,8 +118,8 @@ enum Kind {
     Ed25519(Ed25519KeyPair),
     /// The same key twice: ring fixes the signature's encoding when the key pair is made.
     EcdsaP256 {
-        fixed: EcdsaKeyPair,
-        der: EcdsaKeyPair,
+        fixed: Box<EcdsaKeyPair>,
+        der: Box<EcdsaKeyPair>,
     },
     Rsa(RsaKeyPair),
     /// Looks like a private key (PEM) but cannot be read as one: every operation says why.
@@ -154,7 +154,9 @@ impl Key {
     /// # Errors
     /// [`KeyError::Unsupported`] when the secret is a private key.
     pub fn hmac(&self, algorithm: HmacAlgorithm, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let Kind::Hmac(secret) = &self.kind else { return Err(self.not_for("HMAC", "a secret that is not a private key")) };
+        let Kind::Hmac(secret) = &self.kind else {
+            return Err(self.not_for("HMAC", "a secret that is not a private key"));
+        };
         let algorithm = match algorithm {
             HmacAlgorithm::Sha256 => hmac::HMAC_SHA256,
             HmacAlgorithm::Sha384 => hmac::HMAC_SHA384,
@@ -350,12 +352,12 @@ fn from_der(der: &PrivateKeyDer<'_>) -> Result<Kind, &'static str> {
     let rng = rand::SystemRandom::new();
     match der {
         PrivateKeyDer::Pkcs8(pkcs8) => from_pkcs8(pkcs8.secret_pkcs8_der(), &rng),
-        PrivateKeyDer::Pkcs1(pkcs1) => RsaKeyPair::from_der(pkcs1.secret_pkcs1_der())
-            .map(Kind::Rsa)
-            .map_err(|_| "the secret is a PKCS#1 RSA private key that cannot be used (2048 to 8192 bits are supported)"),
+        PrivateKeyDer::Pkcs1(pkcs1) => RsaKeyPair::from_der(pkcs1.secret_pkcs1_der()).map(Kind::Rsa).map_err(
+            |_| "the secret is a PKCS#1 RSA private key that cannot be used (2048 to 8192 bits are supported)",
+        ),
         PrivateKeyDer::Sec1(sec1) => {
-            let pkcs8 = sec1_to_pkcs8(sec1.secret_sec1_der())
-                .ok_or("the secret is an EC private key that cannot be read")?;
+            let pkcs8 =
+                sec1_to_pkcs8(sec1.secret_sec1_der()).ok_or("the secret is an EC private key that cannot be read")?;
             ecdsa_p256(&pkcs8, &rng).ok_or(
                 "the secret is an EC private key that cannot be used: only P-256 keys with their public key are \
                  supported",
@@ -381,7 +383,7 @@ fn from_pkcs8(pkcs8: &[u8], rng: &SystemRandom) -> Result<Kind, &'static str> {
 fn ecdsa_p256(pkcs8: &[u8], rng: &SystemRandom) -> Option<Kind> {
     let fixed = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, rng).ok()?;
     let der = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, rng).ok()?;
-    Some(Kind::EcdsaP256 { fixed, der })
+    Some(Kind::EcdsaP256 { fixed: Box::new(fixed), der: Box::new(der) })
 }
 
 /// A SEC1 `ECPrivateKey` as the PKCS#8 `PrivateKeyInfo` ring reads (RFC 5915 §2 in RFC 5208 §5), claiming P-256:

@@ -8,6 +8,7 @@ mod deploy;
 mod fault_proxy;
 mod hello;
 mod hostile;
+mod keys;
 mod kms;
 mod lambda;
 mod lambda_edge;

@@ -50,10 +50,7 @@ fn ed25519_matches_rfc_8032() {
     let der = [unhex("302e020100300506032b657004220420"), seed].concat();
     let key = Key::from_plaintext(&der);
     assert_eq!(key.kind_name(), "ed25519");
-    assert_eq!(
-        hex(&key.public_key().unwrap()),
-        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-    );
+    assert_eq!(hex(&key.public_key().unwrap()), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
     assert_eq!(
         hex(&key.sign(SignatureAlgorithm::Ed25519, b"").unwrap()),
         "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
@@ -75,7 +72,8 @@ fn signatures_match_openssl_in_every_key_form() {
     let pkcs8 = fixture("rsa2048.pkcs8.pem");
     let pkcs8_der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(&pkcs8).unwrap();
     let bare_base64 = base64::engine::general_purpose::STANDARD.encode(pkcs8_der.secret_pkcs8_der());
-    let forms = [pkcs8.clone(), fixture("rsa2048.pkcs1.pem"), pkcs8_der.secret_pkcs8_der().to_vec(), bare_base64.into()];
+    let forms =
+        [pkcs8.clone(), fixture("rsa2048.pkcs1.pem"), pkcs8_der.secret_pkcs8_der().to_vec(), bare_base64.into()];
     for form in forms {
         let key = Key::from_plaintext(&form);
         assert_eq!(key.kind_name(), "rsa-2048");
@@ -136,7 +134,8 @@ fn a_key_refuses_what_its_kind_cannot_do_without_quoting_itself() {
 #[test]
 fn unreadable_key_material_says_what_it_is_and_is_never_an_hmac_secret() {
     let p384 = Key::from_plaintext(&fixture("p384.sec1.pem"));
-    let encrypted = Key::from_plaintext(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n");
+    let encrypted =
+        Key::from_plaintext(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n");
     let certificate = Key::from_plaintext(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
     let truncated = Key::from_plaintext(&fixture("rsa2048.pkcs8.pem")[..600]);
     for (key, says) in [

@@ -51,13 +51,21 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result
 }
 
 impl KeysView<'_> {
-    async fn open(&mut self, ciphertext: &[u8], context: Vec<(String, String)>) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
+    async fn open(
+        &mut self,
+        ciphertext: &[u8],
+        context: Vec<(String, String)>,
+    ) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
         let (plaintext, key_id) = match self.kms.decrypt_for_host(ciphertext, context).await? {
             Ok(opened) => opened,
             Err(e) => return Ok(Err(from_kms(e))),
         };
         let bytes = plaintext.expose_secret();
-        let handle = KeyHandle { key: Key::from_plaintext(bytes), key_id: key_id.unwrap_or_else(|| "-".into()), _held: mask::hold(bytes) };
+        let handle = KeyHandle {
+            key: Key::from_plaintext(bytes),
+            key_id: key_id.unwrap_or_else(|| "-".into()),
+            _held: mask::hold(bytes),
+        };
         let kind = handle.key.kind_name();
         let resource = self.table.push(handle)?;
         tracing::info!(target: "keyward::audit", handle = resource.rep(), kind, "key opened");
@@ -94,8 +102,12 @@ impl KeysView<'_> {
         }
         let outcome = run(&entry.key);
         match &outcome {
-            Ok(_) => tracing::info!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "ok", "key operation"),
-            Err(e) => tracing::warn!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "refused", error = %e, "key operation"),
+            Ok(_) => {
+                tracing::info!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "ok", "key operation")
+            }
+            Err(e) => {
+                tracing::warn!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "refused", error = %e, "key operation")
+            }
         }
         Ok(outcome.map_err(|e| match e {
             KeyError::Unsupported(m) => Error::Unsupported(m),
@@ -126,7 +138,12 @@ impl keys::HostKey for KeysView<'_> {
         KeysView::open(self, &ciphertext, Vec::new()).await
     }
 
-    async fn hmac(&mut self, key: Resource<KeyHandle>, algorithm: HmacAlgorithm, message: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+    async fn hmac(
+        &mut self,
+        key: Resource<KeyHandle>,
+        algorithm: HmacAlgorithm,
+        message: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         let algorithm = match algorithm {
             HmacAlgorithm::Sha256 => key_ops::HmacAlgorithm::Sha256,
             HmacAlgorithm::Sha384 => key_ops::HmacAlgorithm::Sha384,
@@ -135,7 +152,12 @@ impl keys::HostKey for KeysView<'_> {
         self.operate(&key, &format!("hmac {algorithm:?}"), message.len(), |k| k.hmac(algorithm, &message))
     }
 
-    async fn sign(&mut self, key: Resource<KeyHandle>, algorithm: SignatureAlgorithm, message: Vec<u8>) -> wasmtime::Result<Result<Vec<u8>, Error>> {
+    async fn sign(
+        &mut self,
+        key: Resource<KeyHandle>,
+        algorithm: SignatureAlgorithm,
+        message: Vec<u8>,
+    ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
         use key_ops::SignatureAlgorithm as A;
         let algorithm = match algorithm {
             SignatureAlgorithm::Ed25519 => A::Ed25519,

@@ -64,7 +64,12 @@ fn a_secret_that_is_not_a_key_is_refused_without_echoing_it() {
     let host = StubHost::load(COMPONENT).unwrap().secret("SIGNING_KEY", "not-a-pem-s3cret");
     match host.invoke(request("x", false)) {
         Err(StubError::Invoke(InvokeError::Guest(message))) => {
-            assert!(message.contains("SIGNING_KEY is not an ed25519 private key: signing (Ed25519) needs an Ed25519 private key"), "{message}");
+            assert!(
+                message.contains(
+                    "SIGNING_KEY is not an ed25519 private key: signing (Ed25519) needs an Ed25519 private key"
+                ),
+                "{message}"
+            );
             assert!(!message.contains("not-a-pem-s3cret"));
         }
         other => panic!("expected a guest error, got {other:?}"),

@@ -13,7 +13,10 @@ mod bindings {
         world: "secret-handler",
         path: "../../../wit",
         // The SDK's kms bindings, so that its errors read as every Rust guest's do.
-        with: { "keyward:lambda/kms@0.1.0": keyward_guest::bindings::keyward::lambda::kms },
+        with: {
+            "keyward:lambda/kms@0.1.0": keyward_guest::bindings::keyward::lambda::kms,
+            "keyward:lambda/keys@0.1.0": keyward_guest::bindings::keyward::lambda::keys,
+        },
         generate_all,
     });
 
@@ -69,6 +72,66 @@ impl Guest for Probe {
                     prefix = Sha256::digest(plaintext.as_slice())[..4].iter().map(|b| format!("{b:02x}")).collect();
                 }
                 Ok(json!({ "sha256_prefix": prefix }).to_string())
+            }
+            // Opens `ciphertext` (base64) as a key handle (or the env var `env`; `reopen` times more), then runs
+            // each of `ops` on it,
+            // `times` times over: `{"op": "hmac" | "sign" | "public-key" | "jwt", "alg": ..., "message": text,
+            // "bytes": n (a message of n zero bytes instead)}`. Answers each op's output (base64) or error.
+            "key" => {
+                use keyward_guest::bindings::keyward::lambda::keys::{
+                    HmacAlgorithm, JwtAlgorithm, Key, SignatureAlgorithm,
+                };
+                let open = || match arg("env").as_str() {
+                    Some(name) => Key::open_env(name).map_err(|e| keyward_guest::KeyError::from(e).to_string()),
+                    None => {
+                        let ciphertext = base64::engine::general_purpose::STANDARD
+                            .decode(arg("ciphertext").as_str().unwrap_or(""))
+                            .map_err(|e| format!("ciphertext is not base64: {e}"))?;
+                        Key::open(&ciphertext, &[]).map_err(|e| keyward_guest::KeyError::from(e).to_string())
+                    }
+                };
+                let key = open()?;
+                for _ in 0..number("reopen") {
+                    drop(open()?);
+                }
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut outputs = Vec::new();
+                for _ in 0..number("times").max(1) {
+                    for op in arg("ops").as_array().cloned().unwrap_or_default() {
+                        let message = match op.get("bytes").and_then(Value::as_u64) {
+                            Some(n) => vec![0u8; n as usize],
+                            None => op.get("message").and_then(Value::as_str).unwrap_or("").as_bytes().to_vec(),
+                        };
+                        let alg = op.get("alg").and_then(Value::as_str).unwrap_or("");
+                        let output = match op.get("op").and_then(Value::as_str).unwrap_or("") {
+                            "hmac" => key.hmac(HmacAlgorithm::Sha256, &message).map(|b| b64.encode(b)),
+                            "public-key" => key.public_key().map(|b| b64.encode(b)),
+                            "sign" => {
+                                let alg = match alg {
+                                    "ed25519" => SignatureAlgorithm::Ed25519,
+                                    "es256" => SignatureAlgorithm::EcdsaP256Sha256,
+                                    "rs256" => SignatureAlgorithm::RsaPkcs1Sha256,
+                                    _ => SignatureAlgorithm::RsaPssSha256,
+                                };
+                                key.sign(alg, &message).map(|b| b64.encode(b))
+                            }
+                            _ => {
+                                let alg = match alg {
+                                    "hs256" => JwtAlgorithm::Hs256,
+                                    "eddsa" => JwtAlgorithm::Eddsa,
+                                    _ => JwtAlgorithm::Rs256,
+                                };
+                                let header = op.get("header").and_then(Value::as_str).unwrap_or("");
+                                key.sign_jwt(alg, header, &String::from_utf8_lossy(&message))
+                            }
+                        };
+                        outputs.push(match output {
+                            Ok(out) => json!({ "ok": out }),
+                            Err(e) => json!({ "error": keyward_guest::KeyError::from(e).to_string() }),
+                        });
+                    }
+                }
+                Ok(json!({ "outputs": outputs }).to_string())
             }
             // A careless guest: decrypts `ciphertext`, prints the secret, and fails with it in the message.
             "leak" => {

@@ -1,0 +1,156 @@
+//! Key handles through a real component: a hostile guest trying to get key bytes out of every operation gets
+//! signatures and MACs only; the handle's quotas and input bound hold; refusals are clear and quote no key.
+
+use keyward::{HostConfig, InvokeError, KmsPolicy, LimitExceeded};
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject as _;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/keys/fixtures").join(name)).unwrap()
+}
+
+/// Every 12-byte window of `secret` that is in none of `public` (an RSA key's DER holds its modulus too, and its PEM
+/// text the modulus in base64, as the public key's answer has it).
+fn secret_windows(secret: &[u8], public: &[&[u8]]) -> Vec<Vec<u8>> {
+    secret.windows(12).filter(|w| !public.iter().any(|p| p.windows(12).any(|p| p == *w))).map(<[u8]>::to_vec).collect()
+}
+
+fn outputs(value: &Value) -> Vec<Value> {
+    value["outputs"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn no_operation_gives_a_guest_the_key() {
+    let hostile_ops = json!([
+        {"op": "hmac", "message": "x"},
+        {"op": "hmac", "bytes": 0},
+        {"op": "public-key"},
+        {"op": "sign", "alg": "ed25519", "message": "x"},
+        {"op": "sign", "alg": "es256", "message": ""},
+        {"op": "sign", "alg": "rs256", "bytes": 4096},
+        {"op": "sign", "alg": "ps256", "message": "x"},
+        {"op": "jwt", "alg": "hs256", "message": "{}", "header": "{\"alg\":\"none\"}"},
+        {"op": "jwt", "alg": "hs256", "message": "{}", "header": "{\"jwk\":{\"d\":\"?\"},\"kid\":\"../../key\"}"},
+        {"op": "jwt", "alg": "eddsa", "message": "{\"sub\":1}"},
+        {"op": "jwt", "alg": "rs256", "message": "not json"},
+    ]);
+    let secrets = [
+        ("HMAC", b"an-hmac-s3cret-of-some-length".to_vec()),
+        ("ED", fixture("ed25519.pkcs8.pem")),
+        ("RSA", fixture("rsa2048.pkcs1.pem")),
+        ("EC", fixture("p256.sec1.pem")),
+    ];
+    let (key, host) = host("probe", HostConfig::default());
+    let empty = keyward::EncryptionContext::new();
+    for (name, plaintext) in &secrets {
+        let ciphertext = key.encrypt(plaintext, &empty).unwrap();
+        let event = json!({"action": "key", "ciphertext": b64(&ciphertext), "ops": hostile_ops});
+        let invocation = invoke(&host, event).await;
+        let text = invocation.result.as_ref().unwrap_or_else(|e| panic!("{name}: {e}")).clone();
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        let mut produced: Vec<Vec<u8>> = vec![text.clone().into_bytes()];
+        let (mut public, mut public_text) = (Vec::new(), String::new());
+        let (mut ok, mut refused) = (0, 0);
+        for (op, output) in hostile_ops.as_array().unwrap().iter().zip(outputs(&answer)) {
+            match (output.get("ok").and_then(Value::as_str), output.get("error").and_then(Value::as_str)) {
+                (Some(out), _) => {
+                    ok += 1;
+                    let bytes = keyward_base64::decode(out).unwrap_or_else(|_| out.as_bytes().to_vec());
+                    if op["op"] == "public-key" {
+                        public = bytes.clone();
+                        public_text = out.to_owned();
+                    }
+                    // A JWT's parts, decoded.
+                    produced.extend(out.split('.').filter_map(|part| keyward_base64::decode(part).ok()));
+                    produced.push(bytes);
+                }
+                (None, Some(error)) => {
+                    refused += 1;
+                    assert!(
+                        error.starts_with("key unsupported:") || error.starts_with("key invalid-input:"),
+                        "{name} {op}: {error}"
+                    );
+                }
+                _ => panic!("{name} {op}: {output}"),
+            }
+        }
+        assert!(ok >= 2 && refused >= 2, "{name}: {ok} answered, {refused} refused: {answer}");
+        // The key's bytes in every form the secret took: its PEM text and, for a private key, the DER inside.
+        let der = PrivateKeyDer::from_pem_slice(plaintext).map(|d| d.secret_der().to_vec()).unwrap_or_default();
+        let public: [&[u8]; 2] = [&public, public_text.as_bytes()];
+        let mut windows = secret_windows(plaintext, &public);
+        windows.extend(secret_windows(&der, &public));
+        for out in &produced {
+            for window in &windows {
+                assert!(
+                    !out.windows(window.len()).any(|w| w == window.as_slice()),
+                    "{name}: key bytes in {:?}",
+                    String::from_utf8_lossy(out)
+                );
+            }
+        }
+        assert!(!text.contains("PRIVATE KEY") && !text.contains("s3cret"), "{name}: {text}");
+    }
+    // The host serves the next invocation as before.
+    assert!(invoke(&host, json!({"action": "context"})).await.result.is_ok());
+}
+
+#[tokio::test]
+async fn handles_are_bounded_like_decrypts() {
+    let kms =
+        KmsPolicy { max_key_operations: 3, max_key_input_bytes: 1024, max_decrypt_calls: 1, ..KmsPolicy::default() };
+    let (key, host) = host("probe", HostConfig { kms, ..HostConfig::default() });
+    let ciphertext = b64(&key.encrypt(b"hmac-s3cret", &keyward::EncryptionContext::new()).unwrap());
+
+    let over_size = json!({"action": "key", "ciphertext": ciphertext, "ops": [{"op": "hmac", "bytes": 1025}, {"op": "hmac", "bytes": 1024}]});
+    let answer = response(&invoke(&host, over_size).await);
+    let outs = outputs(&answer);
+    assert_eq!(outs[0]["error"], "key invalid-input: the input is 1025 bytes; a key operation takes at most 1024");
+    assert_eq!(keyward_base64::decode(outs[1]["ok"].as_str().unwrap()).unwrap().len(), 32);
+
+    let flood = json!({"action": "key", "ciphertext": ciphertext, "ops": [{"op": "hmac", "message": "x"}], "times": 4});
+    let invocation = invoke(&host, flood).await;
+    assert!(
+        matches!(invocation.result, Err(InvokeError::Limit(LimitExceeded::KeyOperations { limit: 3 }))),
+        "{:?}",
+        invocation.result
+    );
+    assert_eq!(
+        invocation.result.unwrap_err().to_string(),
+        "guest exceeded its limit of 3 key operations per invocation"
+    );
+    // Opening is a decrypt: a second open in one invocation is over a quota of one.
+    let two_opens = json!({"action": "key", "ciphertext": ciphertext, "ops": [], "reopen": 1});
+    let invocation = invoke(&host, two_opens).await;
+    assert!(
+        matches!(invocation.result, Err(InvokeError::Limit(LimitExceeded::DecryptCalls { limit: 1 }))),
+        "{:?}",
+        invocation.result
+    );
+    assert_eq!(invocation.decrypts.len(), 1, "the refused open is not a decrypt");
+}
+
+#[tokio::test]
+async fn opening_by_name_takes_only_the_guests_own_variables() {
+    let (key, _) = host("probe", HostConfig::default());
+    let ciphertext = b64(&key.encrypt(b"named-s3cret", &keyward::EncryptionContext::new()).unwrap());
+    let config = HostConfig {
+        guest_env: vec![("SIGNING".into(), ciphertext), ("PLAIN".into(), "not base64!".into())],
+        ..HostConfig::default()
+    };
+    let host = host_with("probe", &key, config);
+    let ops = json!([{"op": "hmac", "message": "m"}]);
+    let named = response(&invoke(&host, json!({"action": "key", "env": "SIGNING", "ops": ops})).await);
+    assert!(outputs(&named)[0]["ok"].is_string(), "{named}");
+    for (name, says) in [
+        ("HOME", "key invalid-input: HOME is not one of the guest's env vars"),
+        ("PLAIN", "key invalid-ciphertext: env var PLAIN is not base64"),
+    ] {
+        let invocation = invoke(&host, json!({"action": "key", "env": name, "ops": ops})).await;
+        let error = invocation.result.unwrap_err().to_string();
+        assert!(error.contains(says), "{name}: {error}");
+    }
+}
