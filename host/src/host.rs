@@ -10,6 +10,7 @@ use tracing::Instrument as _;
 use crate::bindings::HandlerContext;
 use crate::error::{InvokeError, check_event};
 use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, KmsPolicy, PolicyError};
+use crate::sandbox::KeyOperationRecord;
 use crate::sandbox::budget::Budget;
 use crate::sandbox::{ComponentSource, InvalidLimits, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance};
 
@@ -153,8 +154,10 @@ impl InvocationContext {
 pub struct Invocation {
     /// The response JSON, or why there is none.
     pub result: Result<String, InvokeError>,
-    /// Every decrypt the guest asked for, in order.
+    /// Every decrypt the guest asked for, in order (opening a key handle is one).
     pub decrypts: Vec<DecryptRecord>,
+    /// Every operation the guest asked of a key handle, in order.
+    pub key_operations: Vec<KeyOperationRecord>,
     /// Wall time from the event's arrival to the response.
     pub elapsed: Duration,
     /// Where that time went.
@@ -197,7 +200,7 @@ impl Host {
     fn build(component: ComponentSource<'_>, kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
         config.validate()?;
         let gate = KmsGate::new(kms, &config.kms, &config.guest_env)?;
-        let sandbox = Sandbox::new(component, config.limits.clone())?;
+        let sandbox = Sandbox::new(component, config.limits.clone(), config.kms.guest_plaintext)?;
         Ok(Self::from_parts(sandbox, gate, config))
     }
 
@@ -253,7 +256,14 @@ impl Host {
                 Err(e) => tracing::warn!(elapsed_ms = elapsed.as_millis(), error_type = e.error_type(), error = %e, "invocation failed"),
             }
             let phases = Phases { instantiate: run.instantiate, guest: run.guest, response: run.returned.elapsed() };
-            Invocation { result: run.result, decrypts: run.decrypts, elapsed: started.elapsed(), phases, instance: run.instance }
+            Invocation {
+                result: run.result,
+                decrypts: run.decrypts,
+                key_operations: run.key_operations,
+                elapsed: started.elapsed(),
+                phases,
+                instance: run.instance,
+            }
         }
         .instrument(span)
         .await

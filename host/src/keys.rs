@@ -77,6 +77,34 @@ pub enum JwtAlgorithm {
     EdDsa,
 }
 
+impl HmacAlgorithm {
+    /// The name the WIT gives it (`sha256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha384 => "sha384",
+            Self::Sha512 => "sha512",
+        }
+    }
+}
+
+impl SignatureAlgorithm {
+    /// The name the WIT gives it (`ecdsa-p256-sha256`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ed25519 => "ed25519",
+            Self::EcdsaP256Sha256 => "ecdsa-p256-sha256",
+            Self::EcdsaP256Sha256Der => "ecdsa-p256-sha256-der",
+            Self::RsaPkcs1Sha256 => "rsa-pkcs1-sha256",
+            Self::RsaPkcs1Sha384 => "rsa-pkcs1-sha384",
+            Self::RsaPkcs1Sha512 => "rsa-pkcs1-sha512",
+            Self::RsaPssSha256 => "rsa-pss-sha256",
+            Self::RsaPssSha384 => "rsa-pss-sha384",
+            Self::RsaPssSha512 => "rsa-pss-sha512",
+        }
+    }
+}
+
 impl JwtAlgorithm {
     /// The name the JOSE header's `alg` gives it.
     pub fn name(self) -> &'static str {
@@ -189,13 +217,13 @@ impl Key {
                     A::RsaPssSha256 => &signature::RSA_PSS_SHA256,
                     A::RsaPssSha384 => &signature::RSA_PSS_SHA384,
                     A::RsaPssSha512 => &signature::RSA_PSS_SHA512,
-                    other => return Err(self.not_for(&format!("signing ({other:?})"), key_kind_for(other))),
+                    other => return Err(self.not_for(&format!("signing ({})", other.name()), key_kind_for(other))),
                 };
                 let mut signature = vec![0; key.public().modulus_len()];
                 key.sign(padding, &rng, message, &mut signature).map_err(failed)?;
                 Ok(signature)
             }
-            (_, algorithm) => Err(self.not_for(&format!("signing ({algorithm:?})"), key_kind_for(algorithm))),
+            (_, algorithm) => Err(self.not_for(&format!("signing ({})", algorithm.name()), key_kind_for(algorithm))),
         }
     }
 
@@ -231,9 +259,10 @@ impl Key {
         match header.get("alg") {
             Some(serde_json::Value::String(alg)) if alg == algorithm.name() => {}
             None => {}
-            Some(other) => {
+            // Not quoted: the guest's value may be large, and the message is logged.
+            Some(_) => {
                 return Err(KeyError::InvalidInput(format!(
-                    "the JWT header's alg is {other}, but {} was asked for: leave alg out, the host sets it",
+                    "the JWT header's alg is not {}, the algorithm asked for: leave alg out, the host sets it",
                     algorithm.name()
                 )));
             }

@@ -30,10 +30,10 @@ pub mod text;
 pub use context::EncryptionContext;
 pub use error::InvokeError;
 pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, InvocationContext, Phases};
-pub use kms::{KmsBackend, KmsError, KmsPolicy, LocalKey};
+pub use kms::{GuestPlaintext, KmsBackend, KmsError, KmsPolicy, LocalKey};
 #[cfg(feature = "compiler")]
 pub use sandbox::{CompileTarget, Cpu, precompile};
-pub use sandbox::{InvalidLimits, LimitExceeded, Limits, LoadError, UsedInstance};
+pub use sandbox::{InvalidLimits, KeyOperationRecord, LimitExceeded, Limits, LoadError, UsedInstance};
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use crate::kms::{DecryptRecord, DecryptRequest, Decrypted, KmsBackend, KmsError, LocalKey};
+use crate::kms::{DecryptRecord, DecryptRequest, Decrypted, GuestPlaintext, KmsBackend, KmsError, LocalKey};
+use crate::sandbox::KeyOperationRecord;
 use crate::{
     EncryptionContext, Host, HostConfig, HostError, Invocation, InvocationContext, InvokeError, KmsPolicy, Limits,
 };
@@ -82,7 +83,9 @@ pub struct StubHost {
     limits: Limits,
     /// Built at the first invocation, from the configuration then.
     host: OnceLock<Host>,
+    plaintext: GuestPlaintext,
     calls: Mutex<Vec<DecryptRecord>>,
+    key_operations: Mutex<Vec<KeyOperationRecord>>,
 }
 
 impl StubHost {
@@ -102,7 +105,9 @@ impl StubHost {
             context: Vec::new(),
             limits: Limits::default().one_at_a_time(),
             host: OnceLock::new(),
+            plaintext: GuestPlaintext::Allow,
             calls: Mutex::default(),
+            key_operations: Mutex::default(),
         })
     }
 
@@ -135,6 +140,14 @@ impl StubHost {
         self.reset()
     }
 
+    /// Denies the guest plaintext, as `KEYWARD_GUEST_PLAINTEXT=deny` does: a guest that imports `kms` fails at
+    /// its first invocation ([`StubError::Host`]), one that uses key handles only runs.
+    #[must_use]
+    pub fn deny_plaintext(mut self) -> Self {
+        self.plaintext = GuestPlaintext::Deny;
+        self.reset()
+    }
+
     fn reset(mut self) -> Self {
         self.host = OnceLock::new();
         self
@@ -153,7 +166,8 @@ impl StubHost {
         self.kms.key.encrypt(plaintext, &context).map_err(|e| StubError::Stub(e.to_string()))
     }
 
-    /// Makes the next decrypt fail with `error` (`denied`, `invalid-ciphertext` or `unavailable`).
+    /// Makes the next decrypt fail with `error` (`denied`, `invalid-ciphertext` or `unavailable`): a
+    /// `kms.decrypt`, or the opening of a key handle (which the guest gets as the `keys` error of the same kind).
     pub fn fail_next_decrypt(&self, error: KmsError) {
         self.push_fault(Fault::Fail(error));
     }
@@ -167,9 +181,16 @@ impl StubHost {
         self.kms.faults.lock().unwrap_or_else(PoisonError::into_inner).push_back(fault);
     }
 
-    /// Every decrypt the guest asked for so far, in order: ciphertext id, context, outcome; never plaintext.
+    /// Every decrypt the guest asked for so far, in order (opening a key handle is one): ciphertext id, context,
+    /// outcome; never plaintext.
     pub fn decrypt_calls(&self) -> Vec<DecryptRecord> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Every operation the guest asked of a key handle so far, in order: handle, key, operation, input length,
+    /// outcome; never the input or the key.
+    pub fn key_operations(&self) -> Vec<KeyOperationRecord> {
+        self.key_operations.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Invokes the guest with `event`; returns its response, parsed.
@@ -209,6 +230,8 @@ impl StubHost {
         let invocation =
             host.invoke(event, InvocationContext::local("arn:aws:lambda:local:000000000000:function:stub")).await;
         self.calls.lock().unwrap_or_else(PoisonError::into_inner).extend(invocation.decrypts.iter().cloned());
+        let operations = invocation.key_operations.iter().cloned();
+        self.key_operations.lock().unwrap_or_else(PoisonError::into_inner).extend(operations);
         Ok(invocation)
     }
 
@@ -226,7 +249,7 @@ impl StubHost {
         let config = HostConfig {
             limits: self.limits.clone(),
             guest_env,
-            kms: KmsPolicy { stamped_context: stamped, ..KmsPolicy::default() },
+            kms: KmsPolicy { stamped_context: stamped, guest_plaintext: self.plaintext, ..KmsPolicy::default() },
         };
         Ok(Host::new(&self.compiled, self.kms.clone(), config)?)
     }

@@ -54,6 +54,16 @@ fn bad_component_files_get_one_clear_line_and_exit_code_2() {
     }
 }
 
+/// `--guest-plaintext deny` refuses a guest that decrypts, as `KEYWARD_GUEST_PLAINTEXT=deny` does on Lambda.
+#[test]
+fn a_guest_that_decrypts_is_refused_when_plaintext_is_denied() {
+    let (_dir, key) = dir_with_key("sealed");
+    let out = keyward(&["invoke", guest("hello").to_str().unwrap(), "--key", &key, "--guest-plaintext", "deny"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_line(&stderr(&out));
+    assert!(stderr(&out).contains("imports `keyward:lambda/kms@0.1.0`, and this host denies guests plaintext"));
+}
+
 #[test]
 fn a_missing_component_or_key_is_named() {
     let (dir, key) = dir_with_key("missing");

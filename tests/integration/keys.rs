@@ -106,10 +106,16 @@ async fn handles_are_bounded_like_decrypts() {
     let ciphertext = b64(&key.encrypt(b"hmac-s3cret", &keyward::EncryptionContext::new()).unwrap());
 
     let over_size = json!({"action": "key", "ciphertext": ciphertext, "ops": [{"op": "hmac", "bytes": 1025}, {"op": "hmac", "bytes": 1024}]});
-    let answer = response(&invoke(&host, over_size).await);
-    let outs = outputs(&answer);
-    assert_eq!(outs[0]["error"], "key invalid-input: the input is 1025 bytes; a key operation takes at most 1024");
+    let invocation = invoke(&host, over_size).await;
+    let outs = outputs(&response(&invocation));
+    let refusal = "key invalid-input: the input is 1025 bytes; a key operation takes at most 1024";
+    assert_eq!(outs[0]["error"], refusal);
     assert_eq!(keyward_base64::decode(outs[1]["ok"].as_str().unwrap()).unwrap().len(), 32);
+    // Both are recorded, as audited: the operation and the input's length, never the input.
+    let records: Vec<_> =
+        invocation.key_operations.iter().map(|r| (r.operation.as_str(), r.input_len, r.outcome.clone())).collect();
+    assert_eq!(records, [("hmac sha256", 1025, Err(refusal.to_string())), ("hmac sha256", 1024, Ok(()))]);
+    assert_eq!(invocation.key_operations[0].handle, invocation.key_operations[1].handle);
 
     let flood = json!({"action": "key", "ciphertext": ciphertext, "ops": [{"op": "hmac", "message": "x"}], "times": 4});
     let invocation = invoke(&host, flood).await;
@@ -153,4 +159,40 @@ async fn opening_by_name_takes_only_the_guests_own_variables() {
         let error = invocation.result.unwrap_err().to_string();
         assert!(error.contains(says), "{name}: {error}");
     }
+}
+
+/// `KEYWARD_GUEST_PLAINTEXT=deny`: a component that imports `kms` does not load; one that uses handles only runs,
+/// and signs with a key it never holds.
+#[tokio::test]
+async fn a_host_denying_plaintext_runs_only_sealed_components() {
+    let key = new_key();
+    let deny = || HostConfig {
+        kms: KmsPolicy { guest_plaintext: keyward::GuestPlaintext::Deny, ..KmsPolicy::default() },
+        ..HostConfig::default()
+    };
+    for guest_name in ["probe", "hello"] {
+        let error = keyward::Host::from_file(&guest(guest_name), key.clone(), deny()).unwrap_err().to_string();
+        assert!(
+            error.starts_with("component imports `keyward:lambda/kms@0.1.0`, and this host denies guests plaintext"),
+            "{guest_name}: {error}"
+        );
+        assert_eq!(error.lines().count(), 1, "{error}");
+    }
+
+    let pem = fixture("ed25519.pkcs8.pem");
+    let ciphertext = b64(&key.encrypt(&pem, &keyward::EncryptionContext::new()).unwrap());
+    let config = HostConfig { guest_env: vec![("SIGNING_KEY".into(), ciphertext)], ..deny() };
+    let host = host_with("signer", &key, config);
+    let event = json!({
+        "version": "2.0", "rawPath": "/sign", "rawQueryString": "", "headers": {},
+        "requestContext": {"http": {"method": "POST", "path": "/sign", "sourceIp": "127.0.0.1"}, "timeEpoch": 0},
+        "body": "pay 10 EUR", "isBase64Encoded": false
+    });
+    let answer = response(&invoke(&host, event).await);
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    let public = keyward_base64::decode(body["public_key"].as_str().unwrap()).unwrap();
+    let signature = keyward_base64::decode(body["signature"].as_str().unwrap()).unwrap();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public)
+        .verify(b"pay 10 EUR", &signature)
+        .expect("the host's signature verifies with the public key it gave");
 }

@@ -160,13 +160,25 @@ async fn hello_runs_as_a_lambda_with_aws_kms() {
 #[test]
 fn a_misconfigured_function_fails_init_with_one_clear_line() {
     let dir = TempDir::new("lambda-init");
-    let emulator = start_emulator(&dir.0, &["misconfigured"]);
+    let emulator = start_emulator(&dir.0, &["misconfigured", "sealed"]);
     let env = [("KEYWARD_COMPONENT", guest("hello").display().to_string())];
     let mut function = Function::start(&emulator.runtime_api("misconfigured"), &dir, "misconfigured", &env);
     let status = function.child.wait().unwrap();
     assert!(!status.success());
     let log = function.log_text();
     assert!(log.contains("KEYWARD_KMS_KEY_ID is not set"), "{log}");
+
+    // An operator who denies guests plaintext: hello decrypts, so it does not start.
+    let env = [
+        ("KEYWARD_COMPONENT", guest("hello").display().to_string()),
+        ("KEYWARD_KMS_KEY_ID", "alias/k".to_string()),
+        ("KEYWARD_KMS_ENDPOINT", "http://127.0.0.1:9".to_string()),
+        ("KEYWARD_GUEST_PLAINTEXT", "deny".to_string()),
+    ];
+    let mut function = Function::start(&emulator.runtime_api("sealed"), &dir, "sealed", &env);
+    assert!(!function.child.wait().unwrap().success());
+    let log = function.log_text();
+    assert!(log.contains("component imports `keyward:lambda/kms@0.1.0`, and this host denies guests plaintext"), "{log}");
 }
 
 /// The bootstrap takes no arguments: a person who runs it with some is told where the command line is.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use keyward::context::Pair;
 use keyward::sandbox::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB, MAX_TIMEOUT_MS};
-use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, InvokeError, KmsPolicy, Limits, LocalKey};
+use keyward::{
+    EncryptionContext, GuestPlaintext, Host, HostConfig, InvocationContext, InvokeError, KmsPolicy, Limits, LocalKey,
+};
 
 use super::Failed;
 
@@ -38,6 +40,9 @@ pub(crate) struct Invoke {
     /// Most kms.decrypt calls the guest may make.
     #[arg(long, value_name = "N", default_value_t = KmsPolicy::default().max_decrypt_calls)]
     max_decrypt_calls: u32,
+    /// `deny` refuses a component that imports kms (plaintext): the guest may use secrets through key handles only.
+    #[arg(long, value_name = "allow|deny", default_value = "allow")]
+    guest_plaintext: GuestPlaintext,
     /// The function ARN the guest is told. Default: a local ARN named after the component file.
     #[arg(long, value_name = "ARN")]
     function_arn: Option<String>,
@@ -53,6 +58,7 @@ impl Invoke {
             kms: KmsPolicy {
                 stamped_context: EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?,
                 max_decrypt_calls: self.max_decrypt_calls,
+                guest_plaintext: self.guest_plaintext,
                 ..KmsPolicy::default()
             },
         };

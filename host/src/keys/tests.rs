@@ -190,7 +190,8 @@ fn jwts_carry_the_algorithm_and_verify() {
     }
 
     for (header, claims, says) in [
-        (r#"{"alg":"none"}"#, "{}", r#"alg is "none", but HS256 was asked for"#),
+        (r#"{"alg":"none"}"#, "{}", "alg is not HS256, the algorithm asked for"),
+        (r#"{"alg":{"k":"a-long-value"}}"#, "{}", "alg is not HS256, the algorithm asked for"),
         ("[1]", "{}", "header must be a JSON object"),
         ("{}", "not json", "claims must be a JSON object"),
         ("{}", "[]", "claims must be a JSON object"),

@@ -18,7 +18,7 @@ pub use aws::{AwsKms, AwsKmsConfig, AwsKmsError};
 pub use cache::PlaintextCache;
 pub use gate::{CacheUse, DecryptRecord, KmsGate};
 pub use local::LocalKey;
-pub use policy::{CacheSettings, KmsPolicy, PolicyError};
+pub use policy::{CacheSettings, GuestPlaintext, KmsPolicy, PolicyError};
 pub use secrets::SecretSettings;
 
 /// Decrypted bytes. Zeroized on drop, and redacted in `Debug`; read with [`secrecy::ExposeSecret`].

@@ -32,6 +32,35 @@ pub struct KmsPolicy {
     pub max_key_operations: u32,
     /// Largest input of one key operation (a message, or a JWT's header and claims together).
     pub max_key_input_bytes: usize,
+    /// Whether a guest may be handed plaintext at all (import `keyward:lambda/kms`).
+    pub guest_plaintext: GuestPlaintext,
+}
+
+/// Whether guests may import `keyward:lambda/kms`, the plaintext capability.
+///
+/// [`Deny`](Self::Deny) lets an operator guarantee that no plaintext enters the sandbox: only components whose
+/// imports are those of the `sealed-handler` world load (secrets used through `keys` handles, which never return
+/// key bytes); a component importing `kms` is refused at load, naming the import. Parsed from `allow` or `deny`
+/// (any case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GuestPlaintext {
+    /// Guests may decrypt (`kms.decrypt`) and use handles.
+    #[default]
+    Allow,
+    /// Guests may use handles only.
+    Deny,
+}
+
+impl std::str::FromStr for GuestPlaintext {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "allow" => Ok(Self::Allow),
+            "deny" => Ok(Self::Deny),
+            _ => Err(format!("{:?} is neither allow nor deny", value.trim())),
+        }
+    }
 }
 
 impl Default for KmsPolicy {
@@ -45,6 +74,7 @@ impl Default for KmsPolicy {
             prefetch: Vec::new(),
             max_key_operations: 256,
             max_key_input_bytes: 1 << 20,
+            guest_plaintext: GuestPlaintext::Allow,
         }
     }
 }

@@ -211,6 +211,12 @@ impl LambdaConfig {
                 max_entries: vars.size("KEYWARD_CACHE_MAX_ENTRIES", kms.cache.max_entries)?,
             },
             prefetch: vars.list("KEYWARD_PREFETCH"),
+            max_key_operations: vars.small("KEYWARD_MAX_KEY_OPERATIONS", u64::from(kms.max_key_operations))?,
+            max_key_input_bytes: vars.size("KEYWARD_MAX_KEY_INPUT_BYTES", kms.max_key_input_bytes)?,
+            guest_plaintext: match vars.get("KEYWARD_GUEST_PLAINTEXT") {
+                Some(value) => value.parse().map_err(|e| ConfigError(format!("KEYWARD_GUEST_PLAINTEXT: {e}")))?,
+                None => kms.guest_plaintext,
+            },
             ..kms
         };
         let aws = AwsKmsConfig {
@@ -264,6 +270,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::kms::GuestPlaintext;
 
     fn config(vars: &[(&str, &str)]) -> Result<LambdaConfig, ConfigError> {
         let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -285,6 +292,9 @@ mod tests {
             ("KEYWARD_CACHE_STALE_SECS", "60"),
             ("KEYWARD_TIMEOUT_MS", "1500"),
             ("KEYWARD_MEMORY_MB", "32"),
+            ("KEYWARD_MAX_KEY_OPERATIONS", "8"),
+            ("KEYWARD_MAX_KEY_INPUT_BYTES", "4096"),
+            ("KEYWARD_GUEST_PLAINTEXT", " Deny "),
         ])
         .unwrap();
         assert_eq!(c.component, PathBuf::from("/opt/h.wasm"));
@@ -296,6 +306,8 @@ mod tests {
         assert_eq!(c.host.kms.cache.stale, Duration::from_secs(60));
         assert_eq!(c.host.limits.timeout, Duration::from_millis(1500));
         assert_eq!(c.host.limits.memory_bytes, 32 << 20);
+        assert_eq!((c.host.kms.max_key_operations, c.host.kms.max_key_input_bytes), (8, 4096));
+        assert_eq!(c.host.kms.guest_plaintext, GuestPlaintext::Deny);
     }
 
     #[test]
@@ -319,6 +331,11 @@ mod tests {
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_CACHE_STALE_SECS", "-1")], "KEYWARD_CACHE_STALE_SECS"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_TIMEOUT_MS", "18446744073709551615")], "timeout must be 1 to"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_PREFETCH", "PASSWORD")], "not in KEYWARD_GUEST_ENV"),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_GUEST_PLAINTEXT", "no")],
+                "KEYWARD_GUEST_PLAINTEXT: \"no\" is neither allow nor deny",
+            ),
+            (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MAX_KEY_OPERATIONS", "many")], "KEYWARD_MAX_KEY_OPERATIONS"),
             (
                 &[
                     ("KEYWARD_KMS_KEY_ID", "k"),

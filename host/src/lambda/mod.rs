@@ -78,8 +78,9 @@ pub fn main() -> std::process::ExitCode {
 pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
     let LambdaConfig { component, host: host_config, kms: kms_config, .. } = config;
     host_config.validate()?;
-    let limits = host_config.limits.clone();
-    let loading = tokio::task::spawn_blocking(move || Sandbox::new(ComponentSource::File(&component), limits));
+    let (limits, plaintext) = (host_config.limits.clone(), host_config.kms.guest_plaintext);
+    let loading =
+        tokio::task::spawn_blocking(move || Sandbox::new(ComponentSource::File(&component), limits, plaintext));
     let kms = AwsKms::from_env(kms_config).await?;
     for (name, settings) in &host_config.kms.secrets {
         kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), &settings.key_ids)?;

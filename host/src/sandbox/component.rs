@@ -8,6 +8,7 @@ use wasmtime::component::{Component, Linker, Type};
 
 use super::GuestState;
 use crate::bindings::{HANDLER_EXPORT, SecretHandlerPre};
+use crate::kms::GuestPlaintext;
 
 /// Why a component cannot be run. Each message names the problem and, where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,13 @@ pub enum LoadError {
         list = super::imports::granted_list()
     )]
     ForbiddenImport(String),
+    /// The component imports the plaintext capability, and the host denies guests plaintext.
+    #[error(
+        "component imports `{0}`, and this host denies guests plaintext (KEYWARD_GUEST_PLAINTEXT=deny, or \
+         --guest-plaintext deny): use secrets through key handles (`keyward:lambda/keys`, the sealed-handler world) \
+         instead of kms.decrypt, or allow plaintext"
+    )]
+    PlaintextDenied(String),
     /// The component does not export the handler, or exports it with another shape.
     #[error("component does not implement the keyward:lambda/secret-handler world: {0}")]
     WrongWorld(String),
@@ -105,6 +113,7 @@ pub(crate) fn load(
     engine: &Engine,
     linker: &Linker<GuestState>,
     source: ComponentSource<'_>,
+    plaintext: GuestPlaintext,
 ) -> Result<SecretHandlerPre<GuestState>, LoadError> {
     let component = match source {
         ComponentSource::Bytes(bytes) if is_precompiled(bytes) => {
@@ -127,12 +136,15 @@ pub(crate) fn load(
             let component = unsafe { Component::deserialize_file(engine, path) };
             component.map_err(|e| load_error(&e, LoadError::Precompiled))?
         }
-        ComponentSource::File(path) => return load(engine, linker, ComponentSource::Bytes(&read(path)?)),
+        ComponentSource::File(path) => return load(engine, linker, ComponentSource::Bytes(&read(path)?), plaintext),
     };
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
         if !super::imports::is_granted(name) {
             return Err(LoadError::ForbiddenImport(name.to_string()));
+        }
+        if plaintext == GuestPlaintext::Deny && super::imports::is_plaintext(name) {
+            return Err(LoadError::PlaintextDenied(name.to_string()));
         }
     }
     check_handler(engine, &ty).map_err(LoadError::WrongWorld)?;

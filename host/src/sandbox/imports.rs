@@ -13,6 +13,7 @@ use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
 use wasmtime_wasi::random::WasiRandom;
 
 use super::GuestState;
+use crate::kms::GuestPlaintext;
 use super::{keys_capability, kms_capability};
 
 /// One interface a guest may import.
@@ -41,7 +42,7 @@ fn rng(state: &mut GuestState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
 /// or not (filesystem among them: with no directories granted, every path fails).
 pub(crate) const GRANTED: &[Grant] = &[
     Grant { name: "keyward:lambda/keys", link: keys_capability::add_to_linker },
-    Grant { name: "keyward:lambda/kms", link: kms_capability::add_to_linker },
+    Grant { name: PLAINTEXT, link: kms_capability::add_to_linker },
     Grant { name: "wasi:cli/environment", link: |l| cli::environment::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
     Grant { name: "wasi:cli/exit", link: |l| cli::exit::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
     Grant { name: "wasi:cli/stdin", link: |l| cli::stdin::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
@@ -94,9 +95,18 @@ pub(crate) const GRANTED: &[Grant] = &[
     Grant { name: "wasi:random/random", link: |l| random::random::add_to_linker::<_, WasiRandom>(l, rng) },
 ];
 
-/// Links every granted interface, and nothing else.
-pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
-    GRANTED.iter().try_for_each(|grant| (grant.link)(linker))
+/// The plaintext capability, granted unless the host denies guests plaintext.
+const PLAINTEXT: &str = "keyward:lambda/kms";
+
+/// Links every granted interface, and nothing else (not `kms` when guests are denied plaintext).
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>, plaintext: GuestPlaintext) -> wasmtime::Result<()> {
+    let granted = GRANTED.iter().filter(|grant| plaintext == GuestPlaintext::Allow || grant.name != PLAINTEXT);
+    granted.into_iter().try_for_each(|grant| (grant.link)(linker))
+}
+
+/// Whether an import is the plaintext capability (`keyward:lambda/kms@0.1.0`), in any version.
+pub(crate) fn is_plaintext(import: &str) -> bool {
+    import.split_once('@').map_or(import, |(name, _)| name) == PLAINTEXT
 }
 
 /// The versions granted: the WASI 0.2 releases wasmtime-wasi links (by semver, any 0.2.x), and keyward's own 0.1.
@@ -149,6 +159,16 @@ mod tests {
         ];
         for refused in refused {
             assert!(!is_granted(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_plaintext_capability_is_kms_in_any_version() {
+        for plaintext in ["keyward:lambda/kms@0.1.0", "keyward:lambda/kms@0.1.9", "keyward:lambda/kms"] {
+            assert!(is_plaintext(plaintext), "{plaintext}");
+        }
+        for other in ["keyward:lambda/keys@0.1.0", "keyward:lambda/kmsx@0.1.0", "other:lambda/kms@0.1.0"] {
+            assert!(!is_plaintext(other), "{other}");
         }
     }
 

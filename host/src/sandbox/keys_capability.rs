@@ -22,10 +22,32 @@ pub struct KeyHandle {
     _held: mask::Held,
 }
 
-/// The capability's per-invocation counts.
+/// One operation a guest asked of a key handle, as audited: never its input or the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOperationRecord {
+    /// The handle, numbered within the invocation.
+    pub handle: u32,
+    /// The KMS key that decrypted the handle's secret (`-` when the backend does not say).
+    pub key_id: String,
+    /// `hmac sha256`, `sign ed25519`, `public-key`, `sign-jwt ES256`: the WIT's names.
+    pub operation: String,
+    /// The input's length in bytes (a JWT's header and claims together).
+    pub input_len: usize,
+    /// `Ok`, or the refusal as the guest got it: `key <kind>: <message>` (`key unsupported: ...`).
+    pub outcome: Result<(), String>,
+}
+
+/// The capability's per-invocation records; their count is the quota's.
 #[derive(Debug, Default)]
 pub(crate) struct KeyOperations {
-    done: u32,
+    records: Vec<KeyOperationRecord>,
+}
+
+impl KeyOperations {
+    /// The invocation's records, taken when it ends.
+    pub(crate) fn finish(&mut self) -> Vec<KeyOperationRecord> {
+        std::mem::take(&mut self.records)
+    }
 }
 
 /// What the import's calls reach: the store's table, its `kms` capability, the count.
@@ -83,36 +105,36 @@ impl KeysView<'_> {
     ) -> wasmtime::Result<Result<T, Error>> {
         let gate = self.kms.gate();
         let (limit, max_input) = (gate.max_key_operations(), gate.max_key_input_bytes());
-        if self.operations.done >= limit {
+        if self.operations.records.len() >= limit as usize {
             return Err(wasmtime::Error::new(LimitExceeded::KeyOperations { limit }));
-        }
-        self.operations.done += 1;
-        // Host-side work the guest asks for must not run past the invocation's time (the epoch deadline cannot
-        // stop the host): an operation asked for after it is refused.
-        if std::time::Instant::now() >= self.kms.deadline() {
-            return Ok(Err(Error::Unavailable("the invocation's time is up".into())));
         }
         let entry = self.table.get(handle)?;
         let (key_id, rep) = (entry.key_id.clone(), handle.rep());
-        if input_len > max_input {
-            tracing::warn!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "invalid-input", "key operation");
-            return Ok(Err(Error::InvalidInput(format!(
-                "the input is {input_len} bytes; a key operation takes at most {max_input}"
-            ))));
-        }
-        let outcome = run(&entry.key);
-        match &outcome {
-            Ok(_) => {
+        // Host-side work the guest asks for must not run past the invocation's time (the epoch deadline cannot
+        // stop the host): an operation asked for after it is refused.
+        let outcome = if std::time::Instant::now() >= self.kms.deadline() {
+            Err(Error::Unavailable("the invocation's time is up".into()))
+        } else if input_len > max_input {
+            Err(Error::InvalidInput(format!("the input is {input_len} bytes; a key operation takes at most {max_input}")))
+        } else {
+            run(&entry.key).map_err(|e| match e {
+                KeyError::Unsupported(m) => Error::Unsupported(m),
+                KeyError::InvalidInput(m) => Error::InvalidInput(m),
+            })
+        };
+        let refusal = outcome.as_ref().err().map(|e| format!("key {}: {}", error_kind(e), error_message(e)));
+        match &refusal {
+            None => {
                 tracing::info!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "ok", "key operation")
             }
-            Err(e) => {
-                tracing::warn!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "refused", error = %e, "key operation")
+            Some(error) => {
+                tracing::warn!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "refused", error, "key operation")
             }
         }
-        Ok(outcome.map_err(|e| match e {
-            KeyError::Unsupported(m) => Error::Unsupported(m),
-            KeyError::InvalidInput(m) => Error::InvalidInput(m),
-        }))
+        let outcome_record = refusal.map_or(Ok(()), Err);
+        let record = KeyOperationRecord { handle: rep, key_id, operation: operation.into(), input_len, outcome: outcome_record };
+        self.operations.records.push(record);
+        Ok(outcome)
     }
 }
 
@@ -149,7 +171,7 @@ impl keys::HostKey for KeysView<'_> {
             HmacAlgorithm::Sha384 => key_ops::HmacAlgorithm::Sha384,
             HmacAlgorithm::Sha512 => key_ops::HmacAlgorithm::Sha512,
         };
-        self.operate(&key, &format!("hmac {algorithm:?}"), message.len(), |k| k.hmac(algorithm, &message))
+        self.operate(&key, &format!("hmac {}", algorithm.name()), message.len(), |k| k.hmac(algorithm, &message))
     }
 
     async fn sign(
@@ -170,7 +192,7 @@ impl keys::HostKey for KeysView<'_> {
             SignatureAlgorithm::RsaPssSha384 => A::RsaPssSha384,
             SignatureAlgorithm::RsaPssSha512 => A::RsaPssSha512,
         };
-        self.operate(&key, &format!("sign {algorithm:?}"), message.len(), |k| k.sign(algorithm, &message))
+        self.operate(&key, &format!("sign {}", algorithm.name()), message.len(), |k| k.sign(algorithm, &message))
     }
 
     async fn public_key(&mut self, key: Resource<KeyHandle>) -> wasmtime::Result<Result<Vec<u8>, Error>> {
@@ -205,6 +227,27 @@ impl keys::HostKey for KeysView<'_> {
     async fn drop(&mut self, key: Resource<KeyHandle>) -> wasmtime::Result<()> {
         self.table.delete(key)?;
         Ok(())
+    }
+}
+
+/// The WIT case of a refusal, as the guest SDK names it.
+fn error_kind(error: &Error) -> &'static str {
+    match error {
+        Error::Denied(_) => "denied",
+        Error::InvalidCiphertext(_) => "invalid-ciphertext",
+        Error::Unavailable(_) => "unavailable",
+        Error::Unsupported(_) => "unsupported",
+        Error::InvalidInput(_) => "invalid-input",
+    }
+}
+
+fn error_message(error: &Error) -> &str {
+    match error {
+        Error::Denied(m)
+        | Error::InvalidCiphertext(m)
+        | Error::Unavailable(m)
+        | Error::Unsupported(m)
+        | Error::InvalidInput(m) => m,
     }
 }
 

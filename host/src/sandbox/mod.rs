@@ -21,6 +21,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use budget::Budget;
 pub(crate) use component::ComponentSource;
 pub use component::LoadError;
+pub use keys_capability::KeyOperationRecord;
 use component::error_line;
 #[cfg(feature = "compiler")]
 pub(crate) use component::read as read_component;
@@ -34,7 +35,7 @@ use output::GuestOutput;
 
 use crate::bindings::{HandlerContext, SecretHandlerPre};
 use crate::error::InvokeError;
-use crate::kms::{DecryptRecord, KmsGate};
+use crate::kms::{DecryptRecord, GuestPlaintext, KmsGate};
 
 /// What a store holds for one invocation.
 pub(crate) struct GuestState {
@@ -61,11 +62,12 @@ pub(crate) struct RunRequest<'a> {
     pub(crate) budget: Budget,
 }
 
-/// What one guest run gave: the checked response or why there is none, every decrypt the guest asked for (also
-/// when it failed), the instance to tear down, and where the time went.
+/// What one guest run gave: the checked response or why there is none, every decrypt and key operation the guest
+/// asked for (also when it failed), the instance to tear down, and where the time went.
 pub(crate) struct Run {
     pub(crate) result: Result<String, InvokeError>,
     pub(crate) decrypts: Vec<DecryptRecord>,
+    pub(crate) key_operations: Vec<KeyOperationRecord>,
     pub(crate) instance: UsedInstance,
     /// From a free instance to the guest's instance, ready.
     pub(crate) instantiate: Duration,
@@ -97,6 +99,7 @@ impl Run {
         Self {
             result: Err(error),
             decrypts: Vec::new(),
+            key_operations: Vec::new(),
             instance,
             instantiate: zero,
             guest: zero,
@@ -125,8 +128,12 @@ impl std::fmt::Debug for Sandbox {
 
 impl Sandbox {
     /// Builds an engine for `limits`, then checks, compiles (or loads precompiled) and links `component`.
-    pub(crate) fn new(component: ComponentSource<'_>, limits: Limits) -> Result<Self, LoadError> {
-        let (engine, pre) = load(component, &limits)?;
+    pub(crate) fn new(
+        component: ComponentSource<'_>,
+        limits: Limits,
+        plaintext: GuestPlaintext,
+    ) -> Result<Self, LoadError> {
+        let (engine, pre) = load(component, &limits, plaintext)?;
         let ticker = EpochTicker::start(engine.clone()).map_err(|e| LoadError::Engine(e.to_string()))?;
         let instances = Arc::new(tokio::sync::Semaphore::new(limits.max_instances as usize));
         Ok(Self { engine, pre, limits, instances, _ticker: ticker })
@@ -198,12 +205,14 @@ impl Sandbox {
         let instantiated = instantiated.unwrap_or(returned);
         let outcome = called.and_then(|(response, _)| self.check_response(response));
         let (decrypts, handed_out) = store.data_mut().kms.finish();
+        let key_operations = store.data_mut().key_operations.finish();
         let masker = LazyCell::new(|| handed_out.masker());
         stdout.flush_to_log(&masker);
         stderr.flush_to_log(&masker);
         Run {
             result: outcome.map_err(|e| e.scrubbed(&masker)),
             decrypts,
+            key_operations,
             instance: UsedInstance { _store: Some(store), _permit: Some(permit) },
             instantiate: instantiated - started,
             guest: returned - instantiated,
@@ -224,12 +233,16 @@ impl Sandbox {
 }
 
 /// Builds an engine for `limits` and checks, compiles (or loads precompiled) and links `component` in it.
-fn load(component: ComponentSource<'_>, limits: &Limits) -> Result<(Engine, SecretHandlerPre<GuestState>), LoadError> {
+fn load(
+    component: ComponentSource<'_>,
+    limits: &Limits,
+    plaintext: GuestPlaintext,
+) -> Result<(Engine, SecretHandlerPre<GuestState>), LoadError> {
     let engine_error = |e: wasmtime::Error| LoadError::Engine(error_line(&e));
     let engine = engine::build(limits).map_err(engine_error)?;
     let mut linker = Linker::new(&engine);
-    imports::add_to_linker(&mut linker).map_err(engine_error)?;
-    let pre = component::load(&engine, &linker, component)?;
+    imports::add_to_linker(&mut linker, plaintext).map_err(engine_error)?;
+    let pre = component::load(&engine, &linker, component, plaintext)?;
     Ok((engine, pre))
 }
 
@@ -245,7 +258,8 @@ pub fn precompile(component: &[u8], target: &CompileTarget) -> Result<Vec<u8>, L
         return Err(LoadError::Invalid("this is already a precompiled component; compile the .wasm".into()));
     }
     let limits = Limits::default();
-    let (_, pre) = load(ComponentSource::Bytes(component), &limits)?;
+    // Compiled for any host: one that denies guests plaintext refuses a component importing kms when it loads it.
+    let (_, pre) = load(ComponentSource::Bytes(component), &limits, GuestPlaintext::Allow)?;
     let compiled = match target {
         // Loading compiled it for this machine as it is already.
         CompileTarget { triple: None, cpu: Cpu::Native } => pre.instance_pre().component().serialize(),

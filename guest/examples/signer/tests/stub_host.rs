@@ -5,7 +5,7 @@ use base64::Engine as _;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::{Signature, SigningKey, Verifier as _};
-use keyward::InvokeError;
+use keyward::{InvokeError, KmsError};
 use keyward::testing::{StubError, StubHost};
 use serde_json::json;
 
@@ -42,7 +42,12 @@ fn signed(host: &StubHost, event: serde_json::Value) -> (Vec<u8>, serde_json::Va
 fn signs_the_body_with_the_decrypted_key() {
     let key = SigningKey::from_bytes(&[7u8; 32]);
     let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    let host = StubHost::load(COMPONENT).unwrap().secret("SIGNING_KEY", pem.as_bytes()).context("function", "signer");
+    // The signer never decrypts: it runs on a host that denies guests plaintext.
+    let host = StubHost::load(COMPONENT)
+        .unwrap()
+        .secret("SIGNING_KEY", pem.as_bytes())
+        .context("function", "signer")
+        .deny_plaintext();
 
     let (signature, body) = signed(&host, request("pay 10 EUR to alice", false));
     let signature = Signature::from_slice(&signature).unwrap();
@@ -56,7 +61,22 @@ fn signs_the_body_with_the_decrypted_key() {
     let raw = [0u8, 159, 146, 150];
     let (signature, _) = signed(&host, request(&base64::engine::general_purpose::STANDARD.encode(raw), true));
     key.verifying_key().verify(&raw, &Signature::from_slice(&signature).unwrap()).unwrap();
-    assert_eq!(host.decrypt_calls().len(), 2);
+    assert_eq!(host.decrypt_calls().len(), 2, "one handle opened per invocation");
+    let operations: Vec<(String, usize)> =
+        host.key_operations().into_iter().map(|op| (op.operation, op.input_len)).collect();
+    let expected = [("sign ed25519", 19), ("public-key", 0), ("sign ed25519", 4), ("public-key", 0)];
+    assert_eq!(operations, expected.map(|(op, len)| (op.to_string(), len)));
+}
+
+#[test]
+fn a_key_service_outage_is_the_functions_error() {
+    let host = StubHost::load(COMPONENT).unwrap().secret("SIGNING_KEY", "x");
+    host.fail_next_decrypt(KmsError::Unavailable("throttled".into()));
+    match host.invoke(request("x", false)) {
+        Err(StubError::Invoke(InvokeError::Guest(message))) => assert_eq!(message, "key unavailable: throttled"),
+        other => panic!("expected a guest error, got {other:?}"),
+    }
+    assert!(host.key_operations().is_empty(), "no handle, no operation");
 }
 
 #[test]
@@ -66,7 +86,7 @@ fn a_secret_that_is_not_a_key_is_refused_without_echoing_it() {
         Err(StubError::Invoke(InvokeError::Guest(message))) => {
             assert!(
                 message.contains(
-                    "SIGNING_KEY is not an ed25519 private key: signing (Ed25519) needs an Ed25519 private key"
+                    "SIGNING_KEY is not an ed25519 private key: signing (ed25519) needs an Ed25519 private key"
                 ),
                 "{message}"
             );
