@@ -37,6 +37,10 @@ pub enum ContextError {
     },
 }
 
+/// The encryption context key a guest's build is stamped under, `component=sha256:<digest>`, which a KMS key policy
+/// can require (`kms:EncryptionContext:component`).
+pub const COMPONENT_KEY: &str = "component";
+
 /// An encryption context, kept ordered by key so its canonical encoding is independent of the order of the pairs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EncryptionContext(BTreeMap<String, String>);

@@ -33,7 +33,7 @@ pub use host::{CREDENTIAL_ENV_VARS, Host, HostConfig, HostError, Invocation, Inv
 pub use kms::{GuestPlaintext, KmsBackend, KmsError, KmsPolicy, LocalKey};
 #[cfg(feature = "compiler")]
 pub use sandbox::{CompileTarget, Cpu, precompile};
-pub use sandbox::{InvalidLimits, KeyOperationRecord, LimitExceeded, Limits, LoadError, UsedInstance};
+pub use sandbox::{ComponentDigest, InvalidLimits, KeyOperationRecord, LimitExceeded, Limits, LoadError, UsedInstance};
 
 #[cfg(test)]
 mod tests {

@@ -213,3 +213,48 @@ fn byte_order_marks_are_skipped_and_utf16_is_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("UTF-16"), "{}", stderr(&out));
 }
+
+/// `--bind-component`: a ciphertext bound to one build of the guest opens for that build, as `.wasm` or as the
+/// `.cwasm` compiled from it, and for no other build; the refusal says why. `keyward digest` names the build.
+#[test]
+fn a_secret_bound_to_a_build_opens_only_for_that_build() {
+    let (dir, key) = dir_with_key("bound");
+    let hello = guest("hello").to_str().unwrap().to_string();
+    let cwasm = dir.path("hello.cwasm");
+    assert!(keyward(&["compile", &hello, "-o", &cwasm]).status.success());
+    let rebuilt = dir.path("rebuilt.wasm");
+    std::fs::write(&rebuilt, [std::fs::read(&hello).unwrap(), custom_section("note", b"rebuilt")].concat()).unwrap();
+
+    let digest = |component: &str| stdout(&keyward(&["digest", component])).trim().to_string();
+    assert!(digest(&hello).starts_with("sha256:") && digest(&hello).len() == 71, "{}", digest(&hello));
+    assert_eq!(digest(&cwasm), digest(&hello), "a .cwasm carries its .wasm's digest");
+    assert_ne!(digest(&rebuilt), digest(&hello));
+
+    let encrypted = keyward(&["encrypt", "--key", &key, "--bind-component", &hello, "--plaintext", "bound-s3cret"]);
+    assert!(encrypted.status.success(), "{}", stderr(&encrypted));
+    let password = format!("PASSWORD={}", stdout(&encrypted).trim());
+    let run = |component: &str| keyward(&["invoke", component, "--key", &key, "--env", &password, "--bind-component"]);
+    for component in [&hello, &cwasm] {
+        let out = run(component);
+        assert!(out.status.success(), "{component}: {}", stderr(&out));
+        assert!(stdout(&out).contains(&fingerprint(b"bound-s3cret")));
+    }
+    let out = run(&rebuilt);
+    assert_eq!(out.status.code(), Some(1));
+    assert_one_line(&stderr(&out));
+    let expected = format!("this host binds secrets to the build of its guest (component={})", digest(&rebuilt));
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("bound-s3cret"));
+
+    // The same, checked without a guest; and a .cwasm whose record is gone cannot be bound.
+    let ciphertext = stdout(&encrypted).trim().to_string();
+    let decrypted = keyward(&["decrypt", "--key", &key, "--bind-component", &cwasm, &ciphertext]);
+    assert_eq!(decrypted.stdout, b"bound-s3cret");
+    let bare = dir.path("bare.cwasm");
+    let bytes = std::fs::read(&cwasm).unwrap();
+    std::fs::write(&bare, &bytes[..bytes.len() - 83]).unwrap();
+    let out = keyward(&["digest", &bare]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_line(&stderr(&out));
+    assert!(stderr(&out).contains("records no component digest"), "{}", stderr(&out));
+}

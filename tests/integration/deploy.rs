@@ -168,6 +168,13 @@ fn cfn_lint_accepts_the_sam_template() {
     assert!(env["KEYWARD_KMS_KEY_ID"].is_object());
     // The first deploy, before any ciphertext exists, must start: the prefetch is set only with a ciphertext.
     assert_eq!(env["KEYWARD_PREFETCH"]["Fn::If"][0], "HasPassword", "{}", env["KEYWARD_PREFETCH"]);
+    // BindToBuild stamps the guest's build besides the function.
+    let context = &env["KEYWARD_KMS_CONTEXT"]["Fn::If"];
+    assert_eq!(context[0], "BindsBuild", "{}", env["KEYWARD_KMS_CONTEXT"]);
+    assert_eq!(
+        (&context[1], &context[2]),
+        (&"function={function_name},component={component}".into(), &"function={function_name}".into())
+    );
     let key = &t["Resources"]["SecretsKey"];
     assert_eq!(key["DeletionPolicy"], "Retain", "deleting the stack must not delete the key");
     assert_eq!(key["UpdateReplacePolicy"], "Retain", "replacing the key must not delete the old one");

@@ -178,7 +178,10 @@ fn a_misconfigured_function_fails_init_with_one_clear_line() {
     let mut function = Function::start(&emulator.runtime_api("sealed"), &dir, "sealed", &env);
     assert!(!function.child.wait().unwrap().success());
     let log = function.log_text();
-    assert!(log.contains("component imports `keyward:lambda/kms@0.1.0`, and this host denies guests plaintext"), "{log}");
+    assert!(
+        log.contains("component imports `keyward:lambda/kms@0.1.0`, and this host denies guests plaintext"),
+        "{log}"
+    );
 }
 
 /// The bootstrap takes no arguments: a person who runs it with some is told where the command line is.
@@ -215,29 +218,43 @@ fn the_runtime_only_bootstrap_asks_for_a_precompiled_component() {
 }
 
 /// The deployment zip, unpacked as Lambda would into a task root, runs: `bootstrap` finds `handler.cwasm` there.
+/// Its secret is bound to the build of the guest (`component={component}`): the package of another build fails
+/// closed, saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_packaged_function_runs_from_its_task_root() {
     let dir = TempDir::new("lambda-package");
-    let zip_path = dir.path("function.zip");
-    let out = keyward(&["package", "--component", guest("hello").to_str().unwrap(), "-o", &zip_path]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let task_root = dir.0.join("task");
-    zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap().extract(&task_root).unwrap();
+    let package = |component: &str, name: &str| {
+        let zip_path = dir.path(&format!("{name}.zip"));
+        let out = keyward(&["package", "--component", component, "-o", &zip_path]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let task_root = dir.0.join(name);
+        zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap().extract(&task_root).unwrap();
+        task_root
+    };
+    let task_root = package(guest("hello").to_str().unwrap(), "task");
+    let digest = stdout(&keyward(&["digest", guest("hello").to_str().unwrap()])).trim().to_string();
+    assert_eq!(digest, keyward::ComponentDigest::of_file(&guest("hello")).unwrap().to_string());
+    // What the package carries is the .wasm's digest.
+    assert_eq!(stdout(&keyward(&["digest", task_root.join("handler.cwasm").to_str().unwrap()])).trim(), digest);
 
     let moto = start_moto();
     let kms = aws_sdk_kms::Client::new(&moto_sdk_config(&moto));
     let key = create_key(&kms).await;
-    let password = b64(&encrypt(&kms, &key, b"packaged-s3cret", &[("function", "packaged")]).await);
-    let emulator = start_emulator(&dir.0, &["packaged"]);
-    let env = [
-        ("LAMBDA_TASK_ROOT", task_root.display().to_string()),
-        ("KEYWARD_GUEST_ENV", "PASSWORD".to_string()),
-        ("PASSWORD", password),
-        ("KEYWARD_PREFETCH", "PASSWORD".to_string()),
-        ("KEYWARD_KMS_KEY_ID", key),
-        ("KEYWARD_KMS_ENDPOINT", moto.url()),
-        ("KEYWARD_KMS_CONTEXT", "function=packaged".to_string()),
-    ];
+    let bound = [("function", "packaged"), ("component", digest.as_str())];
+    let password = b64(&encrypt(&kms, &key, b"packaged-s3cret", &bound).await);
+    let emulator = start_emulator(&dir.0, &["packaged", "rebuilt"]);
+    let config = |task_root: &std::path::Path, prefetch: &str| {
+        [
+            ("LAMBDA_TASK_ROOT", task_root.display().to_string()),
+            ("KEYWARD_GUEST_ENV", "PASSWORD".to_string()),
+            ("PASSWORD", password.clone()),
+            ("KEYWARD_PREFETCH", prefetch.to_string()),
+            ("KEYWARD_KMS_KEY_ID", key.clone()),
+            ("KEYWARD_KMS_ENDPOINT", moto.url()),
+            ("KEYWARD_KMS_CONTEXT", "function=packaged,component={component}".to_string()),
+        ]
+    };
+    let env = config(&task_root, "PASSWORD");
     let function = Function::start_program(
         &task_root.join("bootstrap"),
         &emulator.runtime_api("packaged"),
@@ -253,6 +270,25 @@ async fn the_packaged_function_runs_from_its_task_root() {
     let audit: Vec<&str> = log.lines().filter(|l| l.contains("kms decrypt")).collect();
     assert_eq!(audit.len(), 2, "one prefetch (miss), one invocation (hit): {log}");
     assert!(audit[0].contains("cache=\"miss\"") && audit[1].contains("cache=\"hit\""), "{log}");
+
+    // Another build of the guest (the same code, one custom section more) with the same configuration, less the
+    // prefetch (which would fail init, saying the same): the secret does not open, and the error says why.
+    let rebuilt = dir.path("rebuilt.wasm");
+    std::fs::write(&rebuilt, [std::fs::read(guest("hello")).unwrap(), custom_section("note", b"rebuilt")].concat())
+        .unwrap();
+    let rebuilt_root = package(rebuilt.as_str(), "rebuilt");
+    let other = Function::start_program(
+        &rebuilt_root.join("bootstrap"),
+        &emulator.runtime_api("rebuilt"),
+        &dir,
+        "rebuilt",
+        &config(&rebuilt_root, ""),
+    );
+    let error = other.invoke(&emulator, &json!({})).unwrap_err();
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(message.starts_with("guest returned an error: kms invalid-ciphertext: "), "{error}");
+    assert!(message.contains("so a ciphertext made for another build does not open"), "{error}");
+    assert!(!other.log_text().contains("packaged-s3cret"));
 }
 
 /// KMS over HTTPS: the function trusts the authorities of `AWS_CA_BUNDLE` (a private CA, an inspecting proxy),

@@ -120,3 +120,11 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A WebAssembly custom section `name` holding `payload` (both short): appended to a component, it makes another
+/// build of the same code.
+pub fn custom_section(name: &str, payload: &[u8]) -> Vec<u8> {
+    let body = [&[name.len() as u8], name.as_bytes(), payload].concat();
+    assert!(body.len() < 128, "one LEB128 byte of size");
+    [&[0, body.len() as u8], body.as_slice()].concat()
+}

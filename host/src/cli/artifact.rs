@@ -1,4 +1,4 @@
-//! `compile` and `package`: the deployable forms of a guest.
+//! `compile`, `digest` and `package`: the deployable forms of a guest, and which build they are.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -64,6 +64,22 @@ impl Compile {
 fn compile(component: &Path, target: &CompileTarget) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(component).with_context(|| format!("cannot read component {}", component.display()))?;
     Ok(keyward::precompile(&bytes, target)?)
+}
+
+/// Print the digest of a guest's build, `sha256:<hex>`: of the `.wasm` as written, or the one a `.cwasm` records.
+/// Bind a KMS ciphertext to it with `aws kms encrypt --encryption-context component=<digest>`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Digest {
+    /// The guest component (.wasm, or a .cwasm made by keyward).
+    #[arg(value_name = "COMPONENT")]
+    component: PathBuf,
+}
+
+impl Digest {
+    pub(crate) fn run(self) -> anyhow::Result<()> {
+        println!("{}", keyward::ComponentDigest::of_file(&self.component)?);
+        Ok(())
+    }
 }
 
 /// Make a Lambda deployment zip (for the provided.al2023 runtime): `bootstrap` and `handler.cwasm`.

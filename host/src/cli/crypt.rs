@@ -1,12 +1,12 @@
 //! `encrypt` and `decrypt` with the local key, for operators preparing and checking ciphertexts.
 
 use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use keyward::context::Pair;
-use keyward::{EncryptionContext, LocalKey};
+use keyward::context::{COMPONENT_KEY, Pair};
+use keyward::{ComponentDigest, EncryptionContext, LocalKey};
 use secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
 
@@ -21,6 +21,10 @@ pub(crate) struct Encrypt {
     /// An encryption context pair the ciphertext is bound to (repeatable).
     #[arg(long = "context", value_name = "K=V")]
     context: Vec<Pair>,
+    /// Binds the ciphertext to this build of the guest (`.wasm`, or a `.cwasm` of keyward's): adds
+    /// `component=sha256:<digest>` to the context, as a host stamping `component={component}` asks for it.
+    #[arg(long, value_name = "COMPONENT")]
+    bind_component: Option<PathBuf>,
     /// The secret. Without it, the secret is read from stdin, byte for byte (prefer stdin: arguments show in
     /// process lists and shell history).
     #[arg(long, value_name = "TEXT")]
@@ -30,7 +34,7 @@ pub(crate) struct Encrypt {
 impl Encrypt {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let key = LocalKey::load(&self.key)?;
-        let context = EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?;
+        let context = context_of(self.context, self.bind_component.as_deref())?;
         let plaintext = Zeroizing::new(match self.plaintext {
             Some(text) => text.into_bytes(),
             None => {
@@ -54,6 +58,9 @@ pub(crate) struct Decrypt {
     /// An encryption context pair the ciphertext is bound to (repeatable).
     #[arg(long = "context", value_name = "K=V")]
     context: Vec<Pair>,
+    /// The build of the guest the ciphertext is bound to (see `encrypt --bind-component`).
+    #[arg(long, value_name = "COMPONENT")]
+    bind_component: Option<PathBuf>,
     /// The ciphertext, in base64.
     #[arg(value_name = "CIPHERTEXT_B64")]
     ciphertext: String,
@@ -62,7 +69,7 @@ pub(crate) struct Decrypt {
 impl Decrypt {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let key = LocalKey::load(&self.key)?;
-        let context = EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?;
+        let context = context_of(self.context, self.bind_component.as_deref())?;
         let ciphertext = keyward_base64::decode(&self.ciphertext)
             .map_err(|e| anyhow::anyhow!("CIPHERTEXT_B64 is not base64: {e}"))?;
         let plaintext = key.decrypt(&ciphertext, &context).map_err(|e| Failed(e.into()))?;
@@ -70,4 +77,14 @@ impl Decrypt {
         stdout.write_all(plaintext.expose_secret()).and_then(|()| stdout.flush()).context("cannot write to stdout")?;
         Ok(())
     }
+}
+
+/// The `--context` pairs, and with `--bind-component` the component's digest.
+pub(super) fn context_of(pairs: Vec<Pair>, bind_component: Option<&Path>) -> anyhow::Result<EncryptionContext> {
+    let mut pairs: Vec<(String, String)> = pairs.into_iter().map(Into::into).collect();
+    if let Some(component) = bind_component {
+        let digest = ComponentDigest::of_file(component)?;
+        pairs.push((COMPONENT_KEY.into(), digest.to_string()));
+    }
+    Ok(EncryptionContext::from_pairs(pairs)?)
 }

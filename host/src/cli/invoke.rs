@@ -5,9 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use keyward::context::Pair;
 use keyward::sandbox::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB, MAX_TIMEOUT_MS};
-use keyward::{
-    EncryptionContext, GuestPlaintext, Host, HostConfig, InvocationContext, InvokeError, KmsPolicy, Limits, LocalKey,
-};
+use keyward::{GuestPlaintext, Host, HostConfig, InvocationContext, InvokeError, KmsPolicy, Limits, LocalKey};
 
 use super::Failed;
 
@@ -26,6 +24,10 @@ pub(crate) struct Invoke {
     /// An encryption context pair stamped onto every decrypt the guest makes (repeatable).
     #[arg(long = "context", value_name = "K=V")]
     context: Vec<Pair>,
+    /// Stamps this component's digest too (`component=sha256:<digest>`), as `component={component}` in
+    /// KEYWARD_KMS_CONTEXT does on Lambda: only ciphertexts bound to this build decrypt.
+    #[arg(long)]
+    bind_component: bool,
     /// The event JSON: a file, or `-` for stdin. Default: `{}`.
     #[arg(long, value_name = "FILE|-")]
     event: Option<PathBuf>,
@@ -52,11 +54,12 @@ impl Invoke {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let event = self.read_event()?;
         let key = LocalKey::load(&self.key)?;
+        let bind = self.bind_component;
         let config = HostConfig {
             limits: Limits::default().with_memory_mb(self.memory_mb).with_timeout_ms(self.timeout_ms),
             guest_env: self.env.into_iter().map(Into::into).collect(),
             kms: KmsPolicy {
-                stamped_context: EncryptionContext::from_pairs(self.context.into_iter().map(<(String, String)>::from))?,
+                stamped_context: super::crypt::context_of(self.context, bind.then_some(self.component.as_path()))?,
                 max_decrypt_calls: self.max_decrypt_calls,
                 guest_plaintext: self.guest_plaintext,
                 ..KmsPolicy::default()

@@ -10,7 +10,7 @@ use super::cache::{Lookup, PlaintextCache, STALE_RETRY_INTERVAL};
 use super::policy::{KmsPolicy, PolicyError};
 use super::secrets::SecretTable;
 use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
-use crate::context::EncryptionContext;
+use crate::context::{COMPONENT_KEY, EncryptionContext};
 
 /// What the host remembers of one decrypt: enough to audit and to assert on, never the plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,18 +152,16 @@ impl KmsGate {
         let ciphertext_id = hex(&digest[..8]);
         let configured = self.secrets.get(&digest);
         let settings = configured.map(|c| &c.settings);
+        let stamped = settings.and_then(|s| s.stamped_context.as_ref()).unwrap_or(&self.stamped);
         let context = match settings.and_then(|s| s.algorithm.as_ref()) {
             // KMS takes no context for an asymmetric key: none is stamped, and a guest may give none.
             Some(_) if !guest_context.is_empty() => Err(KmsError::Denied(
                 "this secret is under an asymmetric KMS key, which takes no encryption context".into(),
             )),
             Some(_) => Ok(EncryptionContext::new()),
-            None => {
-                let stamped = settings.and_then(|s| s.stamped_context.as_ref()).unwrap_or(&self.stamped);
-                EncryptionContext::from_pairs(guest_context)
-                    .and_then(|guest| guest.stamped_with(stamped))
-                    .map_err(|e| KmsError::Denied(e.to_string()))
-            }
+            None => EncryptionContext::from_pairs(guest_context)
+                .and_then(|guest| guest.stamped_with(stamped))
+                .map_err(|e| KmsError::Denied(e.to_string())),
         };
         let started = Instant::now();
         let answer = match &context {
@@ -189,6 +187,7 @@ impl KmsGate {
                 }
             }
         };
+        let answer = Answer { result: answer.result.map_err(|e| bound_to_build(e, stamped)), ..answer };
         let record = DecryptRecord {
             ciphertext_id,
             secret: configured.map(|c| c.name.clone()),
@@ -326,6 +325,19 @@ fn audit(record: &DecryptRecord) {
     }
 }
 
+/// A ciphertext that does not open under a context stamped with the guest's build (`component=sha256:…`) was most
+/// likely made for another build: the refusal says so, with the build this host runs.
+fn bound_to_build(error: KmsError, stamped: &EncryptionContext) -> KmsError {
+    let build = stamped.iter().find(|(key, value)| *key == COMPONENT_KEY && value.starts_with("sha256:"));
+    match (error, build) {
+        (KmsError::InvalidCiphertext(message), Some((key, digest))) => KmsError::InvalidCiphertext(format!(
+            "{message}; this host binds secrets to the build of its guest ({key}={digest}), so a ciphertext made for \
+             another build does not open: encrypt it again for this one"
+        )),
+        (error, _) => error,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -366,6 +378,24 @@ mod tests {
         let (result, record) = gate.decrypt(&ct, pairs(&[("function", "evil")]), None).await;
         assert!(matches!(result, Err(KmsError::Denied(ref m)) if m.contains("stamped")), "{result:?}");
         assert_eq!(record.context, None);
+    }
+
+    /// A ciphertext of another build of the guest fails closed, and the refusal says which build this host runs.
+    #[tokio::test]
+    async fn a_ciphertext_of_another_build_is_refused_naming_the_build() {
+        let (this, other) = (format!("sha256:{}", "a".repeat(64)), format!("sha256:{}", "b".repeat(64)));
+        let (key, gate) = gate(&[("component", &this)]);
+        let ct = key.encrypt(b"pw", &EncryptionContext::from_pairs([("component", other.as_str())]).unwrap()).unwrap();
+        let (result, _) = gate.decrypt(&ct, vec![], None).await;
+        let Err(KmsError::InvalidCiphertext(message)) = result else { panic!("{result:?}") };
+        assert!(message.ends_with(&format!("({COMPONENT_KEY}={this}), so a ciphertext made for another build does not open: encrypt it again for this one")), "{message}");
+        let bound =
+            key.encrypt(b"pw", &EncryptionContext::from_pairs([("component", this.as_str())]).unwrap()).unwrap();
+        assert_eq!(gate.decrypt(&bound, vec![], None).await.0.unwrap().expose_secret(), b"pw");
+        // Without a build stamped, an invalid ciphertext is only that.
+        let (_, unbound) = super::tests::gate(&[]);
+        let (result, _) = unbound.decrypt(&ct, vec![], None).await;
+        assert!(matches!(result, Err(KmsError::InvalidCiphertext(ref m)) if !m.contains("build")), "{result:?}");
     }
 
     #[tokio::test]

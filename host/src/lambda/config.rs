@@ -1,14 +1,14 @@
 //! Lambda mode's configuration: the `KEYWARD_*` variables of the function's environment, checked once.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::context::Pair;
 use crate::kms::PolicyError;
 use crate::kms::{AwsKmsConfig, CacheSettings, KmsPolicy, SecretSettings};
-use crate::{EncryptionContext, HostConfig, HostError, InvalidLimits, Limits};
+use crate::{ComponentDigest, EncryptionContext, HostConfig, HostError, InvalidLimits, Limits};
 
 /// Lambda's limit on a synchronous invocation's response, and keyward's on its event: 6 MiB.
 pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
@@ -38,6 +38,9 @@ pub struct ConfigError(pub(crate) String);
 /// Values a stamped encryption context may take from Lambda's own environment, as `{placeholder}`: the console's
 /// encryption helpers bind ciphertexts to `LambdaFunctionName=<the function's name>`.
 const PLACEHOLDERS: &[(&str, &str)] = &[("{function_name}", "AWS_LAMBDA_FUNCTION_NAME"), ("{region}", "AWS_REGION")];
+/// The placeholder for the guest component's digest (`sha256:<hex>`): `component={component}` binds ciphertexts
+/// to one build of the guest.
+const COMPONENT_PLACEHOLDER: &str = "{component}";
 
 /// The per-secret variables, each followed by the name of a guest env var.
 const SECRET_CONTEXT: &str = "KEYWARD_SECRET_CONTEXT_";
@@ -49,6 +52,8 @@ const SECRET_ALGORITHM: &str = "KEYWARD_SECRET_ALGORITHM_";
 struct Vars<'a> {
     all: &'a HashMap<String, String>,
     read: RefCell<BTreeSet<String>>,
+    /// The component's digest, once a context asks for it.
+    digest: OnceCell<Result<String, String>>,
 }
 
 impl Vars<'_> {
@@ -85,8 +90,9 @@ impl Vars<'_> {
         self.number(name, default.as_secs()).map(Duration::from_secs)
     }
 
-    /// An encryption context `K=V,K=V`, its values' `{placeholders}` filled in; `None` if the variable is unset.
-    fn context(&self, name: &str) -> Result<Option<EncryptionContext>, ConfigError> {
+    /// An encryption context `K=V,K=V`, its values' `{placeholders}` filled in (`{component}` with `component`'s
+    /// digest); `None` if the variable is unset.
+    fn context(&self, name: &str, component: &Path) -> Result<Option<EncryptionContext>, ConfigError> {
         if self.get(name).is_none() {
             return Ok(None);
         }
@@ -109,14 +115,27 @@ impl Vars<'_> {
                     value = value.replace(placeholder, &fact);
                 }
             }
+            if value.contains(COMPONENT_PLACEHOLDER) {
+                let digest =
+                    self.component_digest(component).map_err(|e| fail(format!("{COMPONENT_PLACEHOLDER}: {e}")))?;
+                value = value.replace(COMPONENT_PLACEHOLDER, &digest);
+            }
             if let Some(open) = value.find(['{', '}']) {
                 let unknown = value[open..].split_inclusive('}').next().unwrap_or_default();
-                let known: Vec<&str> = PLACEHOLDERS.iter().map(|(p, _)| *p).collect();
+                let known: Vec<&str> = PLACEHOLDERS.iter().map(|(p, _)| *p).chain([COMPONENT_PLACEHOLDER]).collect();
                 return Err(fail(format!("{unknown} is not a placeholder ({})", known.join(", "))));
             }
             pairs.push((key, value));
         }
         EncryptionContext::from_pairs(pairs).map(Some).map_err(|e| fail(e.to_string()))
+    }
+
+    /// The component's digest, worked out once (a `.cwasm` carries it; a `.wasm` is hashed).
+    fn component_digest(&self, path: &Path) -> Result<String, String> {
+        let digest = self
+            .digest
+            .get_or_init(|| ComponentDigest::of_file(path).map(|d| d.to_string()).map_err(|e| e.to_string()));
+        digest.clone()
     }
 }
 
@@ -141,7 +160,7 @@ impl LambdaConfig {
                 "{miscased} is not a keyward setting: keyward's variables begin with upper-case KEYWARD_ (did you mean {fixed}?)"
             )));
         }
-        let vars = Vars { all: vars, read: RefCell::default() };
+        let vars = Vars { all: vars, read: RefCell::default(), digest: OnceCell::new() };
         let config = Self::read(&vars)?;
         config.host.check().map_err(name_the_variable)?;
         let read = vars.read.borrow();
@@ -177,7 +196,7 @@ impl LambdaConfig {
                 .ok_or_else(|| ConfigError(format!("KEYWARD_GUEST_ENV names {name}, which is not set")))?;
             let settings = SecretSettings {
                 key_ids: vars.list(&format!("{SECRET_KEY}{name}")),
-                stamped_context: vars.context(&format!("{SECRET_CONTEXT}{name}"))?,
+                stamped_context: vars.context(&format!("{SECRET_CONTEXT}{name}"), &component)?,
                 algorithm: vars.get(&format!("{SECRET_ALGORITHM}{name}")).map(|a| a.trim().to_string()),
             };
             if settings != SecretSettings::default() {
@@ -202,7 +221,7 @@ impl LambdaConfig {
             ..limits
         };
         let policy = KmsPolicy {
-            stamped_context: vars.context("KEYWARD_KMS_CONTEXT")?.unwrap_or_default(),
+            stamped_context: vars.context("KEYWARD_KMS_CONTEXT", &component)?.unwrap_or_default(),
             secrets,
             max_decrypt_calls: vars.small("KEYWARD_MAX_DECRYPT_CALLS", u64::from(kms.max_decrypt_calls))?,
             cache: CacheSettings {
@@ -395,6 +414,37 @@ mod tests {
         assert_eq!(settings["RSA"].stamped_context, None);
     }
 
+    /// `{component}` is the guest's digest: a `.wasm`'s SHA-256, or the record a `.cwasm` carries; a component
+    /// whose digest cannot be known fails init.
+    #[test]
+    fn component_binds_the_context_to_the_build() {
+        let dir = std::env::temp_dir().join(format!("keyward-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (wasm, bare_cwasm) = (dir.join("h.wasm"), dir.join("h.cwasm"));
+        std::fs::write(&wasm, b"\0asm\x0d\0\x01\0").unwrap();
+        std::fs::write(&bare_cwasm, b"\x7fELF, without keyward's record").unwrap();
+        let with = |component: &Path| {
+            config(&[
+                ("KEYWARD_KMS_KEY_ID", "k"),
+                ("KEYWARD_COMPONENT", component.to_str().unwrap()),
+                ("KEYWARD_KMS_CONTEXT", "component={component}"),
+            ])
+        };
+        let expected = ComponentDigest::of_wasm(b"\0asm\x0d\0\x01\0");
+        assert_eq!(with(&wasm).unwrap().host.kms.stamped_context.to_string(), format!("component={expected}"));
+        let error = with(&bare_cwasm).unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "KEYWARD_KMS_CONTEXT: {component}: cannot bind secrets to this component: the precompiled \
+                 component records no component digest"
+            ),
+            "{error}"
+        );
+        let error = with(&dir.join("missing.cwasm")).unwrap_err().to_string();
+        assert!(error.contains("cannot read component") && error.contains("missing.cwasm"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_keyward_variable_that_is_not_a_setting_fails_init() {
         let cases: &[(&[(&str, &str)], &str)] = &[
@@ -417,7 +467,7 @@ mod tests {
             ),
             (
                 &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "f={function}")],
-                "KEYWARD_KMS_CONTEXT: {function} is not a placeholder ({function_name}, {region})",
+                "KEYWARD_KMS_CONTEXT: {function} is not a placeholder ({function_name}, {region}, {component})",
             ),
             (
                 &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "f={function_name}")],
@@ -425,7 +475,7 @@ mod tests {
             ),
             (
                 &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", "f={function_name")],
-                "KEYWARD_KMS_CONTEXT: {function_name is not a placeholder ({function_name}, {region})",
+                "KEYWARD_KMS_CONTEXT: {function_name is not a placeholder ({function_name}, {region}, {component})",
             ),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_KMS_CONTEXT", " = x")], "KEYWARD_KMS_CONTEXT: \"= x\" is not of"),
             (
@@ -474,7 +524,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let vars = Vars { all: &all, read: RefCell::default() };
+        let vars = Vars { all: &all, read: RefCell::default(), digest: OnceCell::new() };
         LambdaConfig::read(&vars).unwrap();
         let read: Vec<String> = vars.read.into_inner().into_iter().filter(|n| n.starts_with("KEYWARD_")).collect();
         assert_eq!(documented, read, "README table (left) vs variables read (right)");

@@ -59,6 +59,9 @@ pub enum LoadError {
          for this machine's target"
     )]
     Precompiled(String),
+    /// The component's digest is needed (to bind secrets to it) and cannot be known.
+    #[error("cannot bind secrets to this component: {0}")]
+    Digest(String),
     /// The component's memory starts larger than the memory limit.
     #[error(
         "the component's memory starts at {:.1} MiB, more than the memory limit: raise the limit \
@@ -119,7 +122,7 @@ pub(crate) fn load(
         ComponentSource::Bytes(bytes) if is_precompiled(bytes) => {
             // SAFETY: see `deserialize_file` below; these bytes are the file's.
             #[allow(unsafe_code)]
-            let component = unsafe { Component::deserialize(engine, bytes) };
+            let component = unsafe { Component::deserialize(engine, super::digest::without_record(bytes)) };
             component.map_err(|e| load_error(&e, LoadError::Precompiled))?
         }
         ComponentSource::Bytes(bytes) => {
@@ -132,6 +135,8 @@ pub(crate) fn load(
             // settings recorded in the file — and refuses a file made by another version, for another machine or
             // with other settings. keyward loads only the `.cwasm` of the deployment package (made by
             // `keyward compile`/`package`), which is as trusted as the binary itself and, on Lambda, read-only.
+            // keyward's digest record after wasmtime's bytes is mapped too, and ignored: wasmtime reads the ELF
+            // through its headers, and nothing points past the section table (tested: every `.cwasm` has one).
             #[allow(unsafe_code)]
             let component = unsafe { Component::deserialize_file(engine, path) };
             component.map_err(|e| load_error(&e, LoadError::Precompiled))?

@@ -13,8 +13,8 @@ use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
 use wasmtime_wasi::random::WasiRandom;
 
 use super::GuestState;
-use crate::kms::GuestPlaintext;
 use super::{keys_capability, kms_capability};
+use crate::kms::GuestPlaintext;
 
 /// One interface a guest may import.
 pub(crate) struct Grant {

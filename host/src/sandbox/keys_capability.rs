@@ -115,7 +115,9 @@ impl KeysView<'_> {
         let outcome = if std::time::Instant::now() >= self.kms.deadline() {
             Err(Error::Unavailable("the invocation's time is up".into()))
         } else if input_len > max_input {
-            Err(Error::InvalidInput(format!("the input is {input_len} bytes; a key operation takes at most {max_input}")))
+            Err(Error::InvalidInput(format!(
+                "the input is {input_len} bytes; a key operation takes at most {max_input}"
+            )))
         } else {
             run(&entry.key).map_err(|e| match e {
                 KeyError::Unsupported(m) => Error::Unsupported(m),
@@ -132,7 +134,8 @@ impl KeysView<'_> {
             }
         }
         let outcome_record = refusal.map_or(Ok(()), Err);
-        let record = KeyOperationRecord { handle: rep, key_id, operation: operation.into(), input_len, outcome: outcome_record };
+        let record =
+            KeyOperationRecord { handle: rep, key_id, operation: operation.into(), input_len, outcome: outcome_record };
         self.operations.records.push(record);
         Ok(outcome)
     }

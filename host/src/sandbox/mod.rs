@@ -3,6 +3,7 @@
 
 pub(crate) mod budget;
 mod component;
+mod digest;
 mod engine;
 mod imports;
 pub(crate) mod keys_capability;
@@ -21,13 +22,14 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use budget::Budget;
 pub(crate) use component::ComponentSource;
 pub use component::LoadError;
-pub use keys_capability::KeyOperationRecord;
 use component::error_line;
 #[cfg(feature = "compiler")]
 pub(crate) use component::read as read_component;
+pub use digest::ComponentDigest;
 use engine::EpochTicker;
 #[cfg(feature = "compiler")]
 pub use engine::{CompileTarget, Cpu};
+pub use keys_capability::KeyOperationRecord;
 use kms_capability::KmsCapability;
 use limits::StoreLimiter;
 pub use limits::{InvalidLimits, LimitExceeded, Limits};
@@ -248,7 +250,7 @@ fn load(
 
 /// Compiles a component ahead of time (a `.cwasm`) for `target` (by default: this machine's architecture, with
 /// only the [baseline](Cpu::Baseline) CPU features, so that the artifact runs on any machine Lambda uses), after
-/// every check a host makes when loading it.
+/// every check a host makes when loading it. The `.cwasm` records the component's [digest](ComponentDigest).
 ///
 /// # Errors
 /// The [`LoadError`] the component would have at load, or [`LoadError::Engine`] for an unknown target.
@@ -267,7 +269,9 @@ pub fn precompile(component: &[u8], target: &CompileTarget) -> Result<Vec<u8>, L
             .map_err(|e| LoadError::Engine(error_line(&e)))?
             .precompile_component(component),
     };
-    compiled.map_err(|e| LoadError::Invalid(error_line(&e)))
+    let mut compiled = compiled.map_err(|e| LoadError::Invalid(error_line(&e)))?;
+    digest::append_record(&mut compiled, &ComponentDigest::of_wasm(component));
+    Ok(compiled)
 }
 
 /// Most bytes one `wasi:random` call makes (less if the memory limit is less): the host fills them in one go,

@@ -26,13 +26,19 @@ impl Handler for Minter {
         let body = body_bytes(&request)?;
         let sub = match serde_json::from_slice::<TokenRequest>(&body) {
             Ok(TokenRequest { sub }) if !sub.is_empty() && sub.len() <= 256 => sub,
-            _ => return Ok(json_response(400, &json!({"error": "the body must be {\"sub\": \"<1 to 256 characters>\"}"}))),
+            _ => {
+                return Ok(json_response(
+                    400,
+                    &json!({"error": "the body must be {\"sub\": \"<1 to 256 characters>\"}"}),
+                ));
+            }
         };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|_| Error::new("the clock is before 1970"))?;
         let (iat, exp) = (now.as_secs(), now.as_secs() + LIFETIME_SECS);
         let kid = std::env::var("JWT_KEY_ID").unwrap_or_else(|_| "default".into());
         let key = keyward_guest::key("JWT_SIGNING_KEY")?;
-        let token = key.sign_jwt(JwtAlgorithm::Es256, &json!({"kid": kid}), &json!({"sub": sub, "iat": iat, "exp": exp}))?;
+        let token =
+            key.sign_jwt(JwtAlgorithm::Es256, &json!({"kid": kid}), &json!({"sub": sub, "iat": iat, "exp": exp}))?;
         Ok(json_response(200, &json!({"token": token, "expires_at": exp})))
     }
 }

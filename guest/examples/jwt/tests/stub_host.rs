@@ -32,7 +32,8 @@ fn part(jwt: &str, index: usize) -> Vec<u8> {
 #[test]
 fn mints_a_token_that_verifies_with_the_public_key() {
     let (secret, public) = p256_key();
-    let host = StubHost::load(COMPONENT).unwrap().secret("JWT_SIGNING_KEY", &secret).env("JWT_KEY_ID", "k1").deny_plaintext();
+    let host =
+        StubHost::load(COMPONENT).unwrap().secret("JWT_SIGNING_KEY", &secret).env("JWT_KEY_ID", "k1").deny_plaintext();
     let response = host.invoke(request(r#"{"sub": "alice"}"#)).unwrap();
     assert_eq!(response["statusCode"], 200, "{response}");
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();

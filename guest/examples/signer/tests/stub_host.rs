@@ -5,8 +5,8 @@ use base64::Engine as _;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::{Signature, SigningKey, Verifier as _};
-use keyward::{InvokeError, KmsError};
 use keyward::testing::{StubError, StubHost};
+use keyward::{InvokeError, KmsError};
 use serde_json::json;
 
 const COMPONENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../target/wasm32-wasip2/release/signer.wasm");
