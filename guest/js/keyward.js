@@ -52,3 +52,10 @@ function kmsErrorMessage(e) {
   const err = e.payload ?? e;
   return `kms ${err.tag}: ${err.val}`;
 }
+
+// A `keys` failure (opening a key handle, or an operation on one) as the function error's text:
+// `key <kind>: <message>` (the guest SDK's `KeyError`). `e` as for `kmsErrorMessage`.
+function keyErrorMessage(e) {
+  const err = e.payload ?? e;
+  return `key ${err.tag}: ${err.val}`;
+}

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kms::primitives::Blob;
 use base64::Engine as _;
 use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, KmsPolicy, LocalKey};
+use serde_json::json;
 use servers::*;
 
 const COLD_RUNS: usize = 20;
@@ -74,6 +75,7 @@ fn main() {
     };
     let hello = cwasm("hello");
     let hello_js = cwasm("hello-js");
+    let probe = cwasm("probe");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let moto = start_moto();
@@ -162,6 +164,9 @@ fn main() {
             guest != "hello" || percentile(&response, 50) <= Duration::from_micros(15)
         });
         table.host(&format!("{guest} in process: teardown, after the response"), &teardown, "", true);
+    }
+    for (figure, times) in key_operation_costs(&runtime, &probe) {
+        table.host(&figure, &times, "", true);
     }
     let [build, clean, leaky] = masking_cost();
     table.host("masking 10 secrets: build the masker", &build, "", true);
@@ -287,6 +292,55 @@ fn phases(runtime: &tokio::runtime::Runtime, cwasm: &Path) -> [Vec<Duration>; 4]
         }
     });
     phases
+}
+
+/// What one operation on a key handle costs, next to the guest doing the same itself with its own copy of the key
+/// (RustCrypto in wasm, as the signer example did before handles): the guest's `handle` call with 100 operations,
+/// less the median of the same call with none, over 100. The key is opened (a cached decrypt, the key read) in both.
+fn key_operation_costs(runtime: &tokio::runtime::Runtime, probe: &Path) -> Vec<(String, Vec<Duration>)> {
+    const OPS: u32 = 100;
+    let key = Arc::new(LocalKey::generate().unwrap());
+    let rng = ring::rand::SystemRandom::new();
+    let seed: [u8; 32] = ring::rand::generate(&rng).unwrap().expose();
+    let hmac_secret: [u8; 32] = ring::rand::generate(&rng).unwrap().expose();
+    // PKCS#8 v1 of an Ed25519 seed (RFC 8410): a fixed 16-byte prefix, then the seed.
+    let ed25519_pkcs8 = [&hex_bytes("302e020100300506032b657004220420")[..], &seed].concat();
+    let host = Host::from_file(probe, key.clone(), HostConfig::default()).unwrap();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let guest_time = |event: serde_json::Value| {
+        runtime.block_on(async {
+            let invocation = host.invoke(event.to_string(), InvocationContext::local("arn:bench")).await;
+            invocation.result.as_ref().unwrap();
+            invocation.phases.guest
+        })
+    };
+    let per_operation = |event: &dyn Fn(u32) -> serde_json::Value| {
+        for _ in 0..10 {
+            guest_time(event(OPS));
+        }
+        let mut none: Vec<Duration> = (0..50).map(|_| guest_time(event(0))).collect();
+        let none = median(&mut none);
+        (0..50).map(|_| guest_time(event(OPS)).saturating_sub(none) / OPS).collect::<Vec<_>>()
+    };
+    let mut rows = Vec::new();
+    for (name, op, secret, guest_key) in [
+        ("HMAC-SHA-256 of 1 KiB", json!({"op": "hmac", "bytes": 1024}), &hmac_secret[..], &hmac_secret),
+        ("Ed25519 signature of 1 KiB", json!({"op": "sign", "alg": "ed25519", "bytes": 1024}), &ed25519_pkcs8, &seed),
+    ] {
+        let ciphertext = b64(&key.encrypt(secret, &EncryptionContext::new()).unwrap());
+        let ops = |n: u32| if n == 0 { json!([]) } else { json!([op]) };
+        let handle = |n: u32| json!({"action": "key", "ciphertext": ciphertext, "ops": ops(n), "times": n.max(1)});
+        let guest_op = if op["op"] == "hmac" { "hmac" } else { "ed25519" };
+        let in_guest =
+            |n: u32| json!({"action": "crypto", "op": guest_op, "key": b64(guest_key), "bytes": 1024, "times": n});
+        rows.push((format!("{name}: through a key handle, per operation"), per_operation(&handle)));
+        rows.push((format!("{name}: in the guest, with the key, per operation"), per_operation(&in_guest)));
+    }
+    rows
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
 }
 
 /// What masking costs: an invocation's guest output (64 KiB, as much as the host keeps of a stream) checked for ten

@@ -112,17 +112,23 @@ impl StubHost {
     }
 
     /// Gives the guest env var `name` the ciphertext of `plaintext`, encrypted with the stub's key under the
-    /// stamped context.
+    /// stamped context (in place of what `name` held: the component is not compiled again).
     #[must_use]
     pub fn secret(mut self, name: impl Into<String>, plaintext: impl AsRef<[u8]>) -> Self {
-        self.secrets.push((name.into(), Zeroizing::new(plaintext.as_ref().to_vec())));
+        let name = name.into();
+        self.secrets.retain(|(n, _)| *n != name);
+        self.env.retain(|(n, _)| *n != name);
+        self.secrets.push((name, Zeroizing::new(plaintext.as_ref().to_vec())));
         self.reset()
     }
 
-    /// Gives the guest a plain env var.
+    /// Gives the guest a plain env var (in place of what `name` held).
     #[must_use]
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((name.into(), value.into()));
+        let name = name.into();
+        self.secrets.retain(|(n, _)| *n != name);
+        self.env.retain(|(n, _)| *n != name);
+        self.env.push((name, value.into()));
         self.reset()
     }
 

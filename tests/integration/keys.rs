@@ -196,3 +196,49 @@ async fn a_host_denying_plaintext_runs_only_sealed_components() {
         .verify(b"pay 10 EUR", &signature)
         .expect("the host's signature verifies with the public key it gave");
 }
+
+/// The JavaScript signer (componentize-js, the sealed world) answers as the Rust one, byte for byte, on a host that
+/// denies plaintext: the same signature (Ed25519 is deterministic), the same public key, the same refusals.
+#[test]
+fn the_javascript_signer_answers_as_the_rust_one() {
+    use keyward::testing::StubHost;
+
+    let event = |body: &str, base64: bool| {
+        json!({
+            "version": "2.0", "rawPath": "/sign", "rawQueryString": "", "headers": {},
+            "requestContext": {"http": {"method": "POST", "path": "/sign", "sourceIp": "127.0.0.1"}, "timeEpoch": 0},
+            "body": body, "isBase64Encoded": base64
+        })
+    };
+    let run = |host: &StubHost, event: &Value| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let result = runtime.block_on(host.invoke_raw(&event.to_string())).unwrap().result;
+        // Compared as JSON: the two serialize their response's keys in their own order.
+        result.map(|text| serde_json::from_str::<Value>(&text).unwrap()).map_err(|e| e.to_string())
+    };
+    let load =
+        |name: &str, secret: &[u8]| StubHost::load(guest(name)).unwrap().secret("SIGNING_KEY", secret).deny_plaintext();
+    let pem = fixture("ed25519.pkcs8.pem");
+    let (js, rust) = (load("signer-js", &pem), load("signer", &pem));
+    for event in [event("pay 10 EUR to alice", false), event("AJ+Slg==", true), event("", false)] {
+        let answer = run(&js, &event);
+        assert_eq!(answer, run(&rust, &event), "{event}");
+        let body: Value = serde_json::from_str(answer.unwrap()["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["signature"].as_str().unwrap().len(), 88, "{body}");
+    }
+    // A KMS outage while opening the key, and a secret that is not an ed25519 key: the same errors.
+    js.fail_next_decrypt(keyward::KmsError::Unavailable("throttled".into()));
+    rust.fail_next_decrypt(keyward::KmsError::Unavailable("throttled".into()));
+    let outage = run(&js, &event("x", false));
+    assert_eq!(outage, run(&rust, &event("x", false)));
+    assert_eq!(outage.unwrap_err(), "guest returned an error: key unavailable: throttled");
+    let (js, rust) = (js.secret("SIGNING_KEY", b"an-hmac-s3cret"), rust.secret("SIGNING_KEY", b"an-hmac-s3cret"));
+    let refused = run(&js, &event("x", false));
+    assert_eq!(refused, run(&rust, &event("x", false)));
+    assert!(refused.unwrap_err().contains("SIGNING_KEY is not an ed25519 private key: signing (ed25519) needs"));
+    // The same operations asked of the host (each stub has its own key, hence its own key id).
+    let asked = |host: &StubHost| {
+        host.key_operations().into_iter().map(|r| (r.operation, r.input_len, r.outcome)).collect::<Vec<_>>()
+    };
+    assert_eq!(asked(&js), asked(&rust));
+}

@@ -6,8 +6,10 @@ use std::process::{Command, ExitCode, Stdio};
 
 /// Guest components, by package name: the examples users run and the test guests the host's tests load.
 const GUESTS: &[&str] = &["hello", "signer", "jwt", "probe", "netprobe"];
-/// JavaScript guests, by directory, built with componentize-js (from npm) into the same folder as the Rust ones.
-const JS_GUESTS: &[(&str, &str)] = &[("guest/examples/hello-js", "hello-js")];
+/// JavaScript guests: one npm project, its sources, and the components its build.mjs makes (with componentize-js,
+/// from npm) into the same folder as the Rust ones.
+const JS_GUESTS: (&str, &[&str], &[&str]) =
+    ("guest/examples/js", &["hello.js", "signer.js"], &["hello-js", "signer-js"]);
 /// Guests that only exist as components: nothing of theirs to test natively.
 const WASM_ONLY: &[&str] = &["probe", "netprobe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -104,10 +106,7 @@ fn ensure_wasm_target() -> Result {
 
 fn build_guests() -> Result {
     build_rust_guests(GUESTS)?;
-    for (dir, name) in JS_GUESTS {
-        build_js_guest(&root().join(dir), name)?;
-    }
-    Ok(())
+    build_js_guests()
 }
 
 /// Builds the named Rust guests for wasm32-wasip2.
@@ -122,25 +121,31 @@ fn build_rust_guests(guests: &[&str]) -> Result {
     run(&mut cmd)
 }
 
-/// Builds a JavaScript guest unless its component is newer than its sources.
-fn build_js_guest(dir: &Path, name: &str) -> Result {
-    let out = guest_path(name);
-    let sources =
-        ["hello.js", "build.mjs", "package-lock.json", "wit/world.wit", "../../js/keyward.js"].map(|f| dir.join(f));
-    let wit = root().join("wit/keyward.wit");
+/// Builds the JavaScript guests unless each component is newer than every source.
+fn build_js_guests() -> Result {
+    let (dir, scripts, names) = JS_GUESTS;
+    let dir = root().join(dir);
+    let sources: Vec<PathBuf> = ["build.mjs", "package-lock.json", "wit/world.wit", "../../js/keyward.js"]
+        .iter()
+        .chain(scripts)
+        .map(|f| dir.join(f))
+        .chain([root().join("wit/keyward.wit")])
+        .collect();
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let Some(built) = modified(&out)
-        && sources.iter().chain([&wit]).all(|s| modified(s).is_some_and(|m| m < built))
+    let oldest_built = names.iter().map(|name| modified(&guest_path(name))).min().flatten();
+    if let Some(built) = oldest_built
+        && sources.iter().all(|s| modified(s).is_some_and(|m| m < built))
     {
         return Ok(());
     }
+    let names = names.join(", ");
     let npm_error = |e: String| format!("{e}; JavaScript guests need Node.js 20 or newer with npm");
     if !dir.join("node_modules").exists() {
-        step(&format!("installing componentize-js for {name}"));
-        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir)).map_err(npm_error)?;
+        step(&format!("installing componentize-js for {names}"));
+        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir)).map_err(npm_error)?;
     }
-    step(&format!("building {name} with componentize-js"));
-    run(Command::new("node").arg("build.mjs").current_dir(dir)).map_err(npm_error)
+    step(&format!("building {names} with componentize-js"));
+    run(Command::new("node").arg("build.mjs").current_dir(&dir)).map_err(npm_error)
 }
 
 fn guest_path(name: &str) -> PathBuf {

@@ -199,8 +199,8 @@ const JS_TEMPLATES: &[Template] = &[
     // keyward's own files, as this keyward was built with them: its guest rules in JavaScript (the one copy, built
     // into keyward and written into each scaffold) and the world componentize-js builds against.
     ("keyward.js", include_str!("../../../guest/js/keyward.js")),
-    ("wit/world.wit", include_str!("../../../guest/examples/hello-js/wit/world.wit")),
-    ("wit/deps/cli/environment.wit", include_str!("../../../guest/examples/hello-js/wit/deps/cli/environment.wit")),
+    ("wit/world.wit", include_str!("../../../guest/examples/js/wit/world.wit")),
+    ("wit/deps/cli/environment.wit", include_str!("../../../guest/examples/js/wit/deps/cli/environment.wit")),
     ("wit/deps/keyward/keyward.wit", include_str!("../../../wit/keyward.wit")),
 ];
 

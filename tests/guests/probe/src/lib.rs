@@ -133,6 +133,33 @@ impl Guest for Probe {
                 }
                 Ok(json!({ "outputs": outputs }).to_string())
             }
+            // What a key handle saves the guest from doing itself, for the bench: `op` ("hmac" or "ed25519") over
+            // `bytes` zero bytes, `times` times, in the guest, with `key` (base64: the HMAC key, or the 32-byte
+            // Ed25519 seed) as a guest that holds its key would. Answers the last output (base64).
+            "crypto" => {
+                use ed25519_dalek::Signer as _;
+                use hmac::Mac as _;
+                let key = base64::engine::general_purpose::STANDARD
+                    .decode(arg("key").as_str().unwrap_or(""))
+                    .map_err(|e| format!("key is not base64: {e}"))?;
+                let message = vec![0u8; number("bytes") as usize];
+                let mut last = Vec::new();
+                // Keys read once, as a handle reads its key once when opened.
+                let hmac_key = hmac::Hmac::<Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
+                let seed: [u8; 32] = key.as_slice().try_into().unwrap_or([0; 32]);
+                let signing_key = ed25519_dalek::SigningKey::from_bytes(&seed);
+                for _ in 0..number("times") {
+                    last = match arg("op").as_str().unwrap_or("") {
+                        "hmac" => {
+                            let mut mac = hmac_key.clone();
+                            mac.update(&message);
+                            mac.finalize().into_bytes().to_vec()
+                        }
+                        _ => signing_key.sign(&message).to_bytes().to_vec(),
+                    };
+                }
+                Ok(json!({ "last": base64::engine::general_purpose::STANDARD.encode(last) }).to_string())
+            }
             // A careless guest: decrypts `ciphertext`, prints the secret, and fails with it in the message.
             "leak" => {
                 let ciphertext = base64::engine::general_purpose::STANDARD
