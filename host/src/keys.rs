@@ -248,8 +248,13 @@ impl Key {
     /// names another algorithm; [`KeyError::Unsupported`] when the key is not of `algorithm`'s kind.
     pub fn sign_jwt(&self, algorithm: JwtAlgorithm, header: &str, claims: &str) -> Result<String, KeyError> {
         use JwtAlgorithm as J;
+        // serde_json's messages quote the input, which may be large and is logged: only the kind and the place.
         let invalid = |what: &str, e: serde_json::Error| {
-            KeyError::InvalidInput(format!("the JWT {what} must be a JSON object ({e})"))
+            let problem = match e.classify() {
+                serde_json::error::Category::Data => "JSON, but not an object".to_string(),
+                _ => format!("not JSON (line {}, column {})", e.line(), e.column()),
+            };
+            KeyError::InvalidInput(format!("the JWT {what} must be a JSON object, and it is {problem}"))
         };
         let mut header: serde_json::Map<String, serde_json::Value> = if header.trim().is_empty() {
             serde_json::Map::new()
@@ -270,6 +275,22 @@ impl Key {
         header.insert("alg".into(), algorithm.name().into());
         header.entry("typ").or_insert_with(|| "JWT".into());
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(claims).map_err(|e| invalid("claims", e))?;
+        // RFC 7518 §3.2: an HS key MUST be at least as long as the hash's output.
+        let hmac_key_needed = match algorithm {
+            J::Hs256 => 32,
+            J::Hs384 => 48,
+            J::Hs512 => 64,
+            _ => 0,
+        };
+        if let Kind::Hmac(secret) = &self.kind
+            && secret.len() < hmac_key_needed
+        {
+            return Err(KeyError::Unsupported(format!(
+                "{} needs a secret of at least {hmac_key_needed} bytes (RFC 7518 §3.2), and this one is {}",
+                algorithm.name(),
+                secret.len()
+            )));
+        }
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = serde_json::to_vec(&header).map_err(|e| invalid("header", e))?;
         let signing_input = format!("{}.{}", b64.encode(header), b64.encode(claims));
@@ -316,38 +337,66 @@ fn key_kind_for(algorithm: SignatureAlgorithm) -> &'static str {
 
 const SUPPORTED: &str = "Ed25519, ECDSA P-256 and RSA (2048 to 8192 bits) keys are supported";
 
-/// Reads a plaintext as a private key if it is one, else as an HMAC secret.
+/// Shortest secret taken as an HMAC key. RFC 2104 §3 strongly discourages keys shorter than the hash's output; a
+/// shorter secret (a password, a PIN) would hand a guest MACs to test guesses against offline, so it is refused.
+pub const MIN_HMAC_SECRET_BYTES: usize = 16;
+
+/// Reads a plaintext as a private key if it is one (PEM; DER, raw or as one line of base64), else as an HMAC secret.
+/// Whatever has the shape of a key and cannot be used as one is [`Kind::Unreadable`], never an HMAC secret.
 fn read(plaintext: &[u8]) -> Kind {
+    let plaintext = plaintext.strip_prefix("\u{feff}".as_bytes()).unwrap_or(plaintext);
     let text = std::str::from_utf8(plaintext).map(str::trim).ok();
-    if let Some(pem) = text.filter(|t| t.starts_with("-----BEGIN ")) {
+    if let Some(pem) = text.filter(|t| t.contains("-----BEGIN ")) {
         return read_pem(pem);
     }
-    if plaintext.first() == Some(&0x30)
-        && let Some(kind) = read_der(plaintext)
-    {
-        return kind;
+    if is_private_key_der(plaintext) {
+        return read_der(plaintext);
     }
     // Some keep a key as the base64 of its DER, without PEM's lines.
-    if let Some(text) = text.filter(|t| t.len() >= 64 && t.starts_with("MI"))
-        && let Ok(der) = keyward_base64::decode(text).map(Zeroizing::new)
-        && let Some(kind) = read_der(&der)
+    if let Some(der) = text.and_then(|t| keyward_base64::decode(t).ok()).map(Zeroizing::new)
+        && is_private_key_der(&der)
     {
-        return kind;
+        return read_der(&der);
+    }
+    if plaintext.len() < MIN_HMAC_SECRET_BYTES {
+        return Kind::Unreadable(format!(
+            "the secret is {} bytes and no private key: an HMAC key needs at least {MIN_HMAC_SECRET_BYTES} (RFC 2104 \
+             §3), and a shorter secret, such as a password, is not opened as a key",
+            plaintext.len()
+        ));
     }
     Kind::Hmac(Zeroizing::new(plaintext.to_vec()))
 }
 
+/// Whether `der` has the shape every private key form shares (PKCS#8, PKCS#1, SEC1): one DER SEQUENCE, the whole
+/// of the bytes, beginning with an INTEGER (the version). A random HMAC secret has it by chance once in ~16 million.
+fn is_private_key_der(der: &[u8]) -> bool {
+    let (length, header) = match der {
+        [0x30, short, ..] if *short < 0x80 => (usize::from(*short), 2),
+        [0x30, 0x81, length, ..] => (usize::from(*length), 3),
+        [0x30, 0x82, high, low, ..] => (usize::from(*high) << 8 | usize::from(*low), 4),
+        _ => return false,
+    };
+    header + length == der.len() && der.get(header) == Some(&0x02)
+}
+
 fn read_pem(pem: &str) -> Kind {
-    if pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
         return Kind::Unreadable(
             "the secret is an encrypted (password-protected) private key: KMS already protects it, so store it \
              unencrypted (`openssl pkcs8 -topk8 -nocrypt`)"
                 .into(),
         );
     }
+    if pem.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        return Kind::Unreadable(format!(
+            "the secret is an OpenSSH private key: store it as PKCS#8 PEM (`ssh-keygen -p -m PKCS8 -f <file>`); \
+             {SUPPORTED}"
+        ));
+    }
     match PrivateKeyDer::from_pem_slice(pem.as_bytes()) {
         Ok(mut der) => {
-            let kind = from_der(&der).unwrap_or_else(|why| Kind::Unreadable(why.to_string()));
+            let kind = from_der(&der).unwrap_or_else(Kind::Unreadable);
             der.zeroize();
             kind
         }
@@ -358,8 +407,8 @@ fn read_pem(pem: &str) -> Kind {
     }
 }
 
-/// A DER key in any of the three forms, or `None` if it is none of them.
-fn read_der(der: &[u8]) -> Option<Kind> {
+/// A DER key in any of the three forms, or why it cannot be used.
+fn read_der(der: &[u8]) -> Kind {
     let forms = [
         PrivateKeyDer::Pkcs8(der.to_vec().into()),
         PrivateKeyDer::Pkcs1(der.to_vec().into()),
@@ -374,39 +423,63 @@ fn read_der(der: &[u8]) -> Option<Kind> {
         }
         form.zeroize();
     }
-    found
+    found.unwrap_or_else(|| Kind::Unreadable(why_unusable(der)))
 }
 
-fn from_der(der: &PrivateKeyDer<'_>) -> Result<Kind, &'static str> {
+fn from_der(der: &PrivateKeyDer<'_>) -> Result<Kind, String> {
     let rng = rand::SystemRandom::new();
     match der {
-        PrivateKeyDer::Pkcs8(pkcs8) => from_pkcs8(pkcs8.secret_pkcs8_der(), &rng),
-        PrivateKeyDer::Pkcs1(pkcs1) => RsaKeyPair::from_der(pkcs1.secret_pkcs1_der()).map(Kind::Rsa).map_err(
-            |_| "the secret is a PKCS#1 RSA private key that cannot be used (2048 to 8192 bits are supported)",
-        ),
-        PrivateKeyDer::Sec1(sec1) => {
-            let pkcs8 =
-                sec1_to_pkcs8(sec1.secret_sec1_der()).ok_or("the secret is an EC private key that cannot be read")?;
-            ecdsa_p256(&pkcs8, &rng).ok_or(
-                "the secret is an EC private key that cannot be used: only P-256 keys with their public key are \
-                 supported",
-            )
+        PrivateKeyDer::Pkcs8(pkcs8) => {
+            from_pkcs8(pkcs8.secret_pkcs8_der(), &rng).ok_or_else(|| why_unusable(pkcs8.secret_pkcs8_der()))
         }
-        _ => Err("the secret is a private key of a form that cannot be read"),
+        PrivateKeyDer::Pkcs1(pkcs1) => RsaKeyPair::from_der(pkcs1.secret_pkcs1_der()).map(Kind::Rsa).map_err(|e| {
+            format!("the secret is an RSA private key that cannot be used ({}); {SUPPORTED}", rsa_reason(&e))
+        }),
+        PrivateKeyDer::Sec1(sec1) => sec1_to_pkcs8(sec1.secret_sec1_der())
+            .and_then(|pkcs8| ecdsa_p256(&pkcs8, &rng))
+            .ok_or_else(|| why_unusable(sec1.secret_sec1_der())),
+        _ => Err(format!("the secret is a private key of a form that cannot be read; {SUPPORTED}")),
     }
 }
 
-fn from_pkcs8(pkcs8: &[u8], rng: &SystemRandom) -> Result<Kind, &'static str> {
+fn from_pkcs8(pkcs8: &[u8], rng: &SystemRandom) -> Option<Kind> {
     if let Ok(key) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8) {
-        return Ok(Kind::Ed25519(key));
+        return Some(Kind::Ed25519(key));
     }
-    if let Some(kind) = ecdsa_p256(pkcs8, rng) {
-        return Ok(kind);
+    ecdsa_p256(pkcs8, rng).or_else(|| RsaKeyPair::from_pkcs8(pkcs8).ok().map(Kind::Rsa))
+}
+
+/// Why a private key in DER cannot be used, from the algorithm or curve it names (its OID, found in its bytes).
+fn why_unusable(der: &[u8]) -> String {
+    let names = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
+    let what = if names(&[0x2b, 0x81, 0x04, 0x00, 0x22]) {
+        "an EC private key on P-384, which is not supported".into()
+    } else if names(&[0x2b, 0x81, 0x04, 0x00, 0x23]) {
+        "an EC private key on P-521, which is not supported".into()
+    } else if names(&[0x2b, 0x81, 0x04, 0x00, 0x0a]) {
+        "an EC private key on secp256k1, which is not supported".into()
+    } else if names(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]) {
+        "a P-256 private key that cannot be used: it must carry its public key (`openssl ec` without -no_public)".into()
+    } else if names(&[0x2b, 0x65, 0x71]) {
+        "an Ed448 private key, which is not supported".into()
+    } else if names(&[0x2b, 0x65, 0x6e]) || names(&[0x2b, 0x65, 0x6f]) {
+        "an X25519 or X448 key, which signs nothing".into()
+    } else if names(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]) {
+        let reason = RsaKeyPair::from_pkcs8(der).err().map_or_else(|| "malformed".into(), |e| rsa_reason(&e));
+        format!("an RSA private key that cannot be used ({reason})")
+    } else {
+        "DER that is not a private key that can be read".into()
+    };
+    format!("the secret is {what}; {SUPPORTED}")
+}
+
+/// ring's reason for refusing an RSA key, in words.
+fn rsa_reason(error: &ring::error::KeyRejected) -> String {
+    match error.to_string().as_str() {
+        "TooSmall" => "smaller than 2048 bits".into(),
+        "TooLarge" => "larger than 8192 bits".into(),
+        other => format!("ring: {other}"),
     }
-    RsaKeyPair::from_pkcs8(pkcs8).map(Kind::Rsa).map_err(|_| {
-        "the secret is a PKCS#8 private key that cannot be used: Ed25519, ECDSA P-256 (with its public key) and \
-         RSA (2048 to 8192 bits) keys are supported"
-    })
 }
 
 fn ecdsa_p256(pkcs8: &[u8], rng: &SystemRandom) -> Option<Kind> {

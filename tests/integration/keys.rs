@@ -38,7 +38,7 @@ async fn no_operation_gives_a_guest_the_key() {
         {"op": "jwt", "alg": "rs256", "message": "not json"},
     ]);
     let secrets = [
-        ("HMAC", b"an-hmac-s3cret-of-some-length".to_vec()),
+        ("HMAC", b"an-hmac-s3cret-of-thirty-two-bytes".to_vec()),
         ("ED", fixture("ed25519.pkcs8.pem")),
         ("RSA", fixture("rsa2048.pkcs1.pem")),
         ("EC", fixture("p256.sec1.pem")),
@@ -103,7 +103,8 @@ async fn handles_are_bounded_like_decrypts() {
     let kms =
         KmsPolicy { max_key_operations: 3, max_key_input_bytes: 1024, max_decrypt_calls: 1, ..KmsPolicy::default() };
     let (key, host) = host("probe", HostConfig { kms, ..HostConfig::default() });
-    let ciphertext = b64(&key.encrypt(b"hmac-s3cret", &keyward::EncryptionContext::new()).unwrap());
+    let ciphertext =
+        b64(&key.encrypt(b"an-hmac-s3cret-of-sixteen-bytes-or-more", &keyward::EncryptionContext::new()).unwrap());
 
     let over_size = json!({"action": "key", "ciphertext": ciphertext, "ops": [{"op": "hmac", "bytes": 1025}, {"op": "hmac", "bytes": 1024}]});
     let invocation = invoke(&host, over_size).await;
@@ -142,7 +143,7 @@ async fn handles_are_bounded_like_decrypts() {
 #[tokio::test]
 async fn opening_by_name_takes_only_the_guests_own_variables() {
     let (key, _) = host("probe", HostConfig::default());
-    let ciphertext = b64(&key.encrypt(b"named-s3cret", &keyward::EncryptionContext::new()).unwrap());
+    let ciphertext = b64(&key.encrypt(b"a-named-s3cret-of-some-length", &keyward::EncryptionContext::new()).unwrap());
     let config = HostConfig {
         guest_env: vec![("SIGNING".into(), ciphertext), ("PLAIN".into(), "not base64!".into())],
         ..HostConfig::default()
@@ -232,7 +233,10 @@ fn the_javascript_signer_answers_as_the_rust_one() {
     let outage = run(&js, &event("x", false));
     assert_eq!(outage, run(&rust, &event("x", false)));
     assert_eq!(outage.unwrap_err(), "guest returned an error: key unavailable: throttled");
-    let (js, rust) = (js.secret("SIGNING_KEY", b"an-hmac-s3cret"), rust.secret("SIGNING_KEY", b"an-hmac-s3cret"));
+    let (js, rust) = (
+        js.secret("SIGNING_KEY", b"an-hmac-s3cret-of-some-length"),
+        rust.secret("SIGNING_KEY", b"an-hmac-s3cret-of-some-length"),
+    );
     let refused = run(&js, &event("x", false));
     assert_eq!(refused, run(&rust, &event("x", false)));
     assert!(refused.unwrap_err().contains("SIGNING_KEY is not an ed25519 private key: signing (ed25519) needs"));

@@ -287,7 +287,7 @@ async fn the_packaged_function_runs_from_its_task_root() {
     let error = other.invoke(&emulator, &json!({})).unwrap_err();
     let message = error["errorMessage"].as_str().unwrap();
     assert!(message.starts_with("guest returned an error: kms invalid-ciphertext: "), "{error}");
-    assert!(message.contains("so a ciphertext made for another build does not open"), "{error}");
+    assert!(message.contains("the ciphertext was made for another build"), "{error}");
     assert!(!other.log_text().contains("packaged-s3cret"));
 }
 

@@ -77,7 +77,7 @@ pub(crate) struct Digest {
 
 impl Digest {
     pub(crate) fn run(self) -> anyhow::Result<()> {
-        println!("{}", keyward::ComponentDigest::of_file(&self.component)?);
+        println!("{}", super::crypt::digest_of(&self.component)?);
         Ok(())
     }
 }

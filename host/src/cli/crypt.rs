@@ -83,8 +83,19 @@ impl Decrypt {
 pub(super) fn context_of(pairs: Vec<Pair>, bind_component: Option<&Path>) -> anyhow::Result<EncryptionContext> {
     let mut pairs: Vec<(String, String)> = pairs.into_iter().map(Into::into).collect();
     if let Some(component) = bind_component {
-        let digest = ComponentDigest::of_file(component)?;
-        pairs.push((COMPONENT_KEY.into(), digest.to_string()));
+        anyhow::ensure!(
+            pairs.iter().all(|(key, _)| key != COMPONENT_KEY),
+            "--context {COMPONENT_KEY}=... and --bind-component both give the {COMPONENT_KEY} pair: use one"
+        );
+        pairs.push((COMPONENT_KEY.into(), digest_of(component)?.to_string()));
     }
     Ok(EncryptionContext::from_pairs(pairs)?)
+}
+
+/// A component's digest; an error names the file (but for a read error, which names it already).
+pub(super) fn digest_of(component: &Path) -> anyhow::Result<ComponentDigest> {
+    ComponentDigest::of_file(component).map_err(|e| match e {
+        keyward::LoadError::Io { .. } => e.into(),
+        e => anyhow::Error::from(e).context(component.display().to_string()),
+    })
 }

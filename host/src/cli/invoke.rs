@@ -12,7 +12,7 @@ use super::Failed;
 /// Run a guest component once on an event, decrypting with a local key; prints the response JSON.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Invoke {
-    /// The guest component (.wasm).
+    /// The guest component (.wasm, or a .cwasm made by `keyward compile`).
     #[arg(value_name = "COMPONENT")]
     component: PathBuf,
     /// The local key file the guest's ciphertexts were made with.

@@ -23,24 +23,35 @@ fn unhex(text: &str) -> Vec<u8> {
 
 #[test]
 fn hmac_matches_rfc_4231() {
-    // RFC 4231 test case 2.
-    let key = Key::from_plaintext(b"Jefe");
+    // RFC 4231 test case 1.
+    let key = Key::from_plaintext(&[0x0b; 20]);
     assert_eq!(key.kind_name(), "hmac-secret");
-    let data = b"what do ya want for nothing?";
+    let data = b"Hi There";
     let cases = [
-        (HmacAlgorithm::Sha256, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+        (HmacAlgorithm::Sha256, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
         (
             HmacAlgorithm::Sha384,
-            "af45d2e376484031617f78d2b58a6b1b9c7ef464f5a01b47e42ec3736322445e8e2240ca5e69e2c78b3239ecfab21649",
+            "afd03944d84895626b0825f4ab46907f15f9dadbe4101ec682aa034c7cebc59cfaea9ea9076ede7f4af152e8b2fa9cb6",
         ),
         (
             HmacAlgorithm::Sha512,
-            "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737",
+            "87aa7cdea5ef619d4ff0b4241a1d6cb02379f4e2ce4ec2787ad0b30545e17cdedaa833b7d6b8a702038b274eaea3f4e4be9d914eeb61f1702e696c203a126854",
         ),
     ];
     for (algorithm, expected) in cases {
         assert_eq!(hex(&key.hmac(algorithm, data).unwrap()), expected, "{algorithm:?}");
     }
+}
+
+/// A secret shorter than 16 bytes (test case 2's "Jefe", a password) is not opened as an HMAC key: a guest would get
+/// MACs to test guesses against offline.
+#[test]
+fn short_secrets_are_not_hmac_keys() {
+    for secret in [&b""[..], b"Jefe", b"hunter2", &[7; MIN_HMAC_SECRET_BYTES - 1]] {
+        let error = Key::from_plaintext(secret).hmac(HmacAlgorithm::Sha256, b"x").unwrap_err().to_string();
+        assert!(error.contains(&format!("is {} bytes and no private key", secret.len())), "{error}");
+    }
+    assert_eq!(Key::from_plaintext(&[7; MIN_HMAC_SECRET_BYTES]).kind_name(), "hmac-secret");
 }
 
 #[test]
@@ -64,9 +75,12 @@ fn signatures_match_openssl_in_every_key_form() {
     for form in [fixture("ed25519.pkcs8.pem"), fixture("ed25519.pkcs8.der")] {
         assert_eq!(Key::from_plaintext(&form).sign(SignatureAlgorithm::Ed25519, MESSAGE).unwrap(), ed_sig);
     }
+    // One line of base64 of the DER, however short, and with a byte-order mark before the PEM.
     let b64 = base64::engine::general_purpose::STANDARD.encode(fixture("ed25519.pkcs8.der"));
-    // Too short to be taken for base64 DER (under 64 characters): it is an HMAC secret.
-    assert_eq!(Key::from_plaintext(b64.as_bytes()).kind_name(), "hmac-secret");
+    let with_bom = [&b"\xef\xbb\xbf"[..], &fixture("ed25519.pkcs8.pem")].concat();
+    for form in [b64.into_bytes(), with_bom] {
+        assert_eq!(Key::from_plaintext(&form).sign(SignatureAlgorithm::Ed25519, MESSAGE).unwrap(), ed_sig);
+    }
 
     let rsa_sig = fixture("rsa2048.pkcs1-sha256.sig");
     let pkcs8 = fixture("rsa2048.pkcs8.pem");
@@ -111,7 +125,7 @@ fn randomised_signatures_verify_with_the_public_key() {
 
 #[test]
 fn a_key_refuses_what_its_kind_cannot_do_without_quoting_itself() {
-    let hmac = Key::from_plaintext(b"webhook-s3cret");
+    let hmac = Key::from_plaintext(b"webhook-s3cret-of-some-length");
     let rsa = Key::from_plaintext(&fixture("rsa2048.pkcs1.pem"));
     let ed = Key::from_plaintext(&fixture("ed25519.pkcs8.pem"));
     let refusals = [
@@ -133,21 +147,55 @@ fn a_key_refuses_what_its_kind_cannot_do_without_quoting_itself() {
 
 #[test]
 fn unreadable_key_material_says_what_it_is_and_is_never_an_hmac_secret() {
-    let p384 = Key::from_plaintext(&fixture("p384.sec1.pem"));
-    let encrypted =
-        Key::from_plaintext(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n");
-    let certificate = Key::from_plaintext(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
-    let truncated = Key::from_plaintext(&fixture("rsa2048.pkcs8.pem")[..600]);
-    for (key, says) in [
-        (&p384, "only P-256 keys"),
-        (&encrypted, "openssl pkcs8 -topk8 -nocrypt"),
-        (&certificate, "holds no private key"),
-        (&truncated, "holds no private key"),
-    ] {
-        assert_eq!(key.kind_name(), "unreadable");
+    let der = |pem: &[u8]| PrivateKeyDer::from_pem_slice(pem).unwrap().secret_der().to_vec();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes).into_bytes();
+    let p384 = der(&fixture("p384.sec1.pem"));
+    let rsa1024 = der(&fixture("rsa1024.pkcs8.pem"));
+    // openssl pkcs12's output: attributes before the PEM.
+    let with_bag =
+        [&b"Bag Attributes\n    localKeyID: 01 \nKey Attributes: <No Attributes>\n"[..], &fixture("p384.sec1.pem")]
+            .concat();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("P-384 PEM", fixture("p384.sec1.pem"), "an EC private key on P-384, which is not supported"),
+        ("P-384 DER", p384.clone(), "an EC private key on P-384"),
+        ("P-384 DER in base64", b64(&p384), "an EC private key on P-384"),
+        ("P-384 PEM after bag attributes", with_bag, "an EC private key on P-384"),
+        (
+            "RSA 1024 PEM",
+            fixture("rsa1024.pkcs8.pem"),
+            "an RSA private key that cannot be used (smaller than 2048 bits)",
+        ),
+        ("RSA 1024 DER in base64", b64(&rsa1024), "smaller than 2048 bits"),
+        ("P-256 without its public key", fixture("p256.nopub.sec1.pem"), "it must carry its public key"),
+        (
+            "encrypted PEM",
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n".to_vec(),
+            "openssl pkcs8 -topk8 -nocrypt",
+        ),
+        (
+            "OpenSSH",
+            b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==\n-----END OPENSSH PRIVATE KEY-----\n".to_vec(),
+            "ssh-keygen -p -m PKCS8",
+        ),
+        (
+            "a certificate",
+            b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec(),
+            "holds no private key",
+        ),
+        ("truncated PEM", fixture("rsa2048.pkcs8.pem")[..600].to_vec(), "holds no private key"),
+    ];
+    for (case, secret, says) in &cases {
+        let key = Key::from_plaintext(secret);
+        assert_eq!(key.kind_name(), "unreadable", "{case}");
         let error = key.hmac(HmacAlgorithm::Sha256, MESSAGE).unwrap_err().to_string();
-        assert!(error.contains(says), "{error}");
-        assert_eq!(key.sign(SignatureAlgorithm::Ed25519, MESSAGE).unwrap_err().to_string(), error);
+        assert!(error.contains(says), "{case}: {error}");
+    }
+    // Every operation says the same.
+    for (_, secret, _) in &cases {
+        let key = Key::from_plaintext(secret);
+        let error = key.hmac(HmacAlgorithm::Sha256, MESSAGE).unwrap_err();
+        assert_eq!(key.sign(SignatureAlgorithm::Ed25519, MESSAGE).unwrap_err(), error);
+        assert_eq!(key.public_key().unwrap_err(), error);
     }
 }
 
@@ -156,7 +204,7 @@ fn jwts_carry_the_algorithm_and_verify() {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let parts = |jwt: &str| -> Vec<Vec<u8>> { jwt.split('.').map(|p| b64.decode(p).unwrap()).collect() };
 
-    let hmac = Key::from_plaintext(b"jwt-s3cret");
+    let hmac = Key::from_plaintext(b"a-jwt-s3cret-of-thirty-two-bytes");
     let jwt = hmac.sign_jwt(JwtAlgorithm::Hs256, r#"{"kid":"k1"}"#, r#"{"sub":"42","exp":1}"#).unwrap();
     let [header, claims, sig] = <[Vec<u8>; 3]>::try_from(parts(&jwt)).unwrap();
     let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
@@ -194,10 +242,20 @@ fn jwts_carry_the_algorithm_and_verify() {
         (r#"{"alg":{"k":"a-long-value"}}"#, "{}", "alg is not HS256, the algorithm asked for"),
         ("[1]", "{}", "header must be a JSON object"),
         ("{}", "not json", "claims must be a JSON object"),
-        ("{}", "[]", "claims must be a JSON object"),
+        ("{}", "[]", "claims must be a JSON object, and it is JSON, but not an object"),
+        ("{}", "{\"a\":", "claims must be a JSON object, and it is not JSON (line 1, column 5)"),
     ] {
         let error = hmac.sign_jwt(JwtAlgorithm::Hs256, header, claims).unwrap_err();
         assert!(matches!(&error, KeyError::InvalidInput(m) if m.contains(says)), "{error:?}");
     }
+    // The guest's input is never quoted: it may be large, and refusals are logged.
+    let large = format!("\"{}\"", "A".repeat(20_000));
+    for (header, claims) in [(large.as_str(), "{}"), ("{}", large.as_str())] {
+        let error = hmac.sign_jwt(JwtAlgorithm::Hs256, header, claims).unwrap_err().to_string();
+        assert!(error.len() < 120 && !error.contains("AAAA"), "{error}");
+    }
+    // RFC 7518 §3.2: an HS key is at least as long as the hash.
+    let error = hmac.sign_jwt(JwtAlgorithm::Hs512, "", "{}").unwrap_err().to_string();
+    assert_eq!(error, "HS512 needs a secret of at least 64 bytes (RFC 7518 §3.2), and this one is 32");
     assert!(matches!(hmac.sign_jwt(JwtAlgorithm::Rs256, "", "{}"), Err(KeyError::Unsupported(_))));
 }

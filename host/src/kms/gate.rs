@@ -187,7 +187,11 @@ impl KmsGate {
                 }
             }
         };
-        let answer = Answer { result: answer.result.map_err(|e| bound_to_build(e, stamped)), ..answer };
+        // Only the key service's refusals can come of a ciphertext made for another build.
+        let answer = match context {
+            Ok(_) => Answer { result: answer.result.map_err(|e| bound_to_build(e, stamped)), ..answer },
+            Err(_) => answer,
+        };
         let record = DecryptRecord {
             ciphertext_id,
             secret: configured.map(|c| c.name.clone()),
@@ -325,16 +329,25 @@ fn audit(record: &DecryptRecord) {
     }
 }
 
-/// A ciphertext that does not open under a context stamped with the guest's build (`component=sha256:…`) was most
-/// likely made for another build: the refusal says so, with the build this host runs.
+/// A ciphertext the key service refuses under a context stamped with the guest's build (`component=sha256:…`) may
+/// have been made for another build (`invalid-ciphertext`), or a key policy may require another (`denied`): the
+/// refusal says so, with the build this host runs.
 fn bound_to_build(error: KmsError, stamped: &EncryptionContext) -> KmsError {
-    let build = stamped.iter().find(|(key, value)| *key == COMPONENT_KEY && value.starts_with("sha256:"));
-    match (error, build) {
-        (KmsError::InvalidCiphertext(message), Some((key, digest))) => KmsError::InvalidCiphertext(format!(
-            "{message}; this host binds secrets to the build of its guest ({key}={digest}), so a ciphertext made for \
-             another build does not open: encrypt it again for this one"
-        )),
-        (error, _) => error,
+    let Some((key, digest)) = stamped.iter().find(|(key, value)| *key == COMPONENT_KEY && value.starts_with("sha256:"))
+    else {
+        return error;
+    };
+    let hint = |message: String| {
+        format!(
+            "{message}; this host binds secrets to the build of its guest ({key}={digest}): if the rest of the \
+             context is right, the ciphertext was made for another build (or the key policy requires another), so \
+             encrypt it again for this one"
+        )
+    };
+    match error {
+        KmsError::InvalidCiphertext(message) => KmsError::InvalidCiphertext(hint(message)),
+        KmsError::Denied(message) => KmsError::Denied(hint(message)),
+        unavailable => unavailable,
     }
 }
 
@@ -388,7 +401,11 @@ mod tests {
         let ct = key.encrypt(b"pw", &EncryptionContext::from_pairs([("component", other.as_str())]).unwrap()).unwrap();
         let (result, _) = gate.decrypt(&ct, vec![], None).await;
         let Err(KmsError::InvalidCiphertext(message)) = result else { panic!("{result:?}") };
-        assert!(message.ends_with(&format!("({COMPONENT_KEY}={this}), so a ciphertext made for another build does not open: encrypt it again for this one")), "{message}");
+        assert!(
+            message.contains(&format!("this host binds secrets to the build of its guest ({COMPONENT_KEY}={this})")),
+            "{message}"
+        );
+        assert!(message.ends_with("the ciphertext was made for another build (or the key policy requires another), so encrypt it again for this one"), "{message}");
         let bound =
             key.encrypt(b"pw", &EncryptionContext::from_pairs([("component", this.as_str())]).unwrap()).unwrap();
         assert_eq!(gate.decrypt(&bound, vec![], None).await.0.unwrap().expose_secret(), b"pw");

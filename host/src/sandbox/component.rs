@@ -224,7 +224,8 @@ pub(crate) fn is_precompiled(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\x7fELF")
 }
 
-fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+/// Checks that `bytes` start as a component does (not a core module, not something else).
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     const MAGIC: &[u8; 4] = b"\0asm";
     const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
     const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];

@@ -14,7 +14,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 
 use super::LoadError;
-use super::component::{ComponentSource, is_precompiled};
+use super::component::{ComponentSource, check_header, is_precompiled};
 
 /// The record's end: its length (u32, little-endian), then this magic. ELF readers, wasmtime's among them, find
 /// everything through the headers and ignore bytes after the section table.
@@ -29,7 +29,7 @@ const TRAILER_LEN: usize = RECORD_LEN + 4 + MAGIC.len();
 pub struct ComponentDigest(String);
 
 impl ComponentDigest {
-    /// The digest of a component's bytes, as written (`.wasm`).
+    /// The digest of a component's bytes, as written (`.wasm`), unchecked.
     pub fn of_wasm(component: &[u8]) -> Self {
         let hex: String = Sha256::digest(component).iter().map(|b| format!("{b:02x}")).collect();
         Self(format!("sha256:{hex}"))
@@ -38,8 +38,8 @@ impl ComponentDigest {
     /// The digest `component` (a `.wasm`, or a `.cwasm` with its record) is a build of.
     ///
     /// # Errors
-    /// [`LoadError::Io`] when the file cannot be read; [`LoadError::Digest`] for a `.cwasm` without a
-    /// well-formed record.
+    /// [`LoadError::Io`] when the file cannot be read; [`LoadError::NotWasm`] and its kin for a file that is
+    /// neither a component nor a `.cwasm`; [`LoadError::Digest`] for a `.cwasm` without a well-formed record.
     pub fn of_file(path: &Path) -> Result<Self, LoadError> {
         Self::of(ComponentSource::File(path))
     }
@@ -47,14 +47,14 @@ impl ComponentDigest {
     pub(crate) fn of(source: ComponentSource<'_>) -> Result<Self, LoadError> {
         match source {
             ComponentSource::Bytes(bytes) if is_precompiled(bytes) => recorded(bytes),
-            ComponentSource::Bytes(bytes) => Ok(Self::of_wasm(bytes)),
+            ComponentSource::Bytes(bytes) => check_header(bytes).map(|()| Self::of_wasm(bytes)),
             ComponentSource::File(path) => {
                 let io = |error| LoadError::Io { path: path.into(), error };
                 let mut file = std::fs::File::open(path).map_err(io)?;
                 let mut head = [0u8; 4];
                 let precompiled = file.read_exact(&mut head).is_ok() && is_precompiled(&head);
                 if !precompiled {
-                    return Ok(Self::of_wasm(&super::component::read(path)?));
+                    return Self::of(ComponentSource::Bytes(&super::component::read(path)?));
                 }
                 let mut tail = vec![0u8; TRAILER_LEN];
                 let len = file.seek(SeekFrom::End(0)).map_err(io)?;
@@ -79,8 +79,8 @@ impl fmt::Display for ComponentDigest {
     }
 }
 
-const NO_RECORD: &str = "the precompiled component records no component digest (made by another tool, or an older \
-                         keyward): compile the .wasm again with `keyward compile`";
+const NO_RECORD: &str = "the precompiled component records no component digest (made by another tool or an older \
+                         keyward, or cut short): compile the .wasm again with `keyward compile`";
 
 /// Appends `digest`'s record to wasmtime's `.cwasm` bytes.
 #[cfg(any(feature = "compiler", test))]
@@ -143,6 +143,18 @@ mod tests {
         std::fs::write(&path, &cwasm).unwrap();
         assert_eq!(ComponentDigest::of_file(&path).unwrap(), digest);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_a_component_has_a_digest() {
+        for (bytes, says) in [
+            (&b"#!/bin/sh\necho hi\n"[..], "not a WebAssembly file"),
+            (b"", "not a WebAssembly file"),
+            (b"\0asm\x01\0\0\0", "core WebAssembly module, not a component"),
+        ] {
+            let error = ComponentDigest::of(ComponentSource::Bytes(bytes)).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+        }
     }
 
     #[test]
