@@ -228,6 +228,10 @@ fn a_secret_bound_to_a_build_opens_only_for_that_build() {
     let digest = |component: &str| stdout(&keyward(&["digest", component])).trim().to_string();
     assert!(digest(&hello).starts_with("sha256:") && digest(&hello).len() == 71, "{}", digest(&hello));
     assert_eq!(digest(&cwasm), digest(&hello), "a .cwasm carries its .wasm's digest");
+    let arm = dir.path("hello-arm64.cwasm");
+    let compiled = keyward(&["compile", &hello, "-o", &arm, "--target", "aarch64-unknown-linux-gnu"]);
+    assert!(compiled.status.success(), "{}", stderr(&compiled));
+    assert_eq!(digest(&arm), digest(&hello), "the same for every target");
     assert_ne!(digest(&rebuilt), digest(&hello));
 
     let encrypted = keyward(&["encrypt", "--key", &key, "--bind-component", &hello, "--plaintext", "bound-s3cret"]);
