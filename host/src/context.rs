@@ -27,12 +27,12 @@ pub enum ContextError {
     Malformed(String),
     /// Too many pairs, or too many bytes.
     #[error(
-        "encryption context is too large: {pairs} pairs, {bytes} bytes (limits: {MAX_PAIRS} pairs, {MAX_TOTAL_BYTES} bytes)"
+        "encryption context is too large: at least {pairs} pairs, {bytes} bytes (limits: {MAX_PAIRS} pairs, {MAX_TOTAL_BYTES} bytes)"
     )]
     TooLarge {
-        /// Pairs given.
+        /// Pairs counted when a limit was passed (counting stops there).
         pairs: usize,
-        /// Bytes of keys and values given.
+        /// Bytes of their keys and values.
         bytes: usize,
     },
 }

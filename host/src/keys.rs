@@ -251,15 +251,18 @@ impl Key {
         // serde_json's messages quote the input, which may be large and is logged: only the kind and the place.
         let invalid = |what: &str, e: serde_json::Error| {
             let problem = match e.classify() {
+                serde_json::error::Category::Data if e.to_string().starts_with(DUPLICATE_MEMBER) => {
+                    "an object with a member name given twice (RFC 7519 §4 wants them unique)".to_string()
+                }
                 serde_json::error::Category::Data => "JSON, but not an object".to_string(),
                 _ => format!("not JSON (line {}, column {})", e.line(), e.column()),
             };
             KeyError::InvalidInput(format!("the JWT {what} must be a JSON object, and it is {problem}"))
         };
-        let mut header: serde_json::Map<String, serde_json::Value> = if header.trim().is_empty() {
+        let mut header = if header.trim().is_empty() {
             serde_json::Map::new()
         } else {
-            serde_json::from_str(header).map_err(|e| invalid("header", e))?
+            serde_json::from_str::<UniqueObject>(header).map_err(|e| invalid("header", e))?.0
         };
         match header.get("alg") {
             Some(serde_json::Value::String(alg)) if alg == algorithm.name() => {}
@@ -274,7 +277,7 @@ impl Key {
         }
         header.insert("alg".into(), algorithm.name().into());
         header.entry("typ").or_insert_with(|| "JWT".into());
-        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(claims).map_err(|e| invalid("claims", e))?;
+        serde_json::from_str::<UniqueObject>(claims).map_err(|e| invalid("claims", e))?;
         // RFC 7518 §3.2: an HS key MUST be at least as long as the hash's output.
         let hmac_key_needed = match algorithm {
             J::Hs256 => 32,
@@ -286,9 +289,8 @@ impl Key {
             && secret.len() < hmac_key_needed
         {
             return Err(KeyError::Unsupported(format!(
-                "{} needs a secret of at least {hmac_key_needed} bytes (RFC 7518 §3.2), and this one is {}",
+                "{} needs a secret of at least {hmac_key_needed} bytes (RFC 7518 §3.2), and this one is shorter",
                 algorithm.name(),
-                secret.len()
             )));
         }
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -337,6 +339,37 @@ fn key_kind_for(algorithm: SignatureAlgorithm) -> &'static str {
 
 const SUPPORTED: &str = "Ed25519, ECDSA P-256 and RSA (2048 to 8192 bits) keys are supported";
 
+const DUPLICATE_MEMBER: &str = "a member name is given twice";
+
+/// A JSON object whose member names are unique (serde_json's `Map` keeps the last of a repeated name, and a JWT signed
+/// with one would read differently to different parsers; RFC 7519 §4).
+struct UniqueObject(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = UniqueObject;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<UniqueObject, A::Error> {
+                let mut object = serde_json::Map::new();
+                while let Some(name) = members.next_key::<String>()? {
+                    if object.contains_key(&name) {
+                        return Err(serde::de::Error::custom(DUPLICATE_MEMBER));
+                    }
+                    object.insert(name, members.next_value()?);
+                }
+                Ok(UniqueObject(object))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
 /// Shortest secret taken as an HMAC key. RFC 2104 §3 strongly discourages keys shorter than the hash's output; a
 /// shorter secret (a password, a PIN) would hand a guest MACs to test guesses against offline, so it is refused.
 pub const MIN_HMAC_SECRET_BYTES: usize = 16;
@@ -349,35 +382,59 @@ fn read(plaintext: &[u8]) -> Kind {
     if let Some(pem) = text.filter(|t| t.contains("-----BEGIN ")) {
         return read_pem(pem);
     }
-    if is_private_key_der(plaintext) {
-        return read_der(plaintext);
-    }
-    // Some keep a key as the base64 of its DER, without PEM's lines.
-    if let Some(der) = text.and_then(|t| keyward_base64::decode(t).ok()).map(Zeroizing::new)
-        && is_private_key_der(&der)
+    // DER as it is (or with the newline a shell adds), or the base64 of it without PEM's lines.
+    let decoded = text.and_then(|t| keyward_base64::decode(t).ok()).map(Zeroizing::new);
+    for der in [Some(plaintext), Some(plaintext.trim_ascii_end()), decoded.as_ref().map(|d| d.as_slice())]
+        .into_iter()
+        .flatten()
     {
-        return read_der(&der);
+        match der_shape(der) {
+            DerShape::Whole => return read_der(der),
+            DerShape::CutShort { declared } => {
+                return Kind::Unreadable(format!(
+                    "the secret is the start of a DER private key cut short ({} of its {declared} bytes): store the \
+                     whole key",
+                    der.len()
+                ));
+            }
+            DerShape::Other => {}
+        }
     }
-    if plaintext.len() < MIN_HMAC_SECRET_BYTES {
+    if plaintext.trim_ascii().len() < MIN_HMAC_SECRET_BYTES {
         return Kind::Unreadable(format!(
-            "the secret is {} bytes and no private key: an HMAC key needs at least {MIN_HMAC_SECRET_BYTES} (RFC 2104 \
-             §3), and a shorter secret, such as a password, is not opened as a key",
-            plaintext.len()
+            "the secret is no private key, and shorter than an HMAC key may be ({MIN_HMAC_SECRET_BYTES} bytes at least, \
+             RFC 2104 §3): a short secret, such as a password, is not opened as a key"
         ));
     }
     Kind::Hmac(Zeroizing::new(plaintext.to_vec()))
 }
 
-/// Whether `der` has the shape every private key form shares (PKCS#8, PKCS#1, SEC1): one DER SEQUENCE, the whole
-/// of the bytes, beginning with an INTEGER (the version). A random HMAC secret has it by chance once in ~16 million.
-fn is_private_key_der(der: &[u8]) -> bool {
+/// How far bytes have the shape every private key form shares (PKCS#8, PKCS#1, SEC1): a DER SEQUENCE beginning
+/// with the version, INTEGER 0 or 1. A random HMAC secret begins so by chance once in ~16 million.
+enum DerShape {
+    /// One such SEQUENCE, the whole of the bytes.
+    Whole,
+    /// The start of one, longer than the bytes.
+    CutShort { declared: usize },
+    /// Anything else.
+    Other,
+}
+
+fn der_shape(der: &[u8]) -> DerShape {
     let (length, header) = match der {
         [0x30, short, ..] if *short < 0x80 => (usize::from(*short), 2),
         [0x30, 0x81, length, ..] => (usize::from(*length), 3),
         [0x30, 0x82, high, low, ..] => (usize::from(*high) << 8 | usize::from(*low), 4),
-        _ => return false,
+        _ => return DerShape::Other,
     };
-    header + length == der.len() && der.get(header) == Some(&0x02)
+    if !matches!(der.get(header..header + 3), Some([0x02, 0x01, 0x00 | 0x01])) {
+        return DerShape::Other;
+    }
+    match (header + length).cmp(&der.len()) {
+        std::cmp::Ordering::Equal => DerShape::Whole,
+        std::cmp::Ordering::Greater => DerShape::CutShort { declared: header + length },
+        std::cmp::Ordering::Less => DerShape::Other,
+    }
 }
 
 fn read_pem(pem: &str) -> Kind {

@@ -261,4 +261,34 @@ fn a_secret_bound_to_a_build_opens_only_for_that_build() {
     assert_eq!(out.status.code(), Some(2));
     assert_one_line(&stderr(&out));
     assert!(stderr(&out).contains("records no component digest"), "{}", stderr(&out));
+    // Another ELF file with a record appended holds no digest either.
+    let other_elf = dir.path("other.cwasm");
+    std::fs::write(&other_elf, [&b"\x7fELF\x02\x01\x01\0"[..], &[0; 56], &bytes[bytes.len() - 83..]].concat()).unwrap();
+    let out = keyward(&["digest", &other_elf]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is not a component precompiled by wasmtime"), "{}", stderr(&out));
+}
+
+/// clap's refusals are one line like every other error; a secret given with `--plaintext` that begins with `-` (a
+/// PEM key does) is taken as the secret, never echoed back as an unexpected argument.
+#[test]
+fn bad_arguments_get_one_line_and_a_dash_secret_is_a_secret() {
+    let (_dir, key) = dir_with_key("args");
+    for (args, says) in [
+        (&["invoke", "x.wasm"][..], "the following required arguments were not provided: --key <FILE>"),
+        (&["invoke", "x.wasm", "--key", "k", "--context", "noequals"], "is not of the form KEY=VALUE"),
+        (&["invoke", "x.wasm", "--key", "k", "--timeout-ms", "0"], "invalid value '0' for '--timeout-ms <N>'"),
+        (&["frob"], "unrecognized subcommand 'frob'"),
+    ] {
+        let out = keyward(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_one_line(&stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA-s3cret\n-----END PRIVATE KEY-----\n";
+    let encrypted = keyward(&["encrypt", "--key", &key, "--plaintext", pem]);
+    assert!(encrypted.status.success(), "{}", stderr(&encrypted));
+    let decrypted = keyward(&["decrypt", "--key", &key, stdout(&encrypted).trim()]);
+    assert_eq!(decrypted.stdout, pem.as_bytes());
+    assert!(keyward(&["--help"]).status.success());
 }

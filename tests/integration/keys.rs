@@ -153,13 +153,17 @@ async fn opening_by_name_takes_only_the_guests_own_variables() {
     let named = response(&invoke(&host, json!({"action": "key", "env": "SIGNING", "ops": ops})).await);
     assert!(outputs(&named)[0]["ok"].is_string(), "{named}");
     for (name, says) in [
-        ("HOME", "key invalid-input: HOME is not one of the guest's env vars"),
+        ("HOME", "key invalid-input: \"HOME\" is not one of the guest's env vars"),
         ("PLAIN", "key invalid-ciphertext: env var PLAIN is not base64"),
     ] {
         let invocation = invoke(&host, json!({"action": "key", "env": name, "ops": ops})).await;
         let error = invocation.result.unwrap_err().to_string();
         assert!(error.contains(says), "{name}: {error}");
     }
+    // A name of any length is quoted only in part.
+    let long = "N".repeat(100_000);
+    let error = invoke(&host, json!({"action": "key", "env": long, "ops": ops})).await.result.unwrap_err().to_string();
+    assert!(error.len() < 300 && error.contains("[cut: 100000 bytes in all]"), "{error}");
 }
 
 /// `KEYWARD_GUEST_PLAINTEXT=deny`: a component that imports `kms` does not load; one that uses handles only runs,

@@ -63,7 +63,7 @@ impl Compile {
 
 fn compile(component: &Path, target: &CompileTarget) -> anyhow::Result<Vec<u8>> {
     let bytes = std::fs::read(component).with_context(|| format!("cannot read component {}", component.display()))?;
-    Ok(keyward::precompile(&bytes, target)?)
+    keyward::precompile(&bytes, target).map_err(|e| super::naming(component, e))
 }
 
 /// Print the digest of a guest's build, `sha256:<hex>`: of the `.wasm` as written, or the one a `.cwasm` records.

@@ -26,8 +26,8 @@ pub(crate) struct Encrypt {
     #[arg(long, value_name = "COMPONENT")]
     bind_component: Option<PathBuf>,
     /// The secret. Without it, the secret is read from stdin, byte for byte (prefer stdin: arguments show in
-    /// process lists and shell history).
-    #[arg(long, value_name = "TEXT")]
+    /// process lists and shell history). It may begin with `-` (a PEM key does).
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
     plaintext: Option<String>,
 }
 
@@ -92,10 +92,7 @@ pub(super) fn context_of(pairs: Vec<Pair>, bind_component: Option<&Path>) -> any
     Ok(EncryptionContext::from_pairs(pairs)?)
 }
 
-/// A component's digest; an error names the file (but for a read error, which names it already).
+/// A component's digest; an error names the file.
 pub(super) fn digest_of(component: &Path) -> anyhow::Result<ComponentDigest> {
-    ComponentDigest::of_file(component).map_err(|e| match e {
-        keyward::LoadError::Io { .. } => e.into(),
-        e => anyhow::Error::from(e).context(component.display().to_string()),
-    })
+    ComponentDigest::of_file(component).map_err(|e| super::naming(component, e))
 }

@@ -65,7 +65,10 @@ impl Invoke {
                 ..KmsPolicy::default()
             },
         };
-        let host = Host::from_file(&self.component, Arc::new(key), config)?;
+        let host = Host::from_file(&self.component, Arc::new(key), config).map_err(|e| match e {
+            keyward::HostError::Load(load) => super::naming(&self.component, load),
+            other => other.into(),
+        })?;
         let arn = self.function_arn.unwrap_or_else(|| {
             let name = self.component.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             format!("arn:aws:lambda:local:000000000000:function:{name}")

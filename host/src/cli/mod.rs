@@ -49,7 +49,14 @@ struct Failed(anyhow::Error);
 pub(crate) fn main() -> ExitCode {
     // Lambda starts `bootstrap` without arguments.
     let started_by_lambda = std::env::args_os().len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
-    let cli = if started_by_lambda { Cli { verbose: 1, command: Command::Lambda } } else { Cli::parse() };
+    let cli = if started_by_lambda {
+        Cli { verbose: 1, command: Command::Lambda }
+    } else {
+        match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(e) => return usage_error(&e),
+        }
+    };
     // Lambda mode logs invocations and audit lines by default, however it was started.
     let verbose = if matches!(cli.command, Command::Lambda) { cli.verbose.max(1) } else { cli.verbose };
     init_logging(verbose);
@@ -70,6 +77,33 @@ pub(crate) fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
+    }
+}
+
+/// clap's refusal of the arguments in one line, as every other error (help and version are printed as clap does).
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || matches!(error.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand)
+    {
+        let _ = error.print();
+        return ExitCode::from(if error.use_stderr() { EXIT_BAD_INPUT } else { 0 });
+    }
+    // The first paragraph says what is wrong (with the missing arguments on lines of their own); usage and tips
+    // follow it.
+    let rendered = error.render().to_string();
+    let paragraph: Vec<&str> = rendered.lines().map(str::trim).take_while(|line| !line.is_empty()).collect();
+    let what = paragraph.join(" ");
+    let what = what.strip_prefix("error: ").unwrap_or(&what);
+    eprintln!("keyward: error: {}; see `keyward --help`", keyward::error::one_line(what));
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// A component's load error naming the file (a read error names it already).
+fn naming(component: &std::path::Path, error: keyward::LoadError) -> anyhow::Error {
+    match error {
+        keyward::LoadError::Io { .. } => error.into(),
+        error => anyhow::Error::from(error).context(component.display().to_string()),
     }
 }
 

@@ -47,9 +47,14 @@ fn hmac_matches_rfc_4231() {
 /// MACs to test guesses against offline.
 #[test]
 fn short_secrets_are_not_hmac_keys() {
-    for secret in [&b""[..], b"Jefe", b"hunter2", &[7; MIN_HMAC_SECRET_BYTES - 1]] {
+    for secret in [&b""[..], b"Jefe", b"hunter2", &[7; MIN_HMAC_SECRET_BYTES - 1], b"hunter2hunter2!\n"] {
         let error = Key::from_plaintext(secret).hmac(HmacAlgorithm::Sha256, b"x").unwrap_err().to_string();
-        assert!(error.contains(&format!("is {} bytes and no private key", secret.len())), "{error}");
+        // The same words whatever the length: the refusal does not tell the guest how long the secret is.
+        assert_eq!(
+            error,
+            "the secret is no private key, and shorter than an HMAC key may be (16 bytes at least, RFC 2104 §3): a \
+             short secret, such as a password, is not opened as a key"
+        );
     }
     assert_eq!(Key::from_plaintext(&[7; MIN_HMAC_SECRET_BYTES]).kind_name(), "hmac-secret");
 }
@@ -75,10 +80,11 @@ fn signatures_match_openssl_in_every_key_form() {
     for form in [fixture("ed25519.pkcs8.pem"), fixture("ed25519.pkcs8.der")] {
         assert_eq!(Key::from_plaintext(&form).sign(SignatureAlgorithm::Ed25519, MESSAGE).unwrap(), ed_sig);
     }
-    // One line of base64 of the DER, however short, and with a byte-order mark before the PEM.
+    // One line of base64 of the DER, however short; a byte-order mark before the PEM; DER with a shell's newline.
     let b64 = base64::engine::general_purpose::STANDARD.encode(fixture("ed25519.pkcs8.der"));
     let with_bom = [&b"\xef\xbb\xbf"[..], &fixture("ed25519.pkcs8.pem")].concat();
-    for form in [b64.into_bytes(), with_bom] {
+    let with_newline = [&fixture("ed25519.pkcs8.der")[..], b"\n"].concat();
+    for form in [b64.into_bytes(), with_bom, with_newline] {
         assert_eq!(Key::from_plaintext(&form).sign(SignatureAlgorithm::Ed25519, MESSAGE).unwrap(), ed_sig);
     }
 
@@ -183,6 +189,8 @@ fn unreadable_key_material_says_what_it_is_and_is_never_an_hmac_secret() {
             "holds no private key",
         ),
         ("truncated PEM", fixture("rsa2048.pkcs8.pem")[..600].to_vec(), "holds no private key"),
+        ("truncated DER", fixture("ed25519.pkcs8.der")[..40].to_vec(), "cut short (40 of its 48 bytes)"),
+        ("truncated RSA DER", der(&fixture("rsa2048.pkcs8.pem"))[..600].to_vec(), "a DER private key cut short"),
     ];
     for (case, secret, says) in &cases {
         let key = Key::from_plaintext(secret);
@@ -244,6 +252,16 @@ fn jwts_carry_the_algorithm_and_verify() {
         ("{}", "not json", "claims must be a JSON object"),
         ("{}", "[]", "claims must be a JSON object, and it is JSON, but not an object"),
         ("{}", "{\"a\":", "claims must be a JSON object, and it is not JSON (line 1, column 5)"),
+        (
+            "{}",
+            r#"{"sub":"x","sub":"admin"}"#,
+            "claims must be a JSON object, and it is an object with a member name given twice",
+        ),
+        (
+            r#"{"kid":"a","kid":"b"}"#,
+            "{}",
+            "header must be a JSON object, and it is an object with a member name given twice",
+        ),
     ] {
         let error = hmac.sign_jwt(JwtAlgorithm::Hs256, header, claims).unwrap_err();
         assert!(matches!(&error, KeyError::InvalidInput(m) if m.contains(says)), "{error:?}");
@@ -256,6 +274,6 @@ fn jwts_carry_the_algorithm_and_verify() {
     }
     // RFC 7518 §3.2: an HS key is at least as long as the hash.
     let error = hmac.sign_jwt(JwtAlgorithm::Hs512, "", "{}").unwrap_err().to_string();
-    assert_eq!(error, "HS512 needs a secret of at least 64 bytes (RFC 7518 §3.2), and this one is 32");
+    assert_eq!(error, "HS512 needs a secret of at least 64 bytes (RFC 7518 §3.2), and this one is shorter");
     assert!(matches!(hmac.sign_jwt(JwtAlgorithm::Rs256, "", "{}"), Err(KeyError::Unsupported(_))));
 }

@@ -159,6 +159,16 @@ impl KmsGate {
                 "this secret is under an asymmetric KMS key, which takes no encryption context".into(),
             )),
             Some(_) => Ok(EncryptionContext::new()),
+            // The build pair is the host's alone: a guest naming a build (the digest is public) must not open a
+            // secret bound to it on a host that does not stamp one.
+            None if guest_context.iter().any(|(key, _)| key == COMPONENT_KEY)
+                && stamped.iter().all(|(key, _)| key != COMPONENT_KEY) =>
+            {
+                Err(KmsError::Denied(format!(
+                    "the encryption context key {COMPONENT_KEY:?} is the host's to stamp (component={{component}}), \
+                     and a guest may not give it"
+                )))
+            }
             None => EncryptionContext::from_pairs(guest_context)
                 .and_then(|guest| guest.stamped_with(stamped))
                 .map_err(|e| KmsError::Denied(e.to_string())),
@@ -409,10 +419,15 @@ mod tests {
         let bound =
             key.encrypt(b"pw", &EncryptionContext::from_pairs([("component", this.as_str())]).unwrap()).unwrap();
         assert_eq!(gate.decrypt(&bound, vec![], None).await.0.unwrap().expose_secret(), b"pw");
-        // Without a build stamped, an invalid ciphertext is only that.
+        // Without a build stamped, an invalid ciphertext is only that; and a guest cannot name a build itself.
         let (_, unbound) = super::tests::gate(&[]);
         let (result, _) = unbound.decrypt(&ct, vec![], None).await;
         assert!(matches!(result, Err(KmsError::InvalidCiphertext(ref m)) if !m.contains("build")), "{result:?}");
+        let (result, record) = unbound.decrypt(&bound, pairs(&[("component", &this)]), None).await;
+        assert!(matches!(result, Err(KmsError::Denied(ref m)) if m.contains("is the host's to stamp")), "{result:?}");
+        assert_eq!(record.context, None, "refused before the key service");
+        // Where the host stamps it, the guest may repeat it.
+        assert!(gate.decrypt(&bound, pairs(&[("component", &this)]), None).await.0.is_ok());
     }
 
     #[tokio::test]

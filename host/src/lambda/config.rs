@@ -435,8 +435,8 @@ mod tests {
         let error = with(&bare_cwasm).unwrap_err().to_string();
         assert!(
             error.starts_with(
-                "KEYWARD_KMS_CONTEXT: {component}: cannot bind secrets to this component: the precompiled \
-                 component records no component digest"
+                "KEYWARD_KMS_CONTEXT: {component}: cannot bind secrets to this component: this ELF file is not a \
+                 component precompiled by wasmtime"
             ),
             "{error}"
         );

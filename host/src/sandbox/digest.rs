@@ -12,6 +12,7 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
+use wasmtime::{Engine, Precompiled};
 
 use super::LoadError;
 use super::component::{ComponentSource, check_header, is_precompiled};
@@ -46,7 +47,10 @@ impl ComponentDigest {
 
     pub(crate) fn of(source: ComponentSource<'_>) -> Result<Self, LoadError> {
         match source {
-            ComponentSource::Bytes(bytes) if is_precompiled(bytes) => recorded(bytes),
+            ComponentSource::Bytes(bytes) if is_precompiled(bytes) => {
+                wasmtimes(Engine::detect_precompiled(bytes))?;
+                recorded(bytes)
+            }
             ComponentSource::Bytes(bytes) => check_header(bytes).map(|()| Self::of_wasm(bytes)),
             ComponentSource::File(path) => {
                 let io = |error| LoadError::Io { path: path.into(), error };
@@ -56,6 +60,8 @@ impl ComponentDigest {
                 if !precompiled {
                     return Self::of(ComponentSource::Bytes(&super::component::read(path)?));
                 }
+                // An ELF file wasmtime cannot parse is not its.
+                wasmtimes(Engine::detect_precompiled_file(path).ok().flatten())?;
                 let mut tail = vec![0u8; TRAILER_LEN];
                 let len = file.seek(SeekFrom::End(0)).map_err(io)?;
                 if len < TRAILER_LEN as u64 {
@@ -76,6 +82,17 @@ impl ComponentDigest {
 impl fmt::Display for ComponentDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Whether an ELF file is wasmtime's precompiled component (its header says so): anything else holds no digest
+/// worth reading, whatever bytes end it.
+fn wasmtimes(detected: Option<Precompiled>) -> Result<(), LoadError> {
+    match detected {
+        Some(Precompiled::Component) => Ok(()),
+        _ => Err(LoadError::Digest(
+            "this ELF file is not a component precompiled by wasmtime: compile the .wasm with `keyward compile`".into(),
+        )),
     }
 }
 
@@ -125,6 +142,8 @@ fn recorded(bytes: &[u8]) -> Result<ComponentDigest, LoadError> {
 mod tests {
     use super::*;
 
+    /// Stands for wasmtime's bytes: the record's handling does not read them (real `.cwasm` files, and ELF files
+    /// that are not wasmtime's, are tested through `keyward digest` in the integration tests).
     const ELF: &[u8] = b"\x7fELF and the rest of wasmtime's bytes";
 
     #[test]
@@ -133,16 +152,9 @@ mod tests {
         assert!(digest.as_str().starts_with("sha256:") && digest.as_str().len() == 71, "{digest}");
         let mut cwasm = ELF.to_vec();
         append_record(&mut cwasm, &digest);
-        assert_eq!(ComponentDigest::of(ComponentSource::Bytes(&cwasm)).unwrap(), digest);
+        assert_eq!(recorded(&cwasm).unwrap(), digest);
         assert_eq!(without_record(&cwasm), ELF);
         assert_eq!(without_record(ELF), ELF);
-
-        let dir = std::env::temp_dir().join(format!("keyward-digest-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("h.cwasm");
-        std::fs::write(&path, &cwasm).unwrap();
-        assert_eq!(ComponentDigest::of_file(&path).unwrap(), digest);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -151,6 +163,7 @@ mod tests {
             (&b"#!/bin/sh\necho hi\n"[..], "not a WebAssembly file"),
             (b"", "not a WebAssembly file"),
             (b"\0asm\x01\0\0\0", "core WebAssembly module, not a component"),
+            (ELF, "this ELF file is not a component precompiled by wasmtime"),
         ] {
             let error = ComponentDigest::of(ComponentSource::Bytes(bytes)).unwrap_err().to_string();
             assert!(error.contains(says), "{error}");
@@ -172,7 +185,7 @@ mod tests {
             ("hex in upper case", upper, "malformed"),
             ("a wrong length", wrong_length, "malformed"),
         ] {
-            let error = ComponentDigest::of(ComponentSource::Bytes(&bytes)).unwrap_err().to_string();
+            let error = recorded(&bytes).unwrap_err().to_string();
             assert!(error.contains(says), "{case}: {error}");
         }
     }

@@ -154,7 +154,9 @@ impl keys::HostKey for KeysView<'_> {
 
     async fn open_env(&mut self, name: String) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
         let Some(value) = self.kms.gate().guest_var(&name) else {
-            return Ok(Err(Error::InvalidInput(format!("{name} is not one of the guest's env vars"))));
+            // The name is the guest's, of any length: quoted only in part.
+            let name = crate::error::bounded(&name, 64);
+            return Ok(Err(Error::InvalidInput(format!("{name:?} is not one of the guest's env vars"))));
         };
         let ciphertext = match keyward_base64::decode(value) {
             Ok(ciphertext) => ciphertext,
