@@ -451,6 +451,11 @@ fn read_pem(pem: &str) -> Kind {
              {SUPPORTED}"
         ));
     }
+    // A bundle of keys is ambiguous: which one the guest signs with must not depend on their order.
+    let keys = PrivateKeyDer::pem_slice_iter(pem.as_bytes()).filter(Result::is_ok).count();
+    if keys > 1 {
+        return Kind::Unreadable(format!("the secret is PEM with {keys} private keys: keep the one to sign with"));
+    }
     match PrivateKeyDer::from_pem_slice(pem.as_bytes()) {
         Ok(mut der) => {
             let kind = from_der(&der).unwrap_or_else(Kind::Unreadable);

@@ -189,6 +189,11 @@ fn unreadable_key_material_says_what_it_is_and_is_never_an_hmac_secret() {
             "holds no private key",
         ),
         ("truncated PEM", fixture("rsa2048.pkcs8.pem")[..600].to_vec(), "holds no private key"),
+        (
+            "two keys in one PEM",
+            [fixture("ed25519.pkcs8.pem"), fixture("p256.pkcs8.pem")].concat(),
+            "the secret is PEM with 2 private keys: keep the one to sign with",
+        ),
         ("truncated DER", fixture("ed25519.pkcs8.der")[..40].to_vec(), "cut short (40 of its 48 bytes)"),
         ("truncated RSA DER", der(&fixture("rsa2048.pkcs8.pem"))[..600].to_vec(), "a DER private key cut short"),
     ];
