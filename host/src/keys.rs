@@ -378,28 +378,29 @@ pub const MIN_HMAC_SECRET_BYTES: usize = 16;
 /// Whatever has the shape of a key and cannot be used as one is [`Kind::Unreadable`], never an HMAC secret.
 fn read(plaintext: &[u8]) -> Kind {
     let plaintext = plaintext.strip_prefix("\u{feff}".as_bytes()).unwrap_or(plaintext);
-    let text = std::str::from_utf8(plaintext).map(str::trim).ok();
-    if let Some(pem) = text.filter(|t| t.contains("-----BEGIN ")) {
-        return read_pem(pem);
+    // PEM is found by its bytes: lines before it (a pkcs12 friendly name in Latin-1) need not be UTF-8.
+    if contains(plaintext, b"-----BEGIN ") {
+        return read_pem(plaintext);
     }
-    // DER as it is (or with the newline a shell adds), or the base64 of it without PEM's lines.
+    if contains(plaintext, b"-\0-\0-\0-\0-\0B\0E\0G\0I\0N\0") {
+        return Kind::Unreadable("the secret is a PEM file in UTF-16: store it as ASCII (UTF-8)".into());
+    }
+    // DER as it is (or with the one newline a shell adds), or the base64 of it without PEM's lines.
+    let text = std::str::from_utf8(plaintext).map(str::trim).ok();
     let decoded = text.and_then(|t| keyward_base64::decode(t).ok()).map(Zeroizing::new);
-    for der in [Some(plaintext), Some(plaintext.trim_ascii_end()), decoded.as_ref().map(|d| d.as_slice())]
-        .into_iter()
-        .flatten()
-    {
+    let without_newline = plaintext.strip_suffix(b"\n").map(|p| p.strip_suffix(b"\r").unwrap_or(p));
+    for der in [Some(plaintext), without_newline, decoded.as_ref().map(|d| d.as_slice())].into_iter().flatten() {
         match der_shape(der) {
             DerShape::Whole => return read_der(der),
-            DerShape::CutShort { declared } => {
-                return Kind::Unreadable(format!(
-                    "the secret is the start of a DER private key cut short ({} of its {declared} bytes): store the \
-                     whole key",
-                    der.len()
-                ));
+            DerShape::CutShort => {
+                return Kind::Unreadable(
+                    "the secret is the start of a DER private key, cut short: store the whole key".into(),
+                );
             }
             DerShape::Other => {}
         }
     }
+    // A newline or spaces around it do not make a short secret long.
     if plaintext.trim_ascii().len() < MIN_HMAC_SECRET_BYTES {
         return Kind::Unreadable(format!(
             "the secret is no private key, and shorter than an HMAC key may be ({MIN_HMAC_SECRET_BYTES} bytes at least, \
@@ -415,7 +416,7 @@ enum DerShape {
     /// One such SEQUENCE, the whole of the bytes.
     Whole,
     /// The start of one, longer than the bytes.
-    CutShort { declared: usize },
+    CutShort,
     /// Anything else.
     Other,
 }
@@ -432,31 +433,35 @@ fn der_shape(der: &[u8]) -> DerShape {
     }
     match (header + length).cmp(&der.len()) {
         std::cmp::Ordering::Equal => DerShape::Whole,
-        std::cmp::Ordering::Greater => DerShape::CutShort { declared: header + length },
+        std::cmp::Ordering::Greater => DerShape::CutShort,
         std::cmp::Ordering::Less => DerShape::Other,
     }
 }
 
-fn read_pem(pem: &str) -> Kind {
-    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+fn read_pem(pem: &[u8]) -> Kind {
+    if contains(pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") {
         return Kind::Unreadable(
             "the secret is an encrypted (password-protected) private key: KMS already protects it, so store it \
              unencrypted (`openssl pkcs8 -topk8 -nocrypt`)"
                 .into(),
         );
     }
-    if pem.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+    if contains(pem, b"-----BEGIN OPENSSH PRIVATE KEY-----") {
         return Kind::Unreadable(format!(
             "the secret is an OpenSSH private key: store it as PKCS#8 PEM (`ssh-keygen -p -m PKCS8 -f <file>`); \
              {SUPPORTED}"
         ));
     }
     // A bundle of keys is ambiguous: which one the guest signs with must not depend on their order.
-    let keys = PrivateKeyDer::pem_slice_iter(pem.as_bytes()).filter(Result::is_ok).count();
+    let keys = PrivateKeyDer::pem_slice_iter(pem).filter(Result::is_ok).count();
     if keys > 1 {
         return Kind::Unreadable(format!("the secret is PEM with {keys} private keys: keep the one to sign with"));
     }
-    match PrivateKeyDer::from_pem_slice(pem.as_bytes()) {
+    match PrivateKeyDer::from_pem_slice(pem) {
         Ok(mut der) => {
             let kind = from_der(&der).unwrap_or_else(Kind::Unreadable);
             der.zeroize();

@@ -286,6 +286,16 @@ fn bad_arguments_get_one_line_and_a_dash_secret_is_a_secret() {
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
     let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA-s3cret\n-----END PRIVATE KEY-----\n";
+    // Forgetting --plaintext: the stray secret is not echoed.
+    for args in [&["encrypt", "--key", &key, pem][..], &["encrypt", "--key", &key, "--", "hunter2-s3cret"]] {
+        let out = keyward(args);
+        assert_eq!(out.status.code(), Some(2));
+        assert_one_line(&stderr(&out));
+        assert!(stderr(&out).contains("an unexpected argument (not shown"), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("s3cret"), "{}", stderr(&out));
+    }
+    let out = keyward(&["invoke", "x.wasm", "--key", &key, "--bogus"]);
+    assert!(stderr(&out).contains("unexpected argument '--bogus' found"), "{}", stderr(&out));
     let encrypted = keyward(&["encrypt", "--key", &key, "--plaintext", pem]);
     assert!(encrypted.status.success(), "{}", stderr(&encrypted));
     let decrypted = keyward(&["decrypt", "--key", &key, stdout(&encrypted).trim()]);

@@ -89,6 +89,22 @@ fn usage_error(error: &clap::Error) -> ExitCode {
         let _ = error.print();
         return ExitCode::from(if error.use_stderr() { EXIT_BAD_INPUT } else { 0 });
     }
+    // A stray argument is echoed only if it looks like a mistyped flag: a secret given without --plaintext (a PEM,
+    // a password) must not land in a terminal's scrollback or a CI log.
+    if error.kind() == ErrorKind::UnknownArgument {
+        let stray = match error.get(clap::error::ContextKind::InvalidArg) {
+            Some(clap::error::ContextValue::String(arg)) => arg.clone(),
+            _ => String::new(),
+        };
+        let flag_like = stray.starts_with('-') && !stray.starts_with("---") && stray.len() <= 40;
+        if !(flag_like && stray.chars().all(|c| c.is_ascii_graphic())) {
+            eprintln!(
+                "keyward: error: an unexpected argument (not shown, in case it is a secret: give a secret with \
+                 --plaintext or on stdin); see `keyward --help`"
+            );
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    }
     // The first paragraph says what is wrong (with the missing arguments on lines of their own); usage and tips
     // follow it.
     let rendered = error.render().to_string();

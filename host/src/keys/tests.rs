@@ -66,6 +66,9 @@ fn ed25519_matches_rfc_8032() {
     let der = [unhex("302e020100300506032b657004220420"), seed].concat();
     let key = Key::from_plaintext(&der);
     assert_eq!(key.kind_name(), "ed25519");
+    // A DER key whose last byte is a tab, with the newline a shell adds: only the newline comes off.
+    let ends_in_tab = [unhex("302e020100300506032b657004220420"), [7; 31].to_vec(), vec![b'\t', b'\n']].concat();
+    assert_eq!(Key::from_plaintext(&ends_in_tab).kind_name(), "ed25519");
     assert_eq!(hex(&key.public_key().unwrap()), "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
     assert_eq!(
         hex(&key.sign(SignatureAlgorithm::Ed25519, b"").unwrap()),
@@ -83,8 +86,10 @@ fn signatures_match_openssl_in_every_key_form() {
     // One line of base64 of the DER, however short; a byte-order mark before the PEM; DER with a shell's newline.
     let b64 = base64::engine::general_purpose::STANDARD.encode(fixture("ed25519.pkcs8.der"));
     let with_bom = [&b"\xef\xbb\xbf"[..], &fixture("ed25519.pkcs8.pem")].concat();
-    let with_newline = [&fixture("ed25519.pkcs8.der")[..], b"\n"].concat();
-    for form in [b64.into_bytes(), with_bom, with_newline] {
+    let with_newline = [&fixture("ed25519.pkcs8.der")[..], b"\r\n"].concat();
+    // PEM after a line that is not UTF-8 (a pkcs12 friendly name in Latin-1).
+    let after_latin1 = [&b"friendlyName: caf\xe9\n"[..], &fixture("ed25519.pkcs8.pem")].concat();
+    for form in [b64.into_bytes(), with_bom, with_newline, after_latin1] {
         assert_eq!(Key::from_plaintext(&form).sign(SignatureAlgorithm::Ed25519, MESSAGE).unwrap(), ed_sig);
     }
 
@@ -194,8 +199,13 @@ fn unreadable_key_material_says_what_it_is_and_is_never_an_hmac_secret() {
             [fixture("ed25519.pkcs8.pem"), fixture("p256.pkcs8.pem")].concat(),
             "the secret is PEM with 2 private keys: keep the one to sign with",
         ),
-        ("truncated DER", fixture("ed25519.pkcs8.der")[..40].to_vec(), "cut short (40 of its 48 bytes)"),
-        ("truncated RSA DER", der(&fixture("rsa2048.pkcs8.pem"))[..600].to_vec(), "a DER private key cut short"),
+        ("truncated DER", fixture("ed25519.pkcs8.der")[..40].to_vec(), "a DER private key, cut short"),
+        (
+            "UTF-16 PEM",
+            fixture("ed25519.pkcs8.pem").iter().flat_map(|b| [*b, 0]).collect(),
+            "a PEM file in UTF-16: store it as ASCII",
+        ),
+        ("truncated RSA DER", der(&fixture("rsa2048.pkcs8.pem"))[..600].to_vec(), "a DER private key, cut short"),
     ];
     for (case, secret, says) in &cases {
         let key = Key::from_plaintext(secret);

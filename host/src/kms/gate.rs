@@ -250,10 +250,8 @@ impl KmsGate {
             None => deadline,
         };
         // Misses of one secret at once take turns: the first asks the key service, the rest find its answer.
-        let waited_in_vain = |stale: Option<Decrypted>| {
-            let why = KmsError::Unavailable(
-                "another invocation's decrypt of this secret did not finish in this one's time".into(),
-            );
+        let waited_in_vain = |stale: Option<Decrypted>, why: &str| {
+            let why = KmsError::Unavailable(why.into());
             match stale {
                 Some(stale) => Answer { result: Ok(stale), cache: CacheUse::Stale, stale_because: Some(why) },
                 None => Answer::new(Err(why), CacheUse::Miss),
@@ -264,7 +262,10 @@ impl KmsGate {
             None => turn.await,
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), turn).await {
                 Ok(turn) => turn,
-                Err(_) => return waited_in_vain(stale_before),
+                Err(_) => {
+                    let why = "another invocation's decrypt of this secret did not finish in this one's time";
+                    return waited_in_vain(stale_before, why);
+                }
             },
         };
         // The one before in line may have answered.
@@ -274,7 +275,7 @@ impl KmsGate {
         };
         // A turn that came at the deadline leaves no time to ask.
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return waited_in_vain(stale);
+            return waited_in_vain(stale, "the time for this decrypt ran out before the key service could be asked");
         }
         match (self.call_backend(request, deadline).await, stale) {
             (Ok(decrypted), _) => {
