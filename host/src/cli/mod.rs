@@ -83,9 +83,10 @@ pub(crate) fn main() -> ExitCode {
 /// clap's refusal of the arguments in one line, as every other error (help and version are printed as clap does).
 fn usage_error(error: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
-        || matches!(error.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand)
-    {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = error.print();
         return ExitCode::from(if error.use_stderr() { EXIT_BAD_INPUT } else { 0 });
     }
