@@ -94,11 +94,7 @@ pub enum HostError {
 }
 
 /// [`Host::prefetch`], for the parts of a host: decrypts the `names` guest variables' ciphertexts through `gate`.
-pub(crate) async fn prefetch(
-    gate: &KmsGate,
-    guest_env: &[(String, String)],
-    names: &[String],
-) -> Result<(), HostError> {
+pub(crate) async fn prefetch(gate: &KmsGate, names: &[String]) -> Result<(), HostError> {
     if names.is_empty() {
         return Ok(());
     }
@@ -106,7 +102,7 @@ pub(crate) async fn prefetch(
     let span = tracing::info_span!("prefetch");
     async {
         // The policy was checked: every name is a guest env var.
-        let values = names.iter().filter_map(|name| guest_env.iter().find(|(n, _)| n == name));
+        let values = names.iter().filter_map(|name| Some((name, gate.guest_var(name)?)));
         for (i, (name, value)) in values.enumerate() {
             let fail = |reason: String| HostError::Prefetch { name: name.clone(), reason };
             let ciphertext =
@@ -183,7 +179,6 @@ pub struct Phases {
 pub struct Host {
     sandbox: Sandbox,
     gate: KmsGate,
-    guest_env: Vec<(String, String)>,
     prefetch: Vec<String>,
 }
 
@@ -207,7 +202,7 @@ impl Host {
     /// A host of parts built apart (Lambda's init builds them at once), `config` validated and the gate made from
     /// its policy.
     pub(crate) fn from_parts(sandbox: Sandbox, gate: KmsGate, config: HostConfig) -> Self {
-        Self { sandbox, gate, guest_env: config.guest_env, prefetch: config.kms.prefetch }
+        Self { sandbox, gate, prefetch: config.kms.prefetch }
     }
 
     /// Decrypts the ciphertexts (base64) of the policy's [`prefetch`](KmsPolicy::prefetch) variables now, with the
@@ -221,7 +216,7 @@ impl Host {
     /// [`HostError::Prefetch`] naming the variable whose value is not base64, or that the key service refused
     /// (`denied`, `invalid-ciphertext`).
     pub async fn prefetch(&self) -> Result<(), HostError> {
-        prefetch(&self.gate, &self.guest_env, &self.prefetch).await
+        prefetch(&self.gate, &self.prefetch).await
     }
 
     /// Like [`Host::new`], reading the component from a file.
@@ -280,7 +275,6 @@ impl Host {
                 function_arn: ctx.function_arn,
                 deadline_ms: budget.deadline_ms(),
             },
-            env: &self.guest_env,
             gate: self.gate.clone(),
             budget,
         })

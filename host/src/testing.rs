@@ -116,8 +116,7 @@ impl StubHost {
     #[must_use]
     pub fn secret(mut self, name: impl Into<String>, plaintext: impl AsRef<[u8]>) -> Self {
         let name = name.into();
-        self.secrets.retain(|(n, _)| *n != name);
-        self.env.retain(|(n, _)| *n != name);
+        self.forget(&name);
         self.secrets.push((name, Zeroizing::new(plaintext.as_ref().to_vec())));
         self.reset()
     }
@@ -126,8 +125,7 @@ impl StubHost {
     #[must_use]
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         let name = name.into();
-        self.secrets.retain(|(n, _)| *n != name);
-        self.env.retain(|(n, _)| *n != name);
+        self.forget(&name);
         self.env.push((name, value.into()));
         self.reset()
     }
@@ -152,6 +150,12 @@ impl StubHost {
     pub fn deny_plaintext(mut self) -> Self {
         self.plaintext = GuestPlaintext::Deny;
         self.reset()
+    }
+
+    /// Whatever the guest env var `name` held, secret or plain.
+    fn forget(&mut self, name: &str) {
+        self.secrets.retain(|(n, _)| n != name);
+        self.env.retain(|(n, _)| n != name);
     }
 
     fn reset(mut self) -> Self {

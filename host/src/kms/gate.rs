@@ -73,7 +73,7 @@ pub struct KmsGate {
     max_decrypt_calls: u32,
     max_key_operations: u32,
     max_key_input_bytes: usize,
-    /// The guest's env, for the `keys` import's `open-env`.
+    /// The guest's env: the sandbox's, and the `keys` import's `open-env` and prefetch read it.
     guest_env: Arc<[(String, String)]>,
 }
 
@@ -124,6 +124,11 @@ impl KmsGate {
     /// Largest message (or JWT header plus claims) one key operation takes.
     pub fn max_key_input_bytes(&self) -> usize {
         self.max_key_input_bytes
+    }
+
+    /// The guest's whole environment: its configured variables, nothing else of the host's.
+    pub fn guest_env(&self) -> &[(String, String)] {
+        &self.guest_env
     }
 
     /// The value of the guest env var `name` (for a secret, its base64 ciphertext), as the guest sees it.

@@ -86,7 +86,7 @@ pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
         kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), &settings.key_ids)?;
     }
     let gate = KmsGate::new(Arc::new(kms), &host_config.kms, &host_config.guest_env).map_err(HostError::from)?;
-    let prefetched = host::prefetch(&gate, &host_config.guest_env, &host_config.kms.prefetch).await;
+    let prefetched = host::prefetch(&gate, &host_config.kms.prefetch).await;
     let sandbox = loading.await.map_err(|e| LoadError::Engine(format!("the component loader stopped: {e}")));
     let sandbox = sandbox.and_then(|loaded| loaded).map_err(HostError::from)?;
     prefetched?;

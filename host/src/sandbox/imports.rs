@@ -14,7 +14,6 @@ use wasmtime_wasi::random::WasiRandom;
 
 use super::GuestState;
 use super::{keys_capability, kms_capability};
-use crate::kms::GuestPlaintext;
 
 /// One interface a guest may import.
 pub(crate) struct Grant {
@@ -95,13 +94,12 @@ pub(crate) const GRANTED: &[Grant] = &[
     Grant { name: "wasi:random/random", link: |l| random::random::add_to_linker::<_, WasiRandom>(l, rng) },
 ];
 
-/// The plaintext capability, granted unless the host denies guests plaintext.
+/// The plaintext capability: a host that denies guests plaintext refuses a component importing it, at load.
 const PLAINTEXT: &str = "keyward:lambda/kms";
 
-/// Links every granted interface, and nothing else (not `kms` when guests are denied plaintext).
-pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>, plaintext: GuestPlaintext) -> wasmtime::Result<()> {
-    let granted = GRANTED.iter().filter(|grant| plaintext == GuestPlaintext::Allow || grant.name != PLAINTEXT);
-    granted.into_iter().try_for_each(|grant| (grant.link)(linker))
+/// Links every granted interface, and nothing else.
+pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    GRANTED.iter().try_for_each(|grant| (grant.link)(linker))
 }
 
 /// Whether an import is the plaintext capability (`keyward:lambda/kms@0.1.0`), in any version.

@@ -59,7 +59,6 @@ impl WasiView for GuestState {
 pub(crate) struct RunRequest<'a> {
     pub(crate) event: &'a str,
     pub(crate) context: HandlerContext,
-    pub(crate) env: &'a [(String, String)],
     pub(crate) gate: KmsGate,
     pub(crate) budget: Budget,
 }
@@ -161,7 +160,7 @@ impl Sandbox {
         // What the host allocates for the guest in one call is bounded by the guest's own memory limit: the
         // bytes wasi:random makes, and the data the guest passes in (wasmtime's "hostcall fuel", 128 MiB by default).
         let wasi = WasiCtxBuilder::new()
-            .envs(request.env)
+            .envs(request.gate.guest_env())
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .max_random_size(self.limits.memory_bytes.min(MAX_RANDOM_BYTES) as u64)
@@ -243,7 +242,7 @@ fn load(
     let engine_error = |e: wasmtime::Error| LoadError::Engine(error_line(&e));
     let engine = engine::build(limits).map_err(engine_error)?;
     let mut linker = Linker::new(&engine);
-    imports::add_to_linker(&mut linker, plaintext).map_err(engine_error)?;
+    imports::add_to_linker(&mut linker).map_err(engine_error)?;
     let pre = component::load(&engine, &linker, component, plaintext)?;
     Ok((engine, pre))
 }
