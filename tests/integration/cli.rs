@@ -294,6 +294,11 @@ fn bad_arguments_get_one_line_and_a_dash_secret_is_a_secret() {
         assert!(stderr(&out).contains("an unexpected argument (not shown"), "{}", stderr(&out));
         assert!(!stderr(&out).contains("s3cret"), "{}", stderr(&out));
     }
+    let out = keyward(&["invoke", "x.wasm", "--key", &key, "--env", "PASSWORD hunter2-s3cret"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_line(&stderr(&out));
+    assert!(stderr(&out).contains("a value of --env is not of the form NAME=VALUE"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("s3cret"), "{}", stderr(&out));
     let out = keyward(&["invoke", "x.wasm", "--key", &key, "--bogus"]);
     assert!(stderr(&out).contains("unexpected argument '--bogus' found"), "{}", stderr(&out));
     let encrypted = keyward(&["encrypt", "--key", &key, "--plaintext", pem]);

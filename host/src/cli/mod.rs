@@ -90,13 +90,22 @@ fn usage_error(error: &clap::Error) -> ExitCode {
         let _ = error.print();
         return ExitCode::from(if error.use_stderr() { EXIT_BAD_INPUT } else { 0 });
     }
+    let arg = match error.get(clap::error::ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::String(arg)) => arg.clone(),
+        _ => String::new(),
+    };
+    // A value of --env may be a secret (a plain variable of the guest's): the refusal says what is wrong without it.
+    if matches!(error.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) && arg.starts_with("--env") {
+        eprintln!(
+            "keyward: error: a value of --env is not of the form NAME=VALUE with a non-empty NAME (not shown, in \
+             case it is a secret); see `keyward --help`"
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     // A stray argument is echoed only if it looks like a mistyped flag: a secret given without --plaintext (a PEM,
     // a password) must not land in a terminal's scrollback or a CI log.
     if error.kind() == ErrorKind::UnknownArgument {
-        let stray = match error.get(clap::error::ContextKind::InvalidArg) {
-            Some(clap::error::ContextValue::String(arg)) => arg.clone(),
-            _ => String::new(),
-        };
+        let stray = arg;
         let flag_like = stray.starts_with('-') && !stray.starts_with("---") && stray.len() <= 40;
         if !(flag_like && stray.chars().all(|c| c.is_ascii_graphic())) {
             eprintln!(
