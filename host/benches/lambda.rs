@@ -10,7 +10,7 @@
 //! - the resident set after those 10,000 invocations, and the size of the stripped binary.
 //!
 //! In process, per guest: where an invocation's time goes (instantiate, guest, response path) and the teardown of
-//! its instance, which Lambda mode does after the response is sent.
+//! its instance; Lambda mode instantiates before it asks for the invocation, and tears down after the response.
 //!
 //! A bench binary, not a test: it prints figures and asserts nothing about them.
 
@@ -157,7 +157,7 @@ fn main() {
     );
     for (guest, phases) in in_process {
         let [instantiate, guest_call, response, teardown] = phases;
-        table.host(&format!("{guest} in process: instantiate"), &instantiate, "", true);
+        table.host(&format!("{guest} in process: instantiate, before the invocation"), &instantiate, "", true);
         table.host(&format!("{guest} in process: guest's handle"), &guest_call, "", true);
         let target = if guest == "hello" { "≤ 15 µs" } else { "" };
         table.host(&format!("{guest} in process: response path"), &response, target, {

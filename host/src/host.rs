@@ -12,10 +12,16 @@ use crate::error::{InvokeError, check_event};
 use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, KmsPolicy, PolicyError};
 use crate::sandbox::KeyOperationRecord;
 use crate::sandbox::budget::Budget;
-use crate::sandbox::{ComponentSource, InvalidLimits, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance};
+use crate::sandbox::{
+    ComponentSource, FreshInstance, InvalidLimits, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance,
+};
 
 /// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
 pub const PREFETCH_BUDGET: Duration = Duration::from_secs(3);
+
+/// Most time an instance made ahead of its invocation may take ([`Host::instance`]): a guest whose start takes
+/// longer (a broken one) is instantiated by each invocation, in its own time, rather than delaying every poll.
+const AHEAD_OF_TIME: Duration = Duration::from_millis(100);
 
 /// Environment variables that hold AWS credentials: never handed to a guest, whatever the configuration says.
 pub const CREDENTIAL_ENV_VARS: &[&str] = &[
@@ -165,7 +171,8 @@ pub struct Invocation {
 /// Where an invocation's time went, in wall time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Phases {
-    /// From a free instance of the pool to the guest's instance, ready to be called.
+    /// From a free slot of the pool to the guest's instance, ready to be called (in Lambda mode, made while the
+    /// invocation was awaited: then not part of [`Invocation::elapsed`]).
     pub instantiate: Duration,
     /// The guest's `handle` call, its decrypts included.
     pub guest: Duration,
@@ -238,16 +245,38 @@ impl Host {
     /// An event that is not UTF-8 JSON fails with [`InvokeError::InvalidEvent`], and a deadline already past with
     /// [`InvokeError::DeadlineExceeded`], without running the guest.
     pub async fn invoke(&self, event: impl AsRef<[u8]>, ctx: InvocationContext) -> Invocation {
+        self.invoke_in(&mut None, event.as_ref(), ctx).await
+    }
+
+    /// A fresh instance of the guest, made ahead of the invocation it is for (Lambda mode makes the next one before
+    /// it asks for the invocation), within [`AHEAD_OF_TIME`] or the time limit if less; `None` when it cannot be
+    /// made in that time (the invocation then makes its own, in its own time, and reports why it cannot).
+    pub(crate) async fn instance(&self) -> Option<FreshInstance> {
+        let budget = Budget::new(self.limits().timeout.min(AHEAD_OF_TIME), None).ok()?;
+        self.sandbox.instance(&self.gate, budget).await.ok()
+    }
+
+    /// [`Host::invoke`], in the instance `fresh` holds if it holds one (taken only when the guest runs: the
+    /// instance of an event refused is left for the next), else in one made now.
+    pub(crate) async fn invoke_in(
+        &self,
+        fresh: &mut Option<FreshInstance>,
+        event: &[u8],
+        ctx: InvocationContext,
+    ) -> Invocation {
         let span = tracing::info_span!("invoke", request_id = %ctx.request_id);
         async move {
             let started = Instant::now();
-            let run = match self.prepare(event.as_ref(), ctx) {
-                Ok(request) => self.sandbox.run(request).await,
+            let run = match self.prepare(event, ctx) {
+                Ok(request) => match fresh.take() {
+                    Some(fresh) => self.sandbox.run_in(fresh, request).await,
+                    None => self.sandbox.run(&self.gate, request).await,
+                },
                 Err(e) => Run::refused(e),
             };
             let elapsed = started.elapsed();
             match &run.result {
-                Ok(response) => tracing::info!(elapsed_ms = elapsed.as_millis(), response_bytes = response.len(), "invocation succeeded"),
+                Ok(response) => tracing::debug!(elapsed_ms = elapsed.as_millis(), response_bytes = response.len(), "invocation succeeded"),
                 Err(e) => tracing::warn!(elapsed_ms = elapsed.as_millis(), error_type = e.error_type(), error = %e, "invocation failed"),
             }
             let phases = Phases { instantiate: run.instantiate, guest: run.guest, response: run.returned.elapsed() };
@@ -265,7 +294,7 @@ impl Host {
     }
 
     /// Checks the event and works out the invocation's time.
-    fn prepare<'a>(&'a self, event: &'a [u8], ctx: InvocationContext) -> Result<RunRequest<'a>, InvokeError> {
+    fn prepare<'a>(&self, event: &'a [u8], ctx: InvocationContext) -> Result<RunRequest<'a>, InvokeError> {
         let event = check_event(event)?;
         let budget = Budget::new(self.limits().timeout, ctx.deadline)?;
         Ok(RunRequest {
@@ -275,7 +304,6 @@ impl Host {
                 function_arn: ctx.function_arn,
                 deadline_ms: budget.deadline_ms(),
             },
-            gate: self.gate.clone(),
             budget,
         })
     }

@@ -21,6 +21,7 @@ mod host;
 pub mod keys;
 pub mod kms;
 pub mod lambda;
+pub mod logging;
 pub mod mask;
 pub mod sandbox;
 #[cfg(feature = "compiler")]

@@ -20,8 +20,9 @@
 //! net for mistakes. What keeps secrets in is isolation and credentials.
 //!
 //! Two places use it: each invocation masks its guest's stdout, stderr and error message with the plaintexts that
-//! invocation was handed, and [`MaskingWriter`] masks every host log line with every plaintext the process holds
-//! at the time (in the cache, or handed to a running invocation), whatever wrote the line.
+//! invocation was handed, and the host's log writer ([`crate::logging::MaskingWriter`]) masks every log line with
+//! every plaintext the process holds at the time ([`held_masker`]: in the cache, or handed to a running
+//! invocation), whatever wrote the line.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -226,7 +227,7 @@ struct HeldSecret {
 
 static HELD: LazyLock<HeldSet> = LazyLock::new(HeldSet::default);
 
-/// Keeps a plaintext in the set [`MaskingWriter`] masks, until dropped.
+/// Keeps a plaintext in the set every host log line is masked with ([`held_masker`]), until dropped.
 #[derive(Debug)]
 pub struct Held {
     digest: Option<[u8; 32]>,
@@ -272,62 +273,6 @@ pub fn held_masker() -> Arc<Masker> {
     let masker = Arc::new(Masker::new(secrets.values().map(|held| held.bytes.as_slice())));
     *HELD.masker.write().unwrap_or_else(PoisonError::into_inner) = Some(masker.clone());
     masker
-}
-
-/// A log writer (a `tracing_subscriber` [`MakeWriter`](tracing_subscriber::fmt::MakeWriter)) that masks every
-/// line with every plaintext the process holds, then writes it to `inner`. keyward's binary logs through it; a
-/// program using the library can too.
-#[derive(Debug, Clone)]
-pub struct MaskingWriter<M> {
-    inner: M,
-}
-
-impl<M> MaskingWriter<M> {
-    /// Masks what is written, then writes it through `inner`.
-    pub fn new(inner: M) -> Self {
-        Self { inner }
-    }
-}
-
-/// One log record being written: tracing's formatter writes a whole record in one `write_all`.
-#[derive(Debug)]
-pub struct MaskedRecord<W: std::io::Write> {
-    inner: W,
-}
-
-impl<W: std::io::Write> std::io::Write for MaskedRecord<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write_all(&held_masker().bytes(buf))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a> for MaskingWriter<M> {
-    type Writer = MaskedRecord<M::Writer>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        MaskedRecord { inner: self.inner.make_writer() }
-    }
-}
-
-/// Sends `tracing` events to stderr through a [`MaskingWriter`], at `default_level` (`error`, `info`, `debug`, ...)
-/// unless `RUST_LOG` gives levels (`debug`, `keyward=debug,aws_smithy_runtime=trace`; tracing-subscriber's
-/// [`Targets`](tracing_subscriber::filter::Targets) syntax); colored only on a terminal. Both binaries log through it.
-pub fn init_logging(default_level: &str) {
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let levels = std::env::var("RUST_LOG").ok().and_then(|levels| levels.parse::<Targets>().ok());
-    let levels = levels.or_else(|| default_level.parse().ok()).unwrap_or_default();
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let writer = MaskingWriter::new(std::io::stderr);
-    // The fmt builder caps levels at INFO by default: it lets everything through, and `levels` decides.
-    let format = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::TRACE);
-    format.with_writer(writer).with_ansi(ansi).finish().with(levels).init();
 }
 
 #[cfg(test)]
@@ -436,30 +381,6 @@ mod tests {
         assert_eq!(held_masker().text(text), "line with [REDACTED]", "still held by the second guard");
         drop(second);
         assert_eq!(held_masker().text(text), text);
-    }
-
-    #[test]
-    fn the_writer_masks_what_it_writes() {
-        let _held = hold(b"writer-s3cret-value");
-        let out = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let sink = out.clone();
-        let writer = MaskingWriter::new(move || SharedBuf(sink.clone()));
-        let mut record = tracing_subscriber::fmt::MakeWriter::make_writer(&writer);
-        std::io::Write::write_all(&mut record, b"audit context=k=writer-s3cret-value\n").unwrap();
-        assert_eq!(String::from_utf8(out.lock().unwrap().clone()).unwrap(), "audit context=k=[REDACTED]\n");
-    }
-
-    struct SharedBuf(std::sync::Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for SharedBuf {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     mod properties {

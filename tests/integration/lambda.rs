@@ -55,6 +55,35 @@ impl Function {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once `ready` holds for it, waiting up to 30 s: an invocation's lines are written just after its
+    /// outcome is accepted, so a test that has the outcome may not have them yet.
+    pub fn log_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log_text();
+            if ready(&log) {
+                return log;
+            }
+            assert!(std::time::Instant::now() < until, "{}: the log never got there: {log}", self.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log once it has stopped growing for 200 ms (within 10 s): everything the invocations so far wrote, for
+    /// checking what is not in it.
+    pub fn settled_log(&self) -> String {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let mut log = self.log_text();
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.log_text();
+            if now == log || std::time::Instant::now() >= until {
+                return now;
+            }
+            log = now;
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -151,10 +180,10 @@ async fn hello_runs_as_a_lambda_with_aws_kms() {
 
     // Nothing any function logged holds the plaintext.
     for f in [&function, &nocache, &probe].into_iter().chain(failed.iter()) {
-        let log = f.log_text();
+        let log = f.settled_log();
         assert!(!log.contains(std::str::from_utf8(SECRET).unwrap()), "{} logged the secret: {log}", f.name);
     }
-    assert!(function.log_text().contains("kms decrypt"), "audit lines are logged: {}", function.log_text());
+    function.log_when(|log| log.contains("kms decrypt"));
 }
 
 #[test]
@@ -265,7 +294,7 @@ async fn the_packaged_function_runs_from_its_task_root() {
     let response =
         function.invoke(&emulator, &json!({})).unwrap_or_else(|e| panic!("{e}; log: {}", function.log_text()));
     assert_eq!(hello_fingerprint(&response), fingerprint(b"packaged-s3cret"));
-    let log = function.log_text();
+    let log = function.log_when(|log| log.matches("kms decrypt").count() >= 2);
     assert!(log.lines().any(|l| l.contains("keyward ready") && l.contains("handler.cwasm")), "{log}");
     let audit: Vec<&str> = log.lines().filter(|l| l.contains("kms decrypt")).collect();
     assert_eq!(audit.len(), 2, "one prefetch (miss), one invocation (hit): {log}");

@@ -28,13 +28,18 @@ struct ProbeFunction {
 
 impl ProbeFunction {
     fn start(tag: &str) -> Self {
+        Self::start_with(tag, guest("probe"), 5000)
+    }
+
+    /// `component` as a function with a `timeout_ms` time limit.
+    fn start_with(tag: &str, component: std::path::PathBuf, timeout_ms: u64) -> Self {
         let dir = TempDir::new(tag);
         let api = RuntimeApiServer::start();
         let env = [
-            ("KEYWARD_COMPONENT", guest("probe").display().to_string()),
+            ("KEYWARD_COMPONENT", component.display().to_string()),
             ("KEYWARD_KMS_KEY_ID", "alias/unused".to_string()),
             ("KEYWARD_KMS_ENDPOINT", format!("http://127.0.0.1:{}", free_port())),
-            ("KEYWARD_TIMEOUT_MS", "5000".to_string()),
+            ("KEYWARD_TIMEOUT_MS", timeout_ms.to_string()),
         ];
         let function = Function::start(&api.address(tag), &dir, tag, &env);
         Self { api, function, _dir: dir }
@@ -149,7 +154,7 @@ fn row9_a_7_mib_guest_error_is_cut_and_no_log_line_carries_it() {
     assert!(message.ends_with(&format!("[cut: {whole} bytes in all]")), "{}", &message[message.len() - 60..]);
     assert!(!message.contains('\n'));
     probe.assert_serves_next("a 7 MiB guest error");
-    assert!(probe.function.log_text().lines().all(|line| line.len() < 32 * 1024), "a log line is over 32 KiB");
+    assert!(probe.function.settled_log().lines().all(|line| line.len() < 32 * 1024), "a log line is over 32 KiB");
 }
 
 /// An invocation without a usable request id cannot be answered: skipped with one line, and the next is served.
@@ -165,6 +170,75 @@ fn an_invocation_without_a_request_id_is_skipped() {
         "{log}"
     );
     assert!(log.contains("cannot be part of a URL path"), "{log}");
+}
+
+/// An invocation asking the probe how many invocations its instance has served.
+fn count() -> Invocation {
+    Invocation::json(&json!({"action": "count"}))
+}
+
+/// Lambda mode makes each invocation's instance before it asks for the invocation: however long that instance
+/// waits, the invocation's time starts with the invocation (for a guest in a host call and for one computing),
+/// and no instance serves two invocations, not even one left over by an event that was refused.
+#[test]
+fn an_instance_made_ahead_runs_in_its_invocations_time_and_serves_it_alone() {
+    let probe = ProbeFunction::start_with("edge-ahead", guest("probe"), 1000);
+    let served = |outcome: Outcome| outcome.response()["served"].clone();
+    assert_eq!(served(probe.invoke(count())), 1);
+
+    // Each instance below waited longer than the whole time limit before its invocation came.
+    std::thread::sleep(Duration::from_millis(1500));
+    let asked_at = now_ms();
+    let slept = probe.invoke(Invocation::json(&json!({"action": "sleep", "ms": 600}))).response();
+    assert_eq!(slept["slept_ms"], 600, "{slept}");
+    let deadline_ms = slept["deadline_ms"].as_u64().unwrap();
+    assert!(deadline_ms >= asked_at + 900, "the deadline was set {} ms after asking", deadline_ms - asked_at);
+
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    let (error_type, _) = probe.invoke(Invocation::json(&json!({"action": "loop"}))).error();
+    assert_eq!(error_type, "GuestTimeout");
+    assert!(started.elapsed() >= Duration::from_millis(900), "stopped after {:?}", started.elapsed());
+
+    let (error_type, _) = probe.invoke(Invocation::new("not json")).error();
+    assert_eq!(error_type, "InvalidEvent");
+    assert_eq!(served(probe.invoke(count())), 1, "the instance the refused event left is still fresh");
+    assert_eq!(served(probe.invoke(count())), 1);
+}
+
+/// The invocation's log lines (here, the guest's output) are written once its response is accepted, not before:
+/// the caller does not wait for the log.
+#[test]
+fn an_invocations_log_is_written_after_its_response() {
+    let probe = ProbeFunction::start("edge-log-after");
+    probe.api.hold_acknowledgements(true);
+    let printed = probe.invoke(Invocation::json(&json!({"action": "print", "lines": 1}))).response();
+    assert_eq!(printed["printed"], 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!probe.function.log_text().contains("probe stdout line 0"), "{}", probe.function.log_text());
+    probe.api.hold_acknowledgements(false);
+    probe.function.log_when(|log| log.contains("probe stdout line 0"));
+}
+
+/// A guest whose start function traps or never returns fails each invocation, in the invocation's time, and the
+/// process serves on: the instance made ahead of the invocation, which fails (or is given up after 100 ms), is
+/// not its answer.
+#[test]
+fn a_guest_whose_start_fails_fails_each_invocation_in_its_time() {
+    let dir = TempDir::new("edge-start");
+    for (name, error_type) in [("start-trap", "GuestTrap"), ("start-loop", "GuestTimeout")] {
+        let wat = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/guests/wat/{name}.wat"));
+        let component = dir.0.join(format!("{name}.wasm"));
+        std::fs::write(&component, wat::parse_file(&wat).unwrap()).unwrap();
+        let mut probe = ProbeFunction::start_with(&format!("edge-{name}"), component, 1000);
+        for _ in 0..2 {
+            let started = std::time::Instant::now();
+            let (got, message) = probe.invoke(Invocation::json(&json!({}))).error();
+            assert_eq!(got, error_type, "{name}: {message}");
+            assert!(started.elapsed() < Duration::from_millis(2500), "{name}: {:?}", started.elapsed());
+        }
+        assert!(probe.function.is_alive(), "{name}: {}", probe.function.log_text());
+    }
 }
 
 /// moto with a key, a ciphertext under the context `function=edge` (as the functions stamp) and one under another
@@ -218,21 +292,8 @@ impl Kms {
     fn assert_no_plaintext_logged(&self, functions: &[&Function]) {
         let secret = std::str::from_utf8(SECRET).unwrap();
         for function in functions {
-            assert!(!function.log_text().contains(secret), "{} logged the secret", function.name);
+            assert!(!function.settled_log().contains(secret), "{} logged the secret", function.name);
         }
-    }
-}
-
-/// Waits until the function's log has a line containing `text`.
-fn wait_for_log(function: &Function, text: &str) -> String {
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = function.log_text();
-        if log.contains(text) {
-            return log;
-        }
-        assert!(std::time::Instant::now() < until, "{}: no {text:?} in: {log}", function.name);
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -252,7 +313,7 @@ async fn row6_prefetch_survives_an_unavailable_kms_and_fails_on_a_refusal() {
     let mut empty = kms.hello("prefetch-empty", "", &kms.moto.url(), &kms.key, &prefetch);
 
     for function in [&unreachable, &throttling] {
-        let log = wait_for_log(function, "keyward ready");
+        let log = function.log_when(|log| log.contains("keyward ready"));
         let warnings: Vec<&str> = log.lines().filter(|l| l.contains("prefetch skipped")).collect();
         assert_eq!(warnings.len(), 1, "{}: {log}", function.name);
         assert!(warnings[0].contains("PASSWORD"), "{}", warnings[0]);
@@ -315,7 +376,7 @@ async fn row7_a_kms_network_failure_is_one_short_line() {
 async fn row8_an_invalid_ciphertext_is_sent_to_kms_once() {
     let kms = Kms::start("edge-row8").await;
     let invalid = kms.hello("invalid", &kms.wrong_context, &kms.moto.url(), &kms.key, &[]);
-    wait_for_log(&invalid, "keyward ready");
+    invalid.log_when(|log| log.contains("keyward ready"));
     recorder_start(&kms.moto);
     for _ in 0..3 {
         let (error_type, message) = kms.invoke(&invalid).error();
@@ -323,7 +384,7 @@ async fn row8_an_invalid_ciphertext_is_sent_to_kms_once() {
         assert!(message.contains("kms invalid-ciphertext"), "{message}");
     }
     assert_eq!(recorder_decrypts(&kms.moto), 1, "three invocations, one Decrypt");
-    let log = invalid.log_text();
+    let log = invalid.log_when(|log| log.matches("cache=\"hit\"").count() >= 2);
     assert_eq!(log.matches("cache=\"hit\"").count(), 2, "{log}");
 }
 
@@ -346,7 +407,7 @@ async fn row10_a_cached_secret_is_served_stale_on_outage_never_on_refusal() {
     kms.client.delete_alias().alias_name("alias/edge-revoked").send().await.unwrap();
     kms.assert_serves(&mut outage);
     kms.assert_serves(&mut outage);
-    let log = outage.log_text();
+    let log = outage.log_when(|log| log.matches("cache=\"stale\"").count() >= 2);
     let stale: Vec<&str> = log.lines().filter(|l| l.contains("cache=\"stale\"")).collect();
     assert_eq!(stale.len(), 2, "{log}");
     assert!(stale.iter().all(|l| l.contains("served the last plaintext past its TTL")), "{log}");
@@ -416,7 +477,7 @@ async fn console_cli_and_asymmetric_ciphertexts_live_side_by_side() {
     assert!(message.contains("kms denied: this secret is under an asymmetric KMS key"), "{message}");
     let stamped = b64(&encrypt(&kms.client, &kms.key, b"fn-s3cret", &[("function", "secrets")]).await);
     assert_eq!(decrypt(&stamped, json!({})).response()["sha256_prefix"], fingerprint(b"fn-s3cret"));
-    let log = function.log_text();
+    let log = function.log_when(|log| log.contains("CONSOLE"));
     assert!(
         log.contains("secret=\"CONSOLE\"") || log.contains("secret=CONSOLE"),
         "the audit line names the secret: {log}"

@@ -98,6 +98,8 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     stop: AtomicBool,
+    /// While set, a posted response or error is recorded at once but acknowledged only once it is cleared.
+    hold_acknowledgements: AtomicBool,
 }
 
 /// The server; stopped on drop.
@@ -111,8 +113,12 @@ impl RuntimeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let shared =
-            Arc::new(Shared { state: Mutex::default(), changed: Condvar::new(), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            hold_acknowledgements: AtomicBool::new(false),
+        });
         let accepting = shared.clone();
         std::thread::spawn(move || {
             while !accepting.stop.load(Ordering::Relaxed) {
@@ -146,6 +152,12 @@ impl RuntimeApiServer {
         self.enqueue(name, invocation);
         self.outcome(&id, Duration::from_secs(30))
             .unwrap_or_else(|| panic!("function {name} posted nothing for {id} within 30 s"))
+    }
+
+    /// While `hold` is set, responses and errors are recorded as they are posted, but the function's request
+    /// is answered only once it is cleared (to see what a function does before its outcome is acknowledged).
+    pub fn hold_acknowledgements(&self, hold: bool) {
+        self.shared.hold_acknowledgements.store(hold, Ordering::Relaxed);
     }
 
     /// What was posted for the request id, waiting up to `timeout`.
@@ -295,6 +307,9 @@ fn route(request: &Request, shared: &Shared) -> Option<Vec<u8>> {
             };
             shared.state.lock().unwrap().outcomes.insert(id.to_string(), outcome);
             shared.changed.notify_all();
+            while shared.hold_acknowledgements.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             Some(accepted())
         }
         _ => Some(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()),

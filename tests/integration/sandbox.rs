@@ -203,15 +203,20 @@ async fn invocations_beyond_the_pool_wait_for_an_instance_within_their_time() {
     let limits = Limits { max_instances: 1, timeout: Duration::from_secs(2), ..Limits::default() };
     let (_, host) = host("probe", HostConfig { limits, ..HostConfig::default() });
     let host = std::sync::Arc::new(host);
+    // Each task gives its instance back as it ends (an `Invocation` holds it until dropped): the order they take
+    // the instance in is not the order the test reads their outcomes in.
     let sleep = |ms: u64| {
         let host = host.clone();
-        tokio::spawn(async move { invoke(&host, json!({"action": "sleep", "ms": ms})).await })
+        tokio::spawn(async move { invoke(&host, json!({"action": "sleep", "ms": ms})).await.result })
+    };
+    let slept = |result: Result<String, InvokeError>| {
+        let response: serde_json::Value = serde_json::from_str(&result.expect("the sleep ran")).unwrap();
+        response["slept_ms"].clone()
     };
     // Three at once, one instance: they run one after the other, each inside its 2 s.
     let tasks: Vec<_> = (0..3).map(|_| sleep(300)).collect();
     for task in tasks {
-        let invocation = task.await.unwrap();
-        assert_eq!(response(&invocation)["slept_ms"], 300, "{:?}", invocation.result);
+        assert_eq!(slept(task.await.unwrap()), 300);
     }
     // One holds the instance past the other's whole time (a 150 ms deadline).
     let holder = sleep(1500);
@@ -224,7 +229,7 @@ async fn invocations_beyond_the_pool_wait_for_an_instance_within_their_time() {
     assert_eq!(waited.result, Err(InvokeError::Busy { instances: 1 }));
     assert_eq!(waited.result.unwrap_err().error_type(), "HostBusy");
     assert!(waited.elapsed < Duration::from_millis(1000), "it gave up at its deadline: {:?}", waited.elapsed);
-    assert_eq!(response(&holder.await.unwrap())["slept_ms"], 1500);
+    assert_eq!(slept(holder.await.unwrap()), 1500);
 }
 
 /// A component from `tests/guests/wat/` (hand-written WebAssembly text, for what no compiler emits on request).

@@ -10,6 +10,6 @@ fn main() -> std::process::ExitCode {
         );
         return std::process::ExitCode::from(2);
     }
-    keyward::mask::init_logging("info");
+    keyward::logging::init_lambda_logging("info");
     keyward::lambda::main()
 }

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "keyward", version, about)]
 struct Cli {
-    /// Log host events to stderr (-v: invocations, audit lines and guest output; -vv: debug).
+    /// Log host events to stderr (-v: failed invocations, audit lines and guest output; -vv: debug, each invocation too).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -57,9 +57,9 @@ pub(crate) fn main() -> ExitCode {
             Err(e) => return usage_error(&e),
         }
     };
-    // Lambda mode logs invocations and audit lines by default, however it was started.
-    let verbose = if matches!(cli.command, Command::Lambda) { cli.verbose.max(1) } else { cli.verbose };
-    init_logging(verbose);
+    // Lambda mode logs failed invocations and audit lines by default, however it was started.
+    let lambda = matches!(cli.command, Command::Lambda);
+    init_logging(if lambda { cli.verbose.max(1) } else { cli.verbose }, lambda);
     let result = match cli.command {
         Command::Keygen(cmd) => cmd.run(),
         Command::Encrypt(cmd) => cmd.run(),
@@ -139,10 +139,11 @@ fn report(error: &anyhow::Error) -> ExitCode {
     ExitCode::from(if error.is::<Failed>() { EXIT_FAILED } else { EXIT_BAD_INPUT })
 }
 
-fn init_logging(verbose: u8) {
-    keyward::mask::init_logging(match verbose {
+fn init_logging(verbose: u8, lambda: bool) {
+    let level = match verbose {
         0 => "error",
         1 => "info",
         _ => "debug",
-    });
+    };
+    if lambda { keyward::logging::init_lambda_logging(level) } else { keyward::logging::init_logging(level) }
 }

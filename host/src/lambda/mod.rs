@@ -20,7 +20,8 @@ use runtime_api::{Next, NextInvocation, RuntimeApi};
 use crate::InvokeError;
 use crate::host::{self, Host, HostError, Invocation, InvocationContext};
 use crate::kms::{AwsKms, AwsKmsError, KmsGate};
-use crate::sandbox::{ComponentSource, LoadError, Sandbox};
+use crate::logging;
+use crate::sandbox::{ComponentSource, FreshInstance, LoadError, Sandbox};
 
 /// Consecutive failed polls of the Runtime API after which it is taken to be gone (about 11 s of retries).
 const MAX_POLL_FAILURES: u32 = 10;
@@ -141,7 +142,14 @@ pub async fn run(config: Result<LambdaConfig, ConfigError>) -> Result<(), Lambda
 /// when the Runtime API cannot be reached any more.
 async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
     let mut failures = 0;
+    let mut fresh = None;
     loop {
+        // The next invocation's instance is made before it is asked for, not while: Lambda may freeze the process
+        // as soon as `/next` is called, and work left for then would be done at that invocation's expense. The pool
+        // holds one instance per loop (`max_instances` is the concurrency), so this one keeps no other waiting.
+        if fresh.is_none() {
+            fresh = host.instance().await;
+        }
         let invocation = match api.next().await {
             Ok(Next::Invocation(invocation)) => invocation,
             Ok(Next::Unanswerable(why)) => {
@@ -161,7 +169,9 @@ async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
             }
         };
         failures = 0;
-        let (result, instance) = match handle(host, &invocation).await {
+        // The invocation's log records wait until its outcome is out: the caller need not wait for the log.
+        let (ran, log) = logging::hold_back(handle(host, &mut fresh, &invocation)).await;
+        let (result, instance) = match ran {
             Ok(ran) => (ran.result, Some(ran.instance)),
             Err(e) => (Err(e), None),
         };
@@ -169,6 +179,7 @@ async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
             Ok(response) => api.respond(&invocation, response).await,
             Err(e) => api.fail(&invocation, &Diagnostic::from(&e)).await,
         };
+        log.write();
         // The response is out: now the instance is torn down (its memory given back, its pool slot freed). On
         // another thread it would cost more than it saves: unmapping interrupts this thread (TLB shootdown) anyway.
         drop(instance);
@@ -178,8 +189,13 @@ async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
     }
 }
 
-/// Runs the invocation's event, or tells why it cannot run (its event could not be read).
-async fn handle(host: &Host, invocation: &NextInvocation) -> Result<Invocation, InvokeError> {
+/// Runs the invocation's event, in `fresh`'s instance if it holds one, or tells why it cannot run (its event could
+/// not be read).
+async fn handle(
+    host: &Host,
+    fresh: &mut Option<FreshInstance>,
+    invocation: &NextInvocation,
+) -> Result<Invocation, InvokeError> {
     let event = match &invocation.event {
         Ok(event) => event,
         Err(e) => {
@@ -192,5 +208,5 @@ async fn handle(host: &Host, invocation: &NextInvocation) -> Result<Invocation, 
         function_arn: invocation.function_arn.clone(),
         deadline: invocation.deadline,
     };
-    Ok(host.invoke(event, ctx).await)
+    Ok(host.invoke_in(fresh, event, ctx).await)
 }

@@ -19,7 +19,7 @@ use crate::mask::{self, Masker};
 const INTERFACE: &str = "keyward:lambda/kms@0.1.0";
 
 /// A plaintext handed to the guest. wasmtime lowers it into the guest's memory from a clone of this `Arc` and drops
-/// that clone after the copy; this last one is zeroized when the invocation ends. Until then it also keeps the
+/// that clone after the copy; this last one is zeroized when the instance is torn down. Until then it also keeps the
 /// plaintext in the set every host log line is masked with.
 #[derive(Debug)]
 struct HandedOut {
@@ -65,6 +65,11 @@ impl KmsCapability {
     pub(crate) fn new(gate: KmsGate, deadline: Instant) -> Self {
         let max_calls = gate.max_decrypt_calls();
         Self { gate, deadline, max_calls, records: Vec::new(), handed_out: Vec::new() }
+    }
+
+    /// From now on, the key service must have answered by `deadline` (the invocation's, once it starts).
+    pub(crate) fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
     }
 
     /// The record of every decrypt, and the plaintexts handed to the guest (zeroized when dropped), taken out.

@@ -35,7 +35,7 @@ use limits::StoreLimiter;
 pub use limits::{InvalidLimits, LimitExceeded, Limits};
 use output::GuestOutput;
 
-use crate::bindings::{HandlerContext, SecretHandlerPre};
+use crate::bindings::{HandlerContext, SecretHandler, SecretHandlerPre};
 use crate::error::InvokeError;
 use crate::kms::{DecryptRecord, GuestPlaintext, KmsGate};
 
@@ -46,6 +46,16 @@ pub(crate) struct GuestState {
     limiter: StoreLimiter,
     kms: KmsCapability,
     key_operations: keys_capability::KeyOperations,
+    /// The time the guest runs in: its instantiation's until the invocation starts ([`GuestState::start`]).
+    budget: Budget,
+}
+
+impl GuestState {
+    /// The invocation starts: from now on the guest, the key service and host-side work run in its time.
+    fn start(&mut self, budget: Budget) {
+        self.budget = budget;
+        self.kms.set_deadline(budget.kms_deadline());
+    }
 }
 
 impl WasiView for GuestState {
@@ -59,8 +69,24 @@ impl WasiView for GuestState {
 pub(crate) struct RunRequest<'a> {
     pub(crate) event: &'a str,
     pub(crate) context: HandlerContext,
-    pub(crate) gate: KmsGate,
     pub(crate) budget: Budget,
+}
+
+/// A guest instance no invocation has run in yet, with its slot of the pool: made ahead of its invocation in
+/// Lambda mode (before the next is asked for), or by the invocation itself.
+pub(crate) struct FreshInstance {
+    store: Store<GuestState>,
+    guest: SecretHandler,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    output: [GuestOutput; 2],
+    /// How long it took to make.
+    instantiate: Duration,
+}
+
+impl std::fmt::Debug for FreshInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FreshInstance").field("instantiate", &self.instantiate).finish_non_exhaustive()
+    }
 }
 
 /// What one guest run gave: the checked response or why there is none, every decrypt and key operation the guest
@@ -79,11 +105,12 @@ pub(crate) struct Run {
 }
 
 /// A used guest instance, torn down (its memory and tables given back to the pool, its slot to the next
-/// invocation) when dropped. Lambda mode drops it after sending the response: resetting a guest's memory is
-/// work the caller need not wait for.
+/// invocation, the plaintexts it was handed zeroized) when dropped. Lambda mode drops it after sending the
+/// response: resetting a guest's memory is work the caller need not wait for.
 pub struct UsedInstance {
     _store: Option<Store<GuestState>>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _handed_out: Option<kms_capability::HandedOutAll>,
 }
 
 impl std::fmt::Debug for UsedInstance {
@@ -95,7 +122,7 @@ impl std::fmt::Debug for UsedInstance {
 impl Run {
     /// A run that never had an instance.
     pub(crate) fn refused(error: InvokeError) -> Self {
-        let instance = UsedInstance { _store: None, _permit: None };
+        let instance = UsedInstance { _store: None, _permit: None, _handed_out: None };
         let zero = Duration::ZERO;
         Self {
             result: Err(error),
@@ -145,32 +172,45 @@ impl Sandbox {
         &self.limits
     }
 
-    /// Runs the guest's handler once in a fresh instance, once one of the pool's is free.
+    /// Runs the guest's handler once in a fresh instance, made once one of the pool's slots is free.
     ///
     /// An invocation whose time runs out while every instance is busy fails with [`InvokeError::Busy`].
-    pub(crate) async fn run(&self, request: RunRequest<'_>) -> Run {
-        let deadline = tokio::time::Instant::from_std(request.budget.outer_deadline());
+    pub(crate) async fn run(&self, gate: &KmsGate, request: RunRequest<'_>) -> Run {
+        match self.instance(gate, request.budget).await {
+            Ok(fresh) => self.run_in(fresh, request).await,
+            Err(failed) => failed,
+        }
+    }
+
+    /// A fresh instance of the guest, made within `budget` (a start function the guest has runs in it): the wait
+    /// for a free slot of the pool, then the instantiation.
+    ///
+    /// # Errors
+    /// The failed run: [`InvokeError::Busy`] when no slot came free in time, else the instantiation's error, with
+    /// whatever the guest did meanwhile.
+    pub(crate) async fn instance(&self, gate: &KmsGate, budget: Budget) -> Result<FreshInstance, Run> {
+        let deadline = tokio::time::Instant::from_std(budget.outer_deadline());
         // The semaphore is never closed, so the only failure is the time running out.
         let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, self.instances.clone().acquire_owned()).await else {
-            return Run::refused(InvokeError::Busy { instances: self.limits.max_instances });
+            return Err(Run::refused(InvokeError::Busy { instances: self.limits.max_instances }));
         };
         let started = Instant::now();
-        let stdout = GuestOutput::new("stdout", self.limits.max_output_bytes);
-        let stderr = GuestOutput::new("stderr", self.limits.max_output_bytes);
+        let output = ["stdout", "stderr"].map(|name| GuestOutput::new(name, self.limits.max_output_bytes));
         // What the host allocates for the guest in one call is bounded by the guest's own memory limit: the
         // bytes wasi:random makes, and the data the guest passes in (wasmtime's "hostcall fuel", 128 MiB by default).
         let wasi = WasiCtxBuilder::new()
-            .envs(request.gate.guest_env())
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
+            .envs(gate.guest_env())
+            .stdout(output[0].clone())
+            .stderr(output[1].clone())
             .max_random_size(self.limits.memory_bytes.min(MAX_RANDOM_BYTES) as u64)
             .build();
         let state = GuestState {
             wasi,
             table: ResourceTable::new(),
             limiter: StoreLimiter::new(self.limits.memory_bytes),
-            kms: KmsCapability::new(request.gate, request.budget.kms_deadline()),
+            kms: KmsCapability::new(gate.clone(), budget.kms_deadline()),
             key_operations: keys_capability::KeyOperations::default(),
+            budget,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -179,44 +219,74 @@ impl Sandbox {
         // At every epoch tick a computing guest yields to the other invocations of the thread (with several at
         // once, a guest in a loop must not hold a thread until its time is up), and past its time it is stopped;
         // the outer timeout stops one that waits too long in a host call. Both report the same limit.
-        let time_limit = request.budget.exceeded();
-        let (guest_deadline, stop) = (request.budget.guest_deadline(), time_limit.clone());
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= guest_deadline {
-                return Err(wasmtime::Error::new(stop.clone()));
+        store.epoch_deadline_callback(|store| {
+            let budget = store.data().budget;
+            if Instant::now() >= budget.guest_deadline() {
+                return Err(wasmtime::Error::new(budget.exceeded()));
             }
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
         });
+        store.set_epoch_deadline(1);
+        let instantiated = tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut store)).await;
+        let time_limit = budget.exceeded();
+        match instantiated.unwrap_or_else(|_| Err(wasmtime::Error::new(time_limit.clone()))) {
+            Ok(guest) => Ok(FreshInstance { store, guest, permit, output, instantiate: started.elapsed() }),
+            Err(e) => {
+                let error = self.instantiate_error(&e, &time_limit);
+                let returned = Instant::now();
+                Err(self.finish(store, permit, &output, Err(error), [returned - started, Duration::ZERO], returned))
+            }
+        }
+    }
 
-        let mut instantiated = None;
+    /// Runs the guest's handler once in `fresh`, in the invocation's time.
+    pub(crate) async fn run_in(&self, fresh: FreshInstance, request: RunRequest<'_>) -> Run {
+        let FreshInstance { mut store, guest, permit, output, instantiate } = fresh;
+        let budget = request.budget;
+        store.data_mut().start(budget);
+        // Counted from now: an instance made ahead of its invocation would otherwise yield at once.
+        store.set_epoch_deadline(1);
+        let time_limit = budget.exceeded();
+        let started = Instant::now();
         let call = async {
-            let guest =
-                self.pre.instantiate_async(&mut store).await.map_err(|e| self.instantiate_error(&e, &time_limit))?;
-            instantiated = Some(Instant::now());
             let returned = guest
                 .keyward_lambda_handler()
                 .call_handle(&mut store, request.event, &request.context)
                 .await
                 .map_err(|e| self.trap_error(&e, &time_limit))?;
-            Ok::<_, InvokeError>((returned.map_err(InvokeError::Guest)?, Instant::now()))
+            returned.map_err(InvokeError::Guest)
         };
+        let deadline = tokio::time::Instant::from_std(budget.outer_deadline());
         let called = tokio::time::timeout_at(deadline, call).await.unwrap_or(Err(InvokeError::Limit(time_limit)));
-        let returned = called.as_ref().map_or_else(|_| Instant::now(), |(_, at)| *at);
-        let instantiated = instantiated.unwrap_or(returned);
-        let outcome = called.and_then(|(response, _)| self.check_response(response));
+        let returned = Instant::now();
+        let outcome = called.and_then(|response| self.check_response(response));
+        self.finish(store, permit, &output, outcome, [instantiate, returned - started], returned)
+    }
+
+    /// The run's end, whatever it was: the records of what the guest did, its output masked into the log, its
+    /// outcome masked, and the instance to tear down.
+    fn finish(
+        &self,
+        mut store: Store<GuestState>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        output: &[GuestOutput; 2],
+        outcome: Result<String, InvokeError>,
+        [instantiate, guest]: [Duration; 2],
+        returned: Instant,
+    ) -> Run {
         let (decrypts, handed_out) = store.data_mut().kms.finish();
         let key_operations = store.data_mut().key_operations.finish();
         let masker = LazyCell::new(|| handed_out.masker());
-        stdout.flush_to_log(&masker);
-        stderr.flush_to_log(&masker);
+        for stream in output {
+            stream.flush_to_log(&masker);
+        }
         Run {
             result: outcome.map_err(|e| e.scrubbed(&masker)),
             decrypts,
             key_operations,
-            instance: UsedInstance { _store: Some(store), _permit: Some(permit) },
-            instantiate: instantiated - started,
-            guest: returned - instantiated,
+            instance: UsedInstance { _store: Some(store), _permit: Some(permit), _handed_out: Some(handed_out) },
+            instantiate,
+            guest,
             returned,
         }
     }

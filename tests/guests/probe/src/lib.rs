@@ -177,6 +177,12 @@ impl Guest for Probe {
                     n = std::hint::black_box(n.wrapping_add(1));
                 }
             }
+            // How many invocations this instance has served, this one included: 1 in a fresh instance.
+            "count" => {
+                static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Ok(json!({ "served": served }).to_string())
+            }
             "trap" => panic!("probe asked to trap"),
             "exit" => std::process::exit(3),
             // Allocate and touch `mb` megabytes.

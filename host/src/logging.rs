@@ -1,0 +1,208 @@
+//! The host's log: `tracing` records, each masked with every plaintext the process holds ([`held_masker`]) before
+//! it is written, whatever wrote it. In Lambda mode an invocation's records are held back while it runs and written
+//! once its outcome is delivered ([`hold_back`]): the caller does not wait for the log.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::Write as _;
+
+use crate::mask::held_masker;
+
+tokio::task_local! {
+    /// The records held back by the [`hold_back`] this task runs in, masked, in order.
+    static HELD_BACK: RefCell<Vec<u8>>;
+}
+
+/// Most bytes of records held back at once; past it, they are written at once. An invocation's records are
+/// bounded anyway (its quotas bound the audit lines, [`Limits::max_output_bytes`](crate::Limits) its output);
+/// this bounds what waits in memory whatever logs.
+const HOLD_BACK_LIMIT: usize = 256 << 10;
+
+/// Runs `future` with the records it logs through a [`MaskingWriter`] held back (already masked), rather than
+/// written: Lambda mode logs an invocation's records after its outcome is delivered. They are written to stderr,
+/// where [`init_logging`] sends the log, when the returned [`HeldRecords`] is written or dropped; past
+/// 256 KiB they are written at once.
+pub async fn hold_back<F: Future>(future: F) -> (F::Output, HeldRecords) {
+    HELD_BACK
+        .scope(RefCell::new(Vec::new()), async move {
+            let output = future.await;
+            (output, HeldRecords(HELD_BACK.with(RefCell::take)))
+        })
+        .await
+}
+
+/// Log records [`hold_back`] held, masked; written to stderr by [`HeldRecords::write`] or when dropped.
+#[derive(Debug)]
+#[must_use = "the records are written when this is written or dropped: do so where they belong in the log"]
+pub struct HeldRecords(Vec<u8>);
+
+impl HeldRecords {
+    /// Writes the records to stderr (a failed write is dropped, as `tracing`'s writer drops it).
+    pub fn write(mut self) {
+        self.write_out();
+    }
+
+    fn write_out(&mut self) {
+        if !self.0.is_empty() {
+            let _ = std::io::stderr().lock().write_all(&std::mem::take(&mut self.0));
+        }
+    }
+}
+
+impl Drop for HeldRecords {
+    fn drop(&mut self) {
+        self.write_out();
+    }
+}
+
+/// A log writer (a `tracing_subscriber` [`MakeWriter`](tracing_subscriber::fmt::MakeWriter)) that masks every
+/// line with every plaintext the process holds, then writes it to `inner`. keyward's binary logs through it; a
+/// program using the library can too.
+#[derive(Debug, Clone)]
+pub struct MaskingWriter<M> {
+    inner: M,
+}
+
+impl<M> MaskingWriter<M> {
+    /// Masks what is written, then writes it through `inner`.
+    pub fn new(inner: M) -> Self {
+        Self { inner }
+    }
+}
+
+/// One log record being written: tracing's formatter writes a whole record in one `write_all`.
+#[derive(Debug)]
+pub struct MaskedRecord<W: std::io::Write> {
+    inner: W,
+}
+
+impl<W: std::io::Write> std::io::Write for MaskedRecord<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let masked = held_masker().bytes(buf);
+        // Within `hold_back`, the record joins those held; past the limit, they are written with it, in order.
+        let passed_on = HELD_BACK.try_with(|held| {
+            let mut held = held.borrow_mut();
+            held.extend_from_slice(&masked);
+            (held.len() > HOLD_BACK_LIMIT).then(|| std::mem::take(&mut *held))
+        });
+        match passed_on {
+            Ok(None) => {}
+            Ok(Some(records)) => self.inner.write_all(&records)?,
+            Err(_) => self.inner.write_all(&masked)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a> for MaskingWriter<M> {
+    type Writer = MaskedRecord<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        MaskedRecord { inner: self.inner.make_writer() }
+    }
+}
+
+/// Sends `tracing` events to stderr through a [`MaskingWriter`], at `default_level` (`error`, `info`, `debug`, ...)
+/// unless `RUST_LOG` gives levels (`debug`, `keyward=debug,aws_smithy_runtime=trace`; tracing-subscriber's
+/// [`Targets`](tracing_subscriber::filter::Targets) syntax); colored only on a terminal. The command line logs
+/// through it; Lambda mode through [`init_lambda_logging`].
+pub fn init_logging(default_level: &str) {
+    init(default_level, true);
+}
+
+/// [`init_logging`] for Lambda mode: without timestamps, since CloudWatch Logs stamps every line it receives (as
+/// `lambda_runtime`'s own subscriber leaves them out).
+pub fn init_lambda_logging(default_level: &str) {
+    init(default_level, false);
+}
+
+fn init(default_level: &str, timestamps: bool) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let levels = std::env::var("RUST_LOG").ok().and_then(|levels| levels.parse::<Targets>().ok());
+    let levels = levels.or_else(|| default_level.parse().ok()).unwrap_or_default();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let writer = MaskingWriter::new(std::io::stderr);
+    // The fmt builder caps levels at INFO by default: it lets everything through, and `levels` decides.
+    let format = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::TRACE);
+    let format = format.with_writer(writer).with_ansi(ansi);
+    if timestamps {
+        format.finish().with(levels).init();
+    } else {
+        format.without_time().finish().with(levels).init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::mask::hold;
+
+    #[test]
+    fn the_writer_masks_what_it_writes() {
+        let _held = hold(b"writer-s3cret-value");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let writer = MaskingWriter::new(move || SharedBuf(sink.clone()));
+        let mut record = tracing_subscriber::fmt::MakeWriter::make_writer(&writer);
+        std::io::Write::write_all(&mut record, b"audit context=k=writer-s3cret-value\n").unwrap();
+        assert_eq!(String::from_utf8(out.lock().unwrap().clone()).unwrap(), "audit context=k=[REDACTED]\n");
+    }
+
+    struct SharedBuf(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_held_back_masked_and_in_order() {
+        let _held = hold(b"held-back-s3cret");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let writer = MaskingWriter::new(move || SharedBuf(sink.clone()));
+        let log = |line: &[u8]| {
+            let mut record = tracing_subscriber::fmt::MakeWriter::make_writer(&writer);
+            std::io::Write::write_all(&mut record, line).unwrap();
+        };
+        let ((), held) = hold_back(async {
+            log(b"one held-back-s3cret\n");
+            log(b"two\n");
+        })
+        .await;
+        assert!(out.lock().unwrap().is_empty(), "nothing written while held");
+        assert_eq!(held.0, b"one [REDACTED]\ntwo\n");
+        let ((), nothing) = hold_back(async {}).await;
+        assert!(nothing.0.is_empty());
+
+        // Past the limit, everything held is written with the record, in order.
+        let line = vec![b'x'; 1000];
+        let ((), mut held) = hold_back(async {
+            for _ in 0..=HOLD_BACK_LIMIT / line.len() {
+                log(&line);
+            }
+            log(b"last");
+        })
+        .await;
+        let written = out.lock().unwrap().len();
+        assert_eq!(written, (HOLD_BACK_LIMIT / line.len() + 1) * line.len());
+        assert_eq!(held.0, b"last");
+        held.0.clear();
+        log(b"outside\n");
+        assert!(out.lock().unwrap().ends_with(b"outside\n"), "written at once outside hold_back");
+    }
+}
