@@ -1,12 +1,17 @@
 //! The host's log: `tracing` records, each masked with every plaintext the process holds ([`held_masker`]) before
-//! it is written, whatever wrote it. In Lambda mode an invocation's records are held back while it runs and written
-//! once its outcome is delivered ([`hold_back`]): the caller does not wait for the log.
+//! it is written, whatever wrote it. In Lambda mode an invocation's records, but for its audit lines, are held back
+//! while it runs and written once its outcome is delivered ([`hold_back`]): the caller does not wait for the log.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::Write as _;
 
 use crate::mask::held_masker;
+
+/// The target of audit lines (one per decrypt, key opened and key operation). They are written as they happen,
+/// never held back: no audit record depends on the invocation ending (a process killed at the function's timeout
+/// still leaves them).
+pub const AUDIT_TARGET: &str = "keyward::audit";
 
 tokio::task_local! {
     /// The records held back by the [`hold_back`] this task runs in, masked, in order.
@@ -19,7 +24,8 @@ tokio::task_local! {
 const HOLD_BACK_LIMIT: usize = 256 << 10;
 
 /// Runs `future` with the records it logs through a [`MaskingWriter`] held back (already masked), rather than
-/// written: Lambda mode logs an invocation's records after its outcome is delivered. They are written to stderr,
+/// written, but for audit lines ([`AUDIT_TARGET`]): Lambda mode logs an invocation's records after its outcome is
+/// delivered. They are written to stderr,
 /// where [`init_logging`] sends the log, when the returned [`HeldRecords`] is written or dropped; past
 /// 256 KiB they are written at once.
 pub async fn hold_back<F: Future>(future: F) -> (F::Output, HeldRecords) {
@@ -74,11 +80,17 @@ impl<M> MaskingWriter<M> {
 #[derive(Debug)]
 pub struct MaskedRecord<W: std::io::Write> {
     inner: W,
+    /// Whether it may be held back ([`hold_back`]): all but audit lines.
+    may_wait: bool,
 }
 
 impl<W: std::io::Write> std::io::Write for MaskedRecord<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let masked = held_masker().bytes(buf);
+        if !self.may_wait {
+            self.inner.write_all(&masked)?;
+            return Ok(buf.len());
+        }
         // Within `hold_back`, the record joins those held; past the limit, they are written with it, in order.
         let passed_on = HELD_BACK.try_with(|held| {
             let mut held = held.borrow_mut();
@@ -102,7 +114,11 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
     type Writer = MaskedRecord<M::Writer>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        MaskedRecord { inner: self.inner.make_writer() }
+        MaskedRecord { inner: self.inner.make_writer(), may_wait: true }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        MaskedRecord { inner: self.inner.make_writer_for(meta), may_wait: meta.target() != AUDIT_TARGET }
     }
 }
 
@@ -169,6 +185,25 @@ mod tests {
         }
     }
 
+    /// Through a real subscriber: within `hold_back`, audit lines are written at once, the rest held.
+    #[tokio::test]
+    async fn audit_lines_are_never_held_back() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let writer = MaskingWriter::new(move || SharedBuf(sink.clone()));
+        let subscriber = tracing_subscriber::fmt().with_writer(writer).without_time().finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let ((), mut held) = hold_back(async {
+            tracing::info!(target: AUDIT_TARGET, "kms decrypt");
+            tracing::info!("guest output");
+        })
+        .await;
+        let written = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert!(written.contains("kms decrypt") && !written.contains("guest output"), "{written}");
+        assert!(String::from_utf8_lossy(&held.0).contains("guest output"));
+        held.0.clear();
+    }
+
     #[tokio::test]
     async fn records_are_held_back_masked_and_in_order() {
         let _held = hold(b"held-back-s3cret");
@@ -179,13 +214,14 @@ mod tests {
             let mut record = tracing_subscriber::fmt::MakeWriter::make_writer(&writer);
             std::io::Write::write_all(&mut record, line).unwrap();
         };
-        let ((), held) = hold_back(async {
+        let ((), mut held) = hold_back(async {
             log(b"one held-back-s3cret\n");
             log(b"two\n");
         })
         .await;
         assert!(out.lock().unwrap().is_empty(), "nothing written while held");
         assert_eq!(held.0, b"one [REDACTED]\ntwo\n");
+        held.0.clear();
         let ((), nothing) = hold_back(async {}).await;
         assert!(nothing.0.is_empty());
 

@@ -207,9 +207,10 @@ fn an_instance_made_ahead_runs_in_its_invocations_time_and_serves_it_alone() {
 }
 
 /// The invocation's log lines (here, the guest's output) are written once its response is accepted, not before:
-/// the caller does not wait for the log.
+/// the caller does not wait for the log. Audit lines are not held: they are in the log as soon as the decrypt is
+/// done, whether or not the invocation ends.
 #[test]
-fn an_invocations_log_is_written_after_its_response() {
+fn an_invocations_log_is_written_after_its_response_but_its_audit_lines_at_once() {
     let probe = ProbeFunction::start("edge-log-after");
     probe.api.hold_acknowledgements(true);
     let printed = probe.invoke(Invocation::json(&json!({"action": "print", "lines": 1}))).response();
@@ -218,6 +219,17 @@ fn an_invocations_log_is_written_after_its_response() {
     assert!(!probe.function.log_text().contains("probe stdout line 0"), "{}", probe.function.log_text());
     probe.api.hold_acknowledgements(false);
     probe.function.log_when(|log| log.contains("probe stdout line 0"));
+
+    // KMS is unreachable here: the decrypt is refused, and audited before the outcome is acknowledged.
+    probe.api.hold_acknowledgements(true);
+    let decrypt = json!({"action": "decrypt", "ciphertext": "AQIDBAUGBwgJCgsMDQ4PEA=="});
+    let (_, message) = probe.invoke(Invocation::json(&decrypt)).error();
+    assert!(message.contains("kms unavailable"), "{message}");
+    let log = probe.function.log_text();
+    assert!(log.lines().any(|l| l.contains("kms decrypt") && l.contains("outcome=\"unavailable\"")), "{log}");
+    assert!(!log.contains("invocation failed"), "the invocation's own line waits for the acknowledgement: {log}");
+    probe.api.hold_acknowledgements(false);
+    probe.function.log_when(|log| log.contains("invocation failed"));
 }
 
 /// A guest whose start function traps or never returns fails each invocation, in the invocation's time, and the

@@ -11,6 +11,7 @@ use super::policy::{KmsPolicy, PolicyError};
 use super::secrets::SecretTable;
 use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::{COMPONENT_KEY, EncryptionContext};
+use crate::logging::AUDIT_TARGET;
 
 /// What the host remembers of one decrypt: enough to audit and to assert on, never the plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,15 +332,15 @@ fn audit(record: &DecryptRecord) {
     let cache = record.cache.as_str();
     match (&record.outcome, &record.stale_because) {
         (Ok(()), Some(why)) => tracing::warn!(
-            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, secret, key_id, context, cache, latency_us,
+            target: AUDIT_TARGET, ciphertext_id = %record.ciphertext_id, secret, key_id, context, cache, latency_us,
             outcome = "ok", stale_because = %why, "kms decrypt: the key service is unavailable; served the last plaintext past its TTL"
         ),
         (Ok(()), None) => tracing::info!(
-            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, secret, key_id, context, cache, latency_us,
+            target: AUDIT_TARGET, ciphertext_id = %record.ciphertext_id, secret, key_id, context, cache, latency_us,
             outcome = "ok", "kms decrypt"
         ),
         (Err(e), _) => tracing::warn!(
-            target: "keyward::audit", ciphertext_id = %record.ciphertext_id, secret, key_id, context, cache, latency_us,
+            target: AUDIT_TARGET, ciphertext_id = %record.ciphertext_id, secret, key_id, context, cache, latency_us,
             outcome = e.kind(), error = %e, "kms decrypt"
         ),
     }

@@ -13,6 +13,7 @@ use super::limits::LimitExceeded;
 use crate::bindings::keys::{self, Error, HmacAlgorithm, JwtAlgorithm, SignatureAlgorithm};
 use crate::keys::{self as key_ops, Key, KeyError};
 use crate::kms::KmsError;
+use crate::logging::AUDIT_TARGET;
 use crate::mask;
 
 /// A key handle's host side: the key, which KMS key opened it, and its plaintext kept in the log mask.
@@ -90,7 +91,7 @@ impl KeysView<'_> {
         };
         let kind = handle.key.kind_name();
         let resource = self.table.push(handle)?;
-        tracing::info!(target: "keyward::audit", handle = resource.rep(), kind, "key opened");
+        tracing::info!(target: AUDIT_TARGET, handle = resource.rep(), kind, "key opened");
         Ok(Ok(resource))
     }
 
@@ -127,10 +128,10 @@ impl KeysView<'_> {
         let refusal = outcome.as_ref().err().map(|e| format!("key {}: {}", error_kind(e), error_message(e)));
         match &refusal {
             None => {
-                tracing::info!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "ok", "key operation")
+                tracing::info!(target: AUDIT_TARGET, handle = rep, key_id, operation, input_len, outcome = "ok", "key operation")
             }
             Some(error) => {
-                tracing::warn!(target: "keyward::audit", handle = rep, key_id, operation, input_len, outcome = "refused", error, "key operation")
+                tracing::warn!(target: AUDIT_TARGET, handle = rep, key_id, operation, input_len, outcome = "refused", error, "key operation")
             }
         }
         let outcome_record = refusal.map_or(Ok(()), Err);
