@@ -1,6 +1,7 @@
 //! The host's log: `tracing` records, each masked with every plaintext the process holds ([`held_masker`]) before
-//! it is written, whatever wrote it. In Lambda mode an invocation's records, but for its audit lines, are held back
-//! while it runs and written once its outcome is delivered ([`hold_back`]): the caller does not wait for the log.
+//! it is written, whatever wrote it, to stderr. In Lambda mode an invocation's records, but for its audit lines,
+//! are held back while it runs and written once its outcome is delivered ([`hold_back`]): the caller does not wait
+//! for the log.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -13,26 +14,72 @@ use crate::mask::held_masker;
 /// still leaves them).
 pub const AUDIT_TARGET: &str = "keyward::audit";
 
+/// Most bytes of records one [`hold_back`] holds; past it, those held are written and the rest as they come. The
+/// guest's output is bounded ([`Limits::max_output_bytes`](crate::Limits), 64 KiB per stream by default), but each
+/// of its lines becomes a record several times its size: a megabyte holds the records of that much output in short
+/// lines, and bounds what waits in memory whatever logs.
+const HOLD_BACK_LIMIT: usize = 1 << 20;
+
 tokio::task_local! {
-    /// The records held back by the [`hold_back`] this task runs in, masked, in order.
-    static HELD_BACK: RefCell<Vec<u8>>;
+    /// The records held back by the [`hold_back`] this task runs in.
+    static HELD_BACK: RefCell<Held>;
 }
 
-/// Most bytes of records held back at once; past it, they are written at once. An invocation's records are
-/// bounded anyway (its quotas bound the audit lines, [`Limits::max_output_bytes`](crate::Limits) its output);
-/// this bounds what waits in memory whatever logs.
-const HOLD_BACK_LIMIT: usize = 256 << 10;
+/// Records held back, masked, in order.
+#[derive(Default)]
+struct Held {
+    records: Vec<u8>,
+    /// Past [`HOLD_BACK_LIMIT`]: the rest are written as they come.
+    passed: bool,
+}
 
-/// Runs `future` with the records it logs through a [`MaskingWriter`] held back (already masked), rather than
-/// written, but for audit lines ([`AUDIT_TARGET`]): Lambda mode logs an invocation's records after its outcome is
-/// delivered. They are written to stderr,
-/// where [`init_logging`] sends the log, when the returned [`HeldRecords`] is written or dropped; past
-/// 256 KiB they are written at once.
+/// What became of a record offered to [`Held`].
+enum Hold {
+    Held,
+    /// It was the one too many: these (all held, and it) are to be written now.
+    Overflowed(Vec<u8>),
+    /// Write it now.
+    Passed,
+}
+
+impl Held {
+    fn hold(&mut self, record: &[u8]) -> Hold {
+        if self.passed {
+            return Hold::Passed;
+        }
+        self.records.extend_from_slice(record);
+        if self.records.len() <= HOLD_BACK_LIMIT {
+            return Hold::Held;
+        }
+        self.passed = true;
+        Hold::Overflowed(std::mem::take(&mut self.records))
+    }
+}
+
+/// An invocation abandoned before its end (its task cancelled as the process stops) still leaves its records.
+impl Drop for Held {
+    fn drop(&mut self) {
+        write_to_stderr(&std::mem::take(&mut self.records));
+    }
+}
+
+/// Writes to stderr, where the log goes (a failed write is dropped, as `tracing`'s writer drops it).
+fn write_to_stderr(records: &[u8]) {
+    if !records.is_empty() {
+        let _ = std::io::stderr().lock().write_all(records);
+    }
+}
+
+/// Runs `future` with the records it logs through the log [`init_logging`] or [`init_lambda_logging`] installs
+/// held back (already masked) rather than written, but for audit lines ([`AUDIT_TARGET`]): Lambda mode writes an
+/// invocation's records after its outcome is delivered. They are written to stderr when the returned
+/// [`HeldRecords`] is written or dropped (or, if `future` is dropped before its end, then); past 1 MiB, those held
+/// are written, and the rest as they come.
 pub async fn hold_back<F: Future>(future: F) -> (F::Output, HeldRecords) {
     HELD_BACK
-        .scope(RefCell::new(Vec::new()), async move {
+        .scope(RefCell::new(Held::default()), async move {
             let output = future.await;
-            (output, HeldRecords(HELD_BACK.with(RefCell::take)))
+            (output, HeldRecords(HELD_BACK.with(|held| std::mem::take(&mut held.borrow_mut().records))))
         })
         .await
 }
@@ -43,21 +90,13 @@ pub async fn hold_back<F: Future>(future: F) -> (F::Output, HeldRecords) {
 pub struct HeldRecords(Vec<u8>);
 
 impl HeldRecords {
-    /// Writes the records to stderr (a failed write is dropped, as `tracing`'s writer drops it).
-    pub fn write(mut self) {
-        self.write_out();
-    }
-
-    fn write_out(&mut self) {
-        if !self.0.is_empty() {
-            let _ = std::io::stderr().lock().write_all(&std::mem::take(&mut self.0));
-        }
-    }
+    /// Writes the records to stderr.
+    pub fn write(self) {}
 }
 
 impl Drop for HeldRecords {
     fn drop(&mut self) {
-        self.write_out();
+        write_to_stderr(&std::mem::take(&mut self.0));
     }
 }
 
@@ -67,12 +106,15 @@ impl Drop for HeldRecords {
 #[derive(Debug, Clone)]
 pub struct MaskingWriter<M> {
     inner: M,
+    /// Whether records may be held back ([`hold_back`]): only where the log goes to stderr, where held records are
+    /// written.
+    holds_back: bool,
 }
 
 impl<M> MaskingWriter<M> {
-    /// Masks what is written, then writes it through `inner`.
+    /// Masks what is written, then writes it through `inner`, at once.
     pub fn new(inner: M) -> Self {
-        Self { inner }
+        Self { inner, holds_back: false }
     }
 }
 
@@ -80,27 +122,18 @@ impl<M> MaskingWriter<M> {
 #[derive(Debug)]
 pub struct MaskedRecord<W: std::io::Write> {
     inner: W,
-    /// Whether it may be held back ([`hold_back`]): all but audit lines.
+    /// Whether it may be held back ([`hold_back`]): all but audit lines, in the log that goes to stderr.
     may_wait: bool,
 }
 
 impl<W: std::io::Write> std::io::Write for MaskedRecord<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let masked = held_masker().bytes(buf);
-        if !self.may_wait {
-            self.inner.write_all(&masked)?;
-            return Ok(buf.len());
-        }
-        // Within `hold_back`, the record joins those held; past the limit, they are written with it, in order.
-        let passed_on = HELD_BACK.try_with(|held| {
-            let mut held = held.borrow_mut();
-            held.extend_from_slice(&masked);
-            (held.len() > HOLD_BACK_LIMIT).then(|| std::mem::take(&mut *held))
-        });
-        match passed_on {
-            Ok(None) => {}
-            Ok(Some(records)) => self.inner.write_all(&records)?,
-            Err(_) => self.inner.write_all(&masked)?,
+        let held = if self.may_wait { HELD_BACK.try_with(|held| held.borrow_mut().hold(&masked)).ok() } else { None };
+        match held {
+            Some(Hold::Held) => {}
+            Some(Hold::Overflowed(records)) => self.inner.write_all(&records)?,
+            Some(Hold::Passed) | None => self.inner.write_all(&masked)?,
         }
         Ok(buf.len())
     }
@@ -114,11 +147,12 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
     type Writer = MaskedRecord<M::Writer>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        MaskedRecord { inner: self.inner.make_writer(), may_wait: true }
+        MaskedRecord { inner: self.inner.make_writer(), may_wait: self.holds_back }
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
-        MaskedRecord { inner: self.inner.make_writer_for(meta), may_wait: meta.target() != AUDIT_TARGET }
+        let may_wait = self.holds_back && meta.target() != AUDIT_TARGET;
+        MaskedRecord { inner: self.inner.make_writer_for(meta), may_wait }
     }
 }
 
@@ -143,7 +177,7 @@ fn init(default_level: &str, timestamps: bool) {
     let levels = std::env::var("RUST_LOG").ok().and_then(|levels| levels.parse::<Targets>().ok());
     let levels = levels.or_else(|| default_level.parse().ok()).unwrap_or_default();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let writer = MaskingWriter::new(std::io::stderr);
+    let writer = MaskingWriter { inner: std::io::stderr, holds_back: true };
     // The fmt builder caps levels at INFO by default: it lets everything through, and `levels` decides.
     let format = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::TRACE);
     let format = format.with_writer(writer).with_ansi(ansi);
@@ -174,6 +208,11 @@ mod tests {
 
     struct SharedBuf(std::sync::Arc<Mutex<Vec<u8>>>);
 
+    /// A writer into `out` that holds records back as the one `init_logging` installs does.
+    fn holding(out: Arc<Mutex<Vec<u8>>>) -> MaskingWriter<impl Fn() -> SharedBuf> {
+        MaskingWriter { inner: move || SharedBuf(out.clone()), holds_back: true }
+    }
+
     impl std::io::Write for SharedBuf {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(buf);
@@ -189,9 +228,7 @@ mod tests {
     #[tokio::test]
     async fn audit_lines_are_never_held_back() {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let sink = out.clone();
-        let writer = MaskingWriter::new(move || SharedBuf(sink.clone()));
-        let subscriber = tracing_subscriber::fmt().with_writer(writer).without_time().finish();
+        let subscriber = tracing_subscriber::fmt().with_writer(holding(out.clone())).without_time().finish();
         let _default = tracing::subscriber::set_default(subscriber);
         let ((), mut held) = hold_back(async {
             tracing::info!(target: AUDIT_TARGET, "kms decrypt");
@@ -208,8 +245,7 @@ mod tests {
     async fn records_are_held_back_masked_and_in_order() {
         let _held = hold(b"held-back-s3cret");
         let out = Arc::new(Mutex::new(Vec::new()));
-        let sink = out.clone();
-        let writer = MaskingWriter::new(move || SharedBuf(sink.clone()));
+        let writer = holding(out.clone());
         let log = |line: &[u8]| {
             let mut record = tracing_subscriber::fmt::MakeWriter::make_writer(&writer);
             std::io::Write::write_all(&mut record, line).unwrap();
@@ -225,20 +261,35 @@ mod tests {
         let ((), nothing) = hold_back(async {}).await;
         assert!(nothing.0.is_empty());
 
-        // Past the limit, everything held is written with the record, in order.
+        // Past the limit, everything held is written with the record, in order, and the rest as it comes.
         let line = vec![b'x'; 1000];
-        let ((), mut held) = hold_back(async {
+        let ((), held) = hold_back(async {
             for _ in 0..=HOLD_BACK_LIMIT / line.len() {
                 log(&line);
             }
+            assert_eq!(out.lock().unwrap().len(), (HOLD_BACK_LIMIT / line.len() + 1) * line.len());
             log(b"last");
+            assert!(out.lock().unwrap().ends_with(b"last"), "written as it came");
         })
         .await;
-        let written = out.lock().unwrap().len();
-        assert_eq!(written, (HOLD_BACK_LIMIT / line.len() + 1) * line.len());
-        assert_eq!(held.0, b"last");
-        held.0.clear();
+        assert!(held.0.is_empty());
         log(b"outside\n");
         assert!(out.lock().unwrap().ends_with(b"outside\n"), "written at once outside hold_back");
+    }
+
+    /// A writer of the library's users (`MaskingWriter::new`) writes at once, even within `hold_back`: held records
+    /// go to stderr, which is not where theirs go.
+    #[tokio::test]
+    async fn a_writer_made_with_new_never_holds_back() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let writer = MaskingWriter::new(move || SharedBuf(sink.clone()));
+        let ((), held) = hold_back(async {
+            let mut record = tracing_subscriber::fmt::MakeWriter::make_writer(&writer);
+            std::io::Write::write_all(&mut record, b"at once\n").unwrap();
+        })
+        .await;
+        assert_eq!(*out.lock().unwrap(), b"at once\n");
+        assert!(held.0.is_empty());
     }
 }

@@ -234,7 +234,7 @@ fn an_invocations_log_is_written_after_its_response_but_its_audit_lines_at_once(
 
 /// A guest whose start function traps or never returns fails each invocation, in the invocation's time, and the
 /// process serves on: the instance made ahead of the invocation, which fails (or is given up after 100 ms), is
-/// not its answer.
+/// not its answer, and after that one attempt no invocation waits for another.
 #[test]
 fn a_guest_whose_start_fails_fails_each_invocation_in_its_time() {
     let dir = TempDir::new("edge-start");
@@ -250,6 +250,8 @@ fn a_guest_whose_start_fails_fails_each_invocation_in_its_time() {
             assert!(started.elapsed() < Duration::from_millis(2500), "{name}: {:?}", started.elapsed());
         }
         assert!(probe.function.is_alive(), "{name}: {}", probe.function.log_text());
+        let log = probe.function.settled_log();
+        assert_eq!(log.matches("could not be made ahead of its invocation").count(), 1, "{name}: {log}");
     }
 }
 

@@ -142,13 +142,22 @@ pub async fn run(config: Result<LambdaConfig, ConfigError>) -> Result<(), Lambda
 /// when the Runtime API cannot be reached any more.
 async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
     let mut failures = 0;
-    let mut fresh = None;
+    let (mut fresh, mut ahead) = (None, true);
     loop {
         // The next invocation's instance is made before it is asked for, not while: Lambda may freeze the process
         // as soon as `/next` is called, and work left for then would be done at that invocation's expense. The pool
         // holds one instance per loop (`max_instances` is the concurrency), so this one keeps no other waiting.
-        if fresh.is_none() {
+        // A guest whose instance cannot be made so (its start fails, or is slow) would make every invocation wait
+        // for the attempt: after one, each invocation makes its own.
+        if ahead && fresh.is_none() {
             fresh = host.instance().await;
+            if fresh.is_none() {
+                ahead = false;
+                tracing::info!(
+                    "the guest's instance could not be made ahead of its invocation (its start failed or took over \
+                     100 ms): each invocation makes its own"
+                );
+            }
         }
         let invocation = match api.next().await {
             Ok(Next::Invocation(invocation)) => invocation,

@@ -53,23 +53,26 @@ fn zeroize_if_last(bytes: &mut Arc<[u8]>) -> bool {
 #[derive(Debug)]
 pub(crate) struct KmsCapability {
     gate: KmsGate,
-    /// When the key service must have answered, leaving the guest time to handle an `unavailable`.
-    deadline: Instant,
+    /// When the key service must have answered, leaving the guest time to handle an `unavailable`; `None` until the
+    /// invocation starts ([`KmsCapability::start`]).
+    deadline: Option<Instant>,
     max_calls: u32,
     records: Vec<DecryptRecord>,
     handed_out: Vec<HandedOut>,
 }
 
 impl KmsCapability {
-    /// The capability of one invocation, asking `gate` (whose policy gives the call quota) until `deadline`.
-    pub(crate) fn new(gate: KmsGate, deadline: Instant) -> Self {
+    /// The capability of one invocation, asking `gate` (whose policy gives the call quota) once the invocation
+    /// starts. Until then (a start function of the guest's, run as its instance is made, maybe ahead of the
+    /// invocation) a call traps: secrets are handed out only within an invocation, audited with its request id.
+    pub(crate) fn new(gate: KmsGate) -> Self {
         let max_calls = gate.max_decrypt_calls();
-        Self { gate, deadline, max_calls, records: Vec::new(), handed_out: Vec::new() }
+        Self { gate, deadline: None, max_calls, records: Vec::new(), handed_out: Vec::new() }
     }
 
-    /// From now on, the key service must have answered by `deadline` (the invocation's, once it starts).
-    pub(crate) fn set_deadline(&mut self, deadline: Instant) {
-        self.deadline = deadline;
+    /// The invocation starts: the guest may ask, and the key service must have answered by `deadline`.
+    pub(crate) fn start(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
     }
 
     /// The record of every decrypt, and the plaintexts handed to the guest (zeroized when dropped), taken out.
@@ -84,11 +87,17 @@ impl KmsCapability {
         ciphertext: &[u8],
         encryption_context: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(Plaintext, Option<String>), KmsError>> {
+        let Some(deadline) = self.deadline else {
+            return Err(wasmtime::Error::msg(
+                "the guest asked for a secret before its invocation started (in a start function): secrets are \
+                 handed out only while the guest handles an invocation",
+            ));
+        };
         if self.records.len() >= self.max_calls as usize {
             // A trap, not a `denied`: a guest looping on decrypt must not get to carry on.
             return Err(wasmtime::Error::new(LimitExceeded::DecryptCalls { limit: self.max_calls }));
         }
-        let (result, record) = self.gate.decrypt(ciphertext, encryption_context, Some(self.deadline)).await;
+        let (result, record) = self.gate.decrypt(ciphertext, encryption_context, Some(deadline)).await;
         let key_id = record.key_id.clone();
         self.records.push(record);
         Ok(result.map(|plaintext| (plaintext, key_id)))
@@ -99,8 +108,8 @@ impl KmsCapability {
         &self.gate
     }
 
-    /// When the key service, and any host-side work a guest asks for, must be done.
-    pub(super) fn deadline(&self) -> Instant {
+    /// When the key service, and any host-side work a guest asks for, must be done; `None` before the invocation.
+    pub(super) fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
 
@@ -160,8 +169,13 @@ mod tests {
         let ciphertext = key.encrypt(b"s3cret-capability", &stamped).unwrap();
         let policy = KmsPolicy { stamped_context: stamped, max_decrypt_calls: 3, ..KmsPolicy::default() };
         let gate = KmsGate::new(Arc::new(key), &policy, &[]).unwrap();
-        let mut kms = KmsCapability::new(gate, Instant::now() + Duration::from_secs(5));
+        let mut kms = KmsCapability::new(gate);
         let pairs = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+
+        // Before the invocation starts (a start function): a trap, and nothing asked of the key service.
+        let early = kms.decrypt(ciphertext.clone(), Vec::new()).await.unwrap_err().to_string();
+        assert!(early.contains("before its invocation started"), "{early}");
+        kms.start(Instant::now() + Duration::from_secs(5));
 
         let plaintext = kms.decrypt(ciphertext.clone(), Vec::new()).await.unwrap().unwrap();
         assert_eq!(&plaintext[..], b"s3cret-capability");

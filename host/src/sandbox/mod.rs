@@ -51,10 +51,11 @@ pub(crate) struct GuestState {
 }
 
 impl GuestState {
-    /// The invocation starts: from now on the guest, the key service and host-side work run in its time.
+    /// The invocation starts: from now on the guest, the key service and host-side work run in its time, and the
+    /// guest may ask for secrets.
     fn start(&mut self, budget: Budget) {
         self.budget = budget;
-        self.kms.set_deadline(budget.kms_deadline());
+        self.kms.start(budget.kms_deadline());
     }
 }
 
@@ -208,7 +209,7 @@ impl Sandbox {
             wasi,
             table: ResourceTable::new(),
             limiter: StoreLimiter::new(self.limits.memory_bytes),
-            kms: KmsCapability::new(gate.clone(), budget.kms_deadline()),
+            kms: KmsCapability::new(gate.clone()),
             key_operations: keys_capability::KeyOperations::default(),
             budget,
         };
