@@ -19,8 +19,9 @@ use crate::sandbox::{
 /// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
 pub const PREFETCH_BUDGET: Duration = Duration::from_secs(3);
 
-/// Most time an instance made ahead of its invocation may take ([`Host::instance`]): a guest whose start takes
-/// longer (a broken one) is instantiated by each invocation, in its own time, rather than delaying every poll.
+/// Most time an instance made ahead of its invocation may take ([`Host::instance`]), or the time limit if less: a
+/// guest whose start takes longer is instantiated by each invocation, in its own time, rather than delaying every
+/// poll.
 const AHEAD_OF_TIME: Duration = Duration::from_millis(100);
 
 /// Environment variables that hold AWS credentials: never handed to a guest, whatever the configuration says.
@@ -171,8 +172,8 @@ pub struct Invocation {
 /// Where an invocation's time went, in wall time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Phases {
-    /// From a free slot of the pool to the guest's instance, ready to be called (in Lambda mode, made while the
-    /// invocation was awaited: then not part of [`Invocation::elapsed`]).
+    /// From a free slot of the pool to the guest's instance, ready to be called (in Lambda mode, made before the
+    /// invocation was asked for: then not part of [`Invocation::elapsed`]).
     pub instantiate: Duration,
     /// The guest's `handle` call, its decrypts included.
     pub guest: Duration,
@@ -249,11 +250,16 @@ impl Host {
     }
 
     /// A fresh instance of the guest, made ahead of the invocation it is for (Lambda mode makes the next one before
-    /// it asks for the invocation), within [`AHEAD_OF_TIME`] or the time limit if less; `None` when it cannot be
-    /// made in that time (the invocation then makes its own, in its own time, and reports why it cannot).
+    /// it asks for the invocation), within [`Host::ahead_of_time`]; `None` when it cannot be made in that time (the
+    /// invocation then makes its own, in its own time, and reports why it cannot).
     pub(crate) async fn instance(&self) -> Option<FreshInstance> {
-        let budget = Budget::new(self.limits().timeout.min(AHEAD_OF_TIME), None).ok()?;
+        let budget = Budget::new(self.ahead_of_time(), None).ok()?;
         self.sandbox.instance(&self.gate, budget).await.ok()
+    }
+
+    /// The most time an instance made ahead of its invocation may take: 100 ms, or the time limit if less.
+    pub(crate) fn ahead_of_time(&self) -> Duration {
+        self.limits().timeout.min(AHEAD_OF_TIME)
     }
 
     /// [`Host::invoke`], in the instance `fresh` holds if it holds one (taken only when the guest runs: the

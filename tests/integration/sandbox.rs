@@ -248,6 +248,21 @@ async fn the_memory_limit_is_on_all_of_a_guests_memories_together() {
     assert!(requested_mb > 64, "{requested_mb}");
 }
 
+/// Secrets are handed out only while the guest handles an invocation (a start function may run ahead of it, in
+/// Lambda mode): one asked for at instantiation is the guest's trap, and nothing is asked of the key service.
+#[tokio::test]
+async fn a_start_function_asking_for_a_secret_traps() {
+    let host = keyward::Host::new(&wat_guest("start-decrypt"), new_key(), HostConfig::default()).unwrap();
+    let invocation = invoke(&host, json!({})).await;
+    let result = invocation.result;
+    assert!(
+        matches!(result, Err(InvokeError::Trap(ref m)) if m.contains("asked for a secret before its invocation started")),
+        "{result:?}"
+    );
+    assert_eq!(result.unwrap_err().error_type(), "GuestTrap");
+    assert!(invocation.decrypts.is_empty());
+}
+
 #[tokio::test]
 async fn a_trap_in_the_start_function_is_the_guests() {
     let host = keyward::Host::new(&wat_guest("start-trap"), new_key(), HostConfig::default()).unwrap();

@@ -10,6 +10,7 @@ mod diagnostic;
 mod runtime_api;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use config::{ConfigError, LAMBDA_PAYLOAD_LIMIT, LambdaConfig};
@@ -121,14 +122,14 @@ pub async fn run(config: Result<LambdaConfig, ConfigError>) -> Result<(), Lambda
     };
     tracing::info!(init_ms = started.elapsed().as_millis(), component, concurrency, "keyward ready");
     if concurrency == 1 {
-        return Ok(serve(&api, &host).await?);
+        return Ok(serve(&api, &host, &AtomicBool::new(false)).await?);
     }
     // Lambda Managed Instances: as many polling loops as invocations may run at once, each with its own instance.
-    let (api, host) = (Arc::new(api), Arc::new(host));
+    let (api, host, told) = (Arc::new(api), Arc::new(host), Arc::new(AtomicBool::new(false)));
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (api, host) = (api.clone(), host.clone());
-        loops.spawn(async move { serve(&api, &host).await });
+        let (api, host, told) = (api.clone(), host.clone(), told.clone());
+        loops.spawn(async move { serve(&api, &host, &told).await });
     }
     // Every loop ends the same way, when the Runtime API has gone: the first to end ends the process.
     match loops.join_next().await {
@@ -139,8 +140,9 @@ pub async fn run(config: Result<LambdaConfig, ConfigError>) -> Result<(), Lambda
 }
 
 /// Fetches invocations one after another and answers each with a response or a function error. Returns only
-/// when the Runtime API cannot be reached any more.
-async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
+/// when the Runtime API cannot be reached any more. `told` is whether a loop has said that instances cannot be made
+/// ahead (once for all loops).
+async fn serve(api: &RuntimeApi, host: &Host, told: &AtomicBool) -> Result<(), RuntimeApiError> {
     let mut failures = 0;
     let (mut fresh, mut ahead) = (None, true);
     loop {
@@ -148,14 +150,15 @@ async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
         // as soon as `/next` is called, and work left for then would be done at that invocation's expense. The pool
         // holds one instance per loop (`max_instances` is the concurrency), so this one keeps no other waiting.
         // A guest whose instance cannot be made so (its start fails, or is slow) would make every invocation wait
-        // for the attempt: after one, each invocation makes its own.
+        // for the attempt: after one, invocations make their own until one does so in time.
         if ahead && fresh.is_none() {
             fresh = host.instance().await;
-            if fresh.is_none() {
-                ahead = false;
+            ahead = fresh.is_some();
+            if !ahead && !told.swap(true, Ordering::Relaxed) {
                 tracing::info!(
                     "the guest's instance could not be made ahead of its invocation (its start failed or took over \
-                     100 ms): each invocation makes its own"
+                     {} ms): invocations make their own",
+                    host.ahead_of_time().as_millis()
                 );
             }
         }
@@ -179,7 +182,13 @@ async fn serve(api: &RuntimeApi, host: &Host) -> Result<(), RuntimeApiError> {
         };
         failures = 0;
         // The invocation's log records wait until its outcome is out: the caller need not wait for the log.
+        let makes_its_own = fresh.is_none();
         let (ran, log) = logging::hold_back(handle(host, &mut fresh, &invocation)).await;
+        // One that made its own instance, in time, and ran (a start slowed once by a busy machine, say): the next
+        // is made ahead again.
+        if let (true, Ok(ran)) = (makes_its_own, &ran) {
+            ahead = ran.result.is_ok() && ran.phases.instantiate < host.ahead_of_time();
+        }
         let (result, instance) = match ran {
             Ok(ran) => (ran.result, Some(ran.instance)),
             Err(e) => (Err(e), None),

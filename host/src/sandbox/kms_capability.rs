@@ -49,6 +49,14 @@ fn zeroize_if_last(bytes: &mut Arc<[u8]>) -> bool {
     Arc::get_mut(bytes).map(|b| b.zeroize()).is_some()
 }
 
+/// A guest's call for a secret before its invocation started: the guest's fault, a trap.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the guest asked for a secret before its invocation started (in a start function): secrets are handed out only \
+     while the guest handles an invocation"
+)]
+pub(crate) struct BeforeInvocation;
+
 /// Per-invocation state of the capability.
 #[derive(Debug)]
 pub(crate) struct KmsCapability {
@@ -88,10 +96,7 @@ impl KmsCapability {
         encryption_context: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<(Plaintext, Option<String>), KmsError>> {
         let Some(deadline) = self.deadline else {
-            return Err(wasmtime::Error::msg(
-                "the guest asked for a secret before its invocation started (in a start function): secrets are \
-                 handed out only while the guest handles an invocation",
-            ));
+            return Err(wasmtime::Error::new(BeforeInvocation));
         };
         if self.records.len() >= self.max_calls as usize {
             // A trap, not a `denied`: a guest looping on decrypt must not get to carry on.

@@ -362,6 +362,9 @@ impl Sandbox {
         if let Some(exit) = error.downcast_ref::<I32Exit>() {
             return InvokeError::Exit(exit.0);
         }
+        if let Some(early) = error.downcast_ref::<kms_capability::BeforeInvocation>() {
+            return InvokeError::Trap(early.to_string());
+        }
         if let Some(limit) = self.host_limit(error) {
             return limit.into();
         }
@@ -372,13 +375,13 @@ impl Sandbox {
         }
     }
 
-    /// A trap while instantiating (in the guest's start function) is the guest's; anything else (no instance slot
-    /// free, say) is the host's.
+    /// A trap while instantiating (in the guest's start function, or its call for a secret there) is the guest's;
+    /// anything else (no instance slot free, say) is the host's.
     fn instantiate_error(&self, error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
+        let guests = error.downcast_ref::<Trap>().is_some()
+            || error.downcast_ref::<kms_capability::BeforeInvocation>().is_some();
         match self.trap_error(error, time_limit) {
-            InvokeError::Trap(_) if error.downcast_ref::<Trap>().is_none() => {
-                InvokeError::Instantiate(error.root_cause().to_string())
-            }
+            InvokeError::Trap(_) if !guests => InvokeError::Instantiate(error.root_cause().to_string()),
             known => known,
         }
     }
