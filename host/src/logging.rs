@@ -1,7 +1,7 @@
 //! The host's log: `tracing` records, each masked with every plaintext the process holds ([`held_masker`]) before
-//! it is written, whatever wrote it, to stderr. In Lambda mode an invocation's records, but for its audit lines,
-//! are held back while it runs and written once its outcome is delivered ([`hold_back`]): the caller does not wait
-//! for the log.
+//! it is written, whatever wrote it, to stderr. In Lambda mode an invocation's records are held back while it runs
+//! without waiting, and written as soon as it waits or once its outcome is delivered ([`hold_back`]): the caller does
+//! not wait for the log, and no record waits longer than the invocation's next wait.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -9,9 +9,7 @@ use std::io::Write as _;
 
 use crate::mask::held_masker;
 
-/// The target of audit lines (one per decrypt, key opened and key operation). They are written as they happen,
-/// never held back: no audit record depends on the invocation ending (a process killed at the function's timeout
-/// still leaves them).
+/// The target of audit lines: one per decrypt, key opened and key operation.
 pub const AUDIT_TARGET: &str = "keyward::audit";
 
 /// Most bytes of records one [`hold_back`] holds; past it, those held are written and the rest as they come. The
@@ -43,6 +41,11 @@ enum Hold {
 }
 
 impl Held {
+    /// Writes what is held.
+    fn write_out(&mut self) {
+        write_to_stderr(&std::mem::take(&mut self.records));
+    }
+
     fn hold(&mut self, record: &[u8]) -> Hold {
         if self.passed {
             return Hold::Passed;
@@ -59,7 +62,7 @@ impl Held {
 /// An invocation abandoned before its end (its task cancelled as the process stops) still leaves its records.
 impl Drop for Held {
     fn drop(&mut self) {
-        write_to_stderr(&std::mem::take(&mut self.records));
+        self.write_out();
     }
 }
 
@@ -71,14 +74,25 @@ fn write_to_stderr(records: &[u8]) {
 }
 
 /// Runs `future` with the records it logs through the log [`init_logging`] or [`init_lambda_logging`] installs
-/// held back (already masked) rather than written, but for audit lines ([`AUDIT_TARGET`]): Lambda mode writes an
-/// invocation's records after its outcome is delivered. They are written to stderr when the returned
+/// held back (already masked) while it runs without waiting: Lambda mode writes an invocation's records after its
+/// outcome is delivered, when it waits for nothing (its guest computes, its decrypts are cache hits). Whenever
+/// `future` waits (a host call that blocks, a guest's yield at an epoch tick), what is held is written then: a
+/// process killed mid-invocation (at the function's timeout, say) loses no record older than the invocation's last
+/// wait, at most one epoch tick (10 ms) of computing. The rest are written to stderr when the returned
 /// [`HeldRecords`] is written or dropped (or, if `future` is dropped before its end, then); past 1 MiB, those held
 /// are written, and the rest as they come.
 pub async fn hold_back<F: Future>(future: F) -> (F::Output, HeldRecords) {
     HELD_BACK
         .scope(RefCell::new(Held::default()), async move {
-            let output = future.await;
+            let mut future = std::pin::pin!(future);
+            let output = std::future::poll_fn(|cx| {
+                let polled = future.as_mut().poll(cx);
+                if polled.is_pending() {
+                    HELD_BACK.with(|held| held.borrow_mut().write_out());
+                }
+                polled
+            })
+            .await;
             (output, HeldRecords(HELD_BACK.with(|held| std::mem::take(&mut held.borrow_mut().records))))
         })
         .await
@@ -122,7 +136,7 @@ impl<M> MaskingWriter<M> {
 #[derive(Debug)]
 pub struct MaskedRecord<W: std::io::Write> {
     inner: W,
-    /// Whether it may be held back ([`hold_back`]): all but audit lines, in the log that goes to stderr.
+    /// Whether it may be held back ([`hold_back`]): in the log that goes to stderr.
     may_wait: bool,
 }
 
@@ -148,11 +162,6 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
 
     fn make_writer(&'a self) -> Self::Writer {
         MaskedRecord { inner: self.inner.make_writer(), may_wait: self.holds_back }
-    }
-
-    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
-        let may_wait = self.holds_back && meta.target() != AUDIT_TARGET;
-        MaskedRecord { inner: self.inner.make_writer_for(meta), may_wait }
     }
 }
 
@@ -224,19 +233,22 @@ mod tests {
         }
     }
 
-    /// Through a real subscriber: within `hold_back`, audit lines are written at once, the rest held.
+    /// Whenever the future waits, what is held is written (to stderr); what it logs after waits for its end.
     #[tokio::test]
-    async fn audit_lines_are_never_held_back() {
+    async fn held_records_are_written_when_the_invocation_waits() {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = tracing_subscriber::fmt().with_writer(holding(out.clone())).without_time().finish();
+        let subscriber = tracing_subscriber::fmt().with_writer(holding(out.clone())).with_ansi(false).finish();
         let _default = tracing::subscriber::set_default(subscriber);
+        let holding_now = || HELD_BACK.with(|held| String::from_utf8_lossy(&held.borrow().records).into_owned());
         let ((), mut held) = hold_back(async {
             tracing::info!(target: AUDIT_TARGET, "kms decrypt");
+            assert!(holding_now().contains("kms decrypt"), "held while it runs without waiting");
+            tokio::task::yield_now().await;
+            assert_eq!(holding_now(), "", "written when it waited");
             tracing::info!("guest output");
         })
         .await;
-        let written = String::from_utf8(out.lock().unwrap().clone()).unwrap();
-        assert!(written.contains("kms decrypt") && !written.contains("guest output"), "{written}");
+        assert!(out.lock().unwrap().is_empty(), "held records go to stderr, not through the writer");
         assert!(String::from_utf8_lossy(&held.0).contains("guest output"));
         held.0.clear();
     }

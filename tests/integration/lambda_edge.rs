@@ -207,10 +207,10 @@ fn an_instance_made_ahead_runs_in_its_invocations_time_and_serves_it_alone() {
 }
 
 /// The invocation's log lines (here, the guest's output) are written once its response is accepted, not before:
-/// the caller does not wait for the log. Audit lines are not held: they are in the log as soon as the decrypt is
-/// done, whether or not the invocation ends.
+/// the caller does not wait for the log. Whatever is held is written as soon as the invocation waits: a line (here,
+/// a decrypt's audit line) never waits longer than that, whether or not the invocation ends.
 #[test]
-fn an_invocations_log_is_written_after_its_response_but_its_audit_lines_at_once() {
+fn an_invocations_log_is_written_after_its_response_or_when_it_waits() {
     let probe = ProbeFunction::start("edge-log-after");
     probe.api.hold_acknowledgements(true);
     let printed = probe.invoke(Invocation::json(&json!({"action": "print", "lines": 1}))).response();
@@ -220,16 +220,18 @@ fn an_invocations_log_is_written_after_its_response_but_its_audit_lines_at_once(
     probe.api.hold_acknowledgements(false);
     probe.function.log_when(|log| log.contains("probe stdout line 0"));
 
-    // KMS is unreachable here: the decrypt is refused, and audited before the outcome is acknowledged.
-    probe.api.hold_acknowledgements(true);
-    let decrypt = json!({"action": "decrypt", "ciphertext": "AQIDBAUGBwgJCgsMDQ4PEA=="});
-    let (_, message) = probe.invoke(Invocation::json(&decrypt)).error();
-    assert!(message.contains("kms unavailable"), "{message}");
-    let log = probe.function.log_text();
-    assert!(log.lines().any(|l| l.contains("kms decrypt") && l.contains("outcome=\"unavailable\"")), "{log}");
-    assert!(!log.contains("invocation failed"), "the invocation's own line waits for the acknowledgement: {log}");
-    probe.api.hold_acknowledgements(false);
-    probe.function.log_when(|log| log.contains("invocation failed"));
+    // KMS is unreachable here: the decrypt is refused, then the guest sleeps; its audit line is in the log while
+    // the invocation still runs.
+    let decrypt = json!({"action": "decrypt", "ciphertext": "AQIDBAUGBwgJCgsMDQ4PEA==", "then_sleep_ms": 1500});
+    let invocation = Invocation::json(&decrypt);
+    let id = invocation.request_id().unwrap();
+    probe.api.enqueue(&probe.function.name, invocation);
+    let log = probe
+        .function
+        .log_when(|log| log.lines().any(|l| l.contains("kms decrypt") && l.contains("outcome=\"unavailable\"")));
+    assert!(probe.api.outcome(&id, Duration::ZERO).is_none(), "the invocation had ended: {log}");
+    let Some(Outcome::Error { body, .. }) = probe.api.outcome(&id, Duration::from_secs(30)) else { panic!("no error") };
+    assert!(body["errorMessage"].as_str().unwrap().contains("kms unavailable"), "{body}");
 }
 
 /// A guest whose start function traps or never returns fails each invocation, in the invocation's time, and the

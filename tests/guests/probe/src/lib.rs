@@ -57,7 +57,8 @@ impl Guest for Probe {
                     Err(e) => Ok(json!({ "error": e.to_string() }).to_string()),
                 }
             }
-            // Decrypt `ciphertext` (base64) with `context` (object), `times` times (default 1).
+            // Decrypt `ciphertext` (base64) with `context` (object), `times` times (default 1), then wait
+            // `then_sleep_ms` (default 0) whatever the outcome.
             "decrypt" => {
                 let ciphertext = base64::engine::general_purpose::STANDARD
                     .decode(arg("ciphertext").as_str().unwrap_or(""))
@@ -66,12 +67,14 @@ impl Guest for Probe {
                     .as_object()
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
                     .unwrap_or_default();
-                let mut prefix = String::new();
-                for _ in 0..number("times").max(1) {
+                let decrypted = (0..number("times").max(1)).try_fold(String::new(), |_, _| {
                     let plaintext = Zeroizing::new(kms::decrypt(&ciphertext, &context).map_err(describe)?);
-                    prefix = Sha256::digest(plaintext.as_slice())[..4].iter().map(|b| format!("{b:02x}")).collect();
-                }
-                Ok(json!({ "sha256_prefix": prefix }).to_string())
+                    Ok::<_, String>(
+                        Sha256::digest(plaintext.as_slice())[..4].iter().map(|b| format!("{b:02x}")).collect(),
+                    )
+                });
+                std::thread::sleep(std::time::Duration::from_millis(number("then_sleep_ms")));
+                Ok(json!({ "sha256_prefix": decrypted? }).to_string())
             }
             // Opens `ciphertext` (base64) as a key handle (or the env var `env`; `reopen` times more), then runs
             // each of `ops` on it,
