@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kms::primitives::Blob;
 use base64::Engine as _;
-use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, KmsPolicy, LocalKey};
+use keyward::{EncryptionContext, Host, HostSettings, InvocationContext, SecretsSettings, LocalKey};
 use serde_json::json;
 use servers::*;
 
@@ -269,10 +269,10 @@ fn phases(runtime: &tokio::runtime::Runtime, cwasm: &Path) -> [Vec<Duration>; 4]
     let key = Arc::new(LocalKey::generate().unwrap());
     let context = EncryptionContext::from_pairs([("function", "hello")]).unwrap();
     let ciphertext = key.encrypt(b"bench-secret", &context).unwrap();
-    let config = HostConfig {
+    let config = HostSettings {
         guest_env: vec![("PASSWORD".into(), base64::engine::general_purpose::STANDARD.encode(ciphertext))],
-        kms: KmsPolicy { stamped_context: context, ..KmsPolicy::default() },
-        ..HostConfig::default()
+        secrets: SecretsSettings { stamped_context: context, ..SecretsSettings::default() },
+        ..HostSettings::default()
     };
     let host = Host::from_file(cwasm, key, config).unwrap();
     let mut phases: [Vec<Duration>; 4] = Default::default();
@@ -306,7 +306,7 @@ fn key_operation_costs(runtime: &tokio::runtime::Runtime, probe: &Path) -> Vec<(
     let hmac_secret: [u8; 32] = ring::rand::generate(&rng).unwrap().expose();
     // PKCS#8 v1 of an Ed25519 seed (RFC 8410): a fixed 16-byte prefix, then the seed.
     let ed25519_pkcs8 = [&hex_bytes("302e020100300506032b657004220420")[..], &seed].concat();
-    let host = Host::from_file(probe, key.clone(), HostConfig::default()).unwrap();
+    let host = Host::from_file(probe, key.clone(), HostSettings::default()).unwrap();
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let guest_time = |event: serde_json::Value| {
         runtime.block_on(async {

@@ -15,8 +15,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyward::kms::{AwsKms, CacheSettings};
-use keyward::{EncryptionContext, Host, HostConfig, InvocationContext, KmsPolicy, Limits};
+use keyward::aws::AwsKms;
+use keyward::secrets::CacheSettings;
+use keyward::{EncryptionContext, Host, HostSettings, InvocationContext, SecretsSettings, Limits};
 use serde_json::{Value, json};
 use servers::*;
 
@@ -97,15 +98,15 @@ fn main() {
         "soak", "calls", "unexpected", "RSS@1000 KiB", "RSS end KiB", "ratio", "time"
     );
 
-    let config = HostConfig {
+    let config = HostSettings {
         limits: Limits::default().with_memory_mb(32).with_timeout_ms(50),
-        kms: KmsPolicy {
+        secrets: SecretsSettings {
             stamped_context: EncryptionContext::from_pairs([("function", "soak")]).unwrap(),
             max_decrypt_calls: 4,
             cache: CacheSettings { ttl: Duration::from_secs(300), ..CacheSettings::default() },
-            ..KmsPolicy::default()
+            ..SecretsSettings::default()
         },
-        ..HostConfig::default()
+        ..HostSettings::default()
     };
     let backend = Arc::new(AwsKms::from_sdk_config(&moto_sdk_config(&moto), vec![key.clone()]));
     let host = Host::from_file(&probe, backend, config).unwrap();

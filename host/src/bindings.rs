@@ -6,7 +6,7 @@ wasmtime::component::bindgen!({
     // `decrypt` awaits the key service, and traps when the guest is over its decrypt quota.
     imports: { default: async | trappable },
     exports: { default: async },
-    with: { "keyward:lambda/keys.key": crate::sandbox::keys_capability::KeyHandle },
+    with: { "keyward:lambda/keys.key": crate::capability::keys::KeyHandle },
 });
 
 pub(crate) use self::exports::keyward::lambda::handler::Context as HandlerContext;

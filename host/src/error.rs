@@ -57,7 +57,7 @@ pub enum InvokeError {
 }
 
 impl InvokeError {
-    /// A stable name for the kind of failure (the Lambda `errorType`). The README lists them all.
+    /// A stable name for the kind of failure (the Lambda `errorType`). docs/lambda.md lists them all.
     pub fn error_type(&self) -> &'static str {
         match self {
             InvokeError::Guest(_) => "GuestError",
@@ -329,11 +329,11 @@ mod tests {
         }
     }
 
-    /// The README's `errorType` table lists exactly the types an invocation can fail with.
+    /// docs/lambda.md's `errorType` table lists exactly the types an invocation can fail with.
     #[test]
-    fn the_readme_lists_every_error_type() {
-        let readme = include_str!("../../README.md");
-        let section = &readme[readme.find("| `errorType` | when |").unwrap()..];
+    fn the_docs_list_every_error_type() {
+        let docs = include_str!("../../docs/lambda.md");
+        let section = &docs[docs.find("| `errorType` | when |").unwrap()..];
         let table = section.lines().skip(2).take_while(|line| line.starts_with('|'));
         let listed: Vec<&str> = table.filter_map(|row| row.split('`').nth(1)).collect();
         assert_eq!(listed, InvokeError::ERROR_TYPES);

@@ -1,5 +1,6 @@
-//! The host: one guest component, a key service behind the host's policy, and the configuration every invocation
-//! of the guest runs under.
+//! The host: one guest component, each capability's shared state, and the settings every invocation of the guest
+//! runs under. Built in one place from checked settings ([`HostSettings`]), whether by the command line, Lambda
+//! mode or the stub host.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,130 +9,45 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument as _;
 
 use crate::bindings::HandlerContext;
+use crate::capability::Capabilities;
+use crate::capability::keys::KeyOperationRecord;
+use crate::capability::kms::GuestPlaintext;
 use crate::error::{InvokeError, check_event};
-use crate::kms::{DecryptRecord, KmsBackend, KmsError, KmsGate, KmsPolicy, PolicyError};
-use crate::sandbox::KeyOperationRecord;
 use crate::sandbox::budget::Budget;
-use crate::sandbox::{
-    ComponentSource, FreshInstance, InvalidLimits, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance,
-};
-
-/// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
-pub const PREFETCH_BUDGET: Duration = Duration::from_secs(3);
+use crate::sandbox::{ComponentSource, FreshInstance, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance};
+use crate::secrets::PrefetchError;
+use crate::secrets::{DecryptRecord, KmsBackend};
+use crate::settings::{Checked, HostSettings, SettingError};
 
 /// Most time an instance made ahead of its invocation may take ([`Host::instance`]), or the time limit if less: a
 /// guest whose start takes longer is instantiated by each invocation, in its own time, rather than delaying every
 /// poll.
 const AHEAD_OF_TIME: Duration = Duration::from_millis(100);
 
-/// Environment variables that hold AWS credentials: never handed to a guest, whatever the configuration says.
-pub const CREDENTIAL_ENV_VARS: &[&str] = &[
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-];
-
-/// How a [`Host`] runs its guest: limits, the guest's environment, and the `kms` capability's policy.
-#[derive(Debug, Clone, Default)]
-pub struct HostConfig {
-    /// Limits of every invocation.
-    pub limits: Limits,
-    /// The guest's whole environment: nothing else of the host's environment reaches it.
-    pub guest_env: Vec<(String, String)>,
-    /// Every setting of the `kms` capability.
-    pub kms: KmsPolicy,
-}
-
-impl HostConfig {
-    /// Checks the whole configuration, as [`Host::new`] does, without building a host: for parsers that want to
-    /// word the errors in their own terms.
-    ///
-    /// # Errors
-    /// As [`Host::new`]'s configuration errors.
-    pub fn check(&self) -> Result<(), HostError> {
-        self.validate()?;
-        self.kms.check(&self.guest_env)?;
-        Ok(())
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), HostError> {
-        self.limits.validate()?;
-        for (name, _) in &self.guest_env {
-            if name.is_empty() || name.contains(['=', '\0']) {
-                return Err(HostError::GuestEnv(format!("guest env var name {name:?} is not a valid name")));
-            }
-            if CREDENTIAL_ENV_VARS.contains(&name.as_str()) {
-                return Err(HostError::GuestEnv(format!(
-                    "guest env var {name} holds AWS credentials; guests never get them"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Why a host could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    /// The limits are out of range.
-    #[error("invalid limits: {0}")]
-    Limits(#[from] InvalidLimits),
-    /// The guest's environment is unusable.
-    #[error("invalid host configuration: {0}")]
-    GuestEnv(String),
-    /// The `kms` policy cannot work with this guest.
-    #[error("invalid host configuration: {0}")]
-    Policy(#[from] PolicyError),
+    /// A setting cannot work: the error names it.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
     /// The component cannot be loaded.
     #[error(transparent)]
     Load(#[from] LoadError),
-    /// A secret named for prefetching could not be decrypted.
-    #[error("cannot prefetch {name}: {reason}")]
-    Prefetch {
-        /// The guest env var.
-        name: String,
-        /// Why: bad base64, or the key service's refusal.
-        reason: String,
-    },
+    /// A secret named for prefetching could not be fetched.
+    #[error(transparent)]
+    Prefetch(#[from] PrefetchError),
 }
 
-/// [`Host::prefetch`], for the parts of a host: decrypts the `names` guest variables' ciphertexts through `gate`.
-pub(crate) async fn prefetch(gate: &KmsGate, names: &[String]) -> Result<(), HostError> {
-    if names.is_empty() {
-        return Ok(());
+impl Checked {
+    /// What the sandbox is built with: the limits, and whether guests may import the plaintext capability.
+    pub(crate) fn sandbox(&self) -> (Limits, GuestPlaintext) {
+        (self.limits.clone(), self.kms.guest_plaintext)
     }
-    let deadline = Instant::now() + PREFETCH_BUDGET;
-    let span = tracing::info_span!("prefetch");
-    async {
-        // The policy was checked: every name is a guest env var.
-        let values = names.iter().filter_map(|name| Some((name, gate.guest_var(name)?)));
-        for (i, (name, value)) in values.enumerate() {
-            let fail = |reason: String| HostError::Prefetch { name: name.clone(), reason };
-            let ciphertext =
-                keyward_base64::decode(value).map_err(|e| fail(format!("its value is not base64: {e}")))?;
-            match gate.decrypt(&ciphertext, Vec::new(), Some(deadline)).await.0 {
-                Ok(_) => {}
-                Err(KmsError::Unavailable(reason)) => {
-                    let skipped = names[i..].join(", ");
-                    tracing::warn!(
-                        skipped,
-                        reason,
-                        "prefetch skipped: the key service is unavailable; invocations will decrypt these themselves"
-                    );
-                    break;
-                }
-                Err(refused) => return Err(fail(refused.to_string())),
-            }
-        }
-        Ok(())
+
+    /// Each capability's shared state, fetching secrets from `backend`.
+    pub(crate) fn capabilities(self, backend: Arc<dyn KmsBackend>) -> Capabilities {
+        Capabilities::new(self.env, self.secrets, self.keys, backend)
     }
-    .instrument(span)
-    .await
 }
 
 /// Facts about one invocation, given to the guest.
@@ -182,49 +98,21 @@ pub struct Phases {
     pub response: Duration,
 }
 
-/// Runs one guest component: a fresh sandboxed instance per invocation, with only the `kms` capability.
+/// Runs one guest component: a fresh sandboxed instance per invocation, with the host's capabilities.
 #[derive(Debug)]
 pub struct Host {
     sandbox: Sandbox,
-    gate: KmsGate,
-    prefetch: Vec<String>,
+    caps: Capabilities,
 }
 
 impl Host {
-    /// Builds a host for a component's bytes, decrypting through `kms`.
+    /// Builds a host for a component's bytes, fetching secrets from `backend`.
     ///
     /// # Errors
-    /// [`HostError::Limits`], [`HostError::GuestEnv`] or [`HostError::Policy`] for unusable configuration,
-    /// [`HostError::Load`] for a component that cannot run here.
-    pub fn new(component: &[u8], kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
-        Self::build(ComponentSource::Bytes(component), kms, config)
-    }
-
-    fn build(component: ComponentSource<'_>, kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
-        config.validate()?;
-        let gate = KmsGate::new(kms, &config.kms, &config.guest_env)?;
-        let sandbox = Sandbox::new(component, config.limits.clone(), config.kms.guest_plaintext)?;
-        Ok(Self::from_parts(sandbox, gate, config))
-    }
-
-    /// A host of parts built apart (Lambda's init builds them at once), `config` validated and the gate made from
-    /// its policy.
-    pub(crate) fn from_parts(sandbox: Sandbox, gate: KmsGate, config: HostConfig) -> Self {
-        Self { sandbox, gate, prefetch: config.kms.prefetch }
-    }
-
-    /// Decrypts the ciphertexts (base64) of the policy's [`prefetch`](KmsPolicy::prefetch) variables now, with the
-    /// stamped context alone, so that the guest's first decrypts of them are cache hits.
-    ///
-    /// Prefetching is an optimisation: when the key service is `unavailable` (unreachable, throttling, or slower
-    /// than [`PREFETCH_BUDGET`] for all of them), the rest are skipped with one warning line, and the first
-    /// invocations decrypt them. A refusal is a configuration mistake and fails.
-    ///
-    /// # Errors
-    /// [`HostError::Prefetch`] naming the variable whose value is not base64, or that the key service refused
-    /// (`denied`, `invalid-ciphertext`).
-    pub async fn prefetch(&self) -> Result<(), HostError> {
-        prefetch(&self.gate, &self.prefetch).await
+    /// [`HostError::Setting`] naming a setting that cannot work, [`HostError::Load`] for a component that cannot
+    /// run here.
+    pub fn new(component: &[u8], backend: Arc<dyn KmsBackend>, settings: HostSettings) -> Result<Self, HostError> {
+        Self::build(ComponentSource::Bytes(component), backend, settings)
     }
 
     /// Like [`Host::new`], reading the component from a file.
@@ -232,8 +120,36 @@ impl Host {
     /// # Errors
     /// As [`Host::new`], and [`LoadError::Io`] when the file cannot be read. A precompiled component is mapped
     /// into memory, not read.
-    pub fn from_file(path: &Path, kms: Arc<dyn KmsBackend>, config: HostConfig) -> Result<Self, HostError> {
-        Self::build(ComponentSource::File(path), kms, config)
+    pub fn from_file(path: &Path, backend: Arc<dyn KmsBackend>, settings: HostSettings) -> Result<Self, HostError> {
+        Self::build(ComponentSource::File(path), backend, settings)
+    }
+
+    /// The settings checked (once), the component loaded, each capability's shared state made. Lambda mode does
+    /// the same steps, loading the component while it reaches the key service.
+    fn build(
+        component: ComponentSource<'_>,
+        backend: Arc<dyn KmsBackend>,
+        settings: HostSettings,
+    ) -> Result<Self, HostError> {
+        let checked = settings.checked()?;
+        let (limits, plaintext) = checked.sandbox();
+        let sandbox = Sandbox::new(component, limits, plaintext)?;
+        Ok(Self::assemble(sandbox, checked.capabilities(backend)))
+    }
+
+    /// A host of its parts.
+    pub(crate) fn assemble(sandbox: Sandbox, caps: Capabilities) -> Self {
+        Self { sandbox, caps }
+    }
+
+    /// Fetches the secrets named for prefetching ([`SecretsSettings::prefetch`](crate::SecretsSettings::prefetch))
+    /// now, so that the guest's first decrypts of them are cache hits ([`SecretGate::prefetch`](crate::secrets::SecretGate::prefetch)
+    /// says what happens when the key service is unavailable).
+    ///
+    /// # Errors
+    /// [`HostError::Prefetch`] naming the variable whose value is not base64, or that the key service refused.
+    pub async fn prefetch(&self) -> Result<(), HostError> {
+        Ok(self.caps.secrets.prefetch().await?)
     }
 
     /// The limits every invocation runs under.
@@ -254,7 +170,7 @@ impl Host {
     /// invocation then makes its own, in its own time, and reports why it cannot).
     pub(crate) async fn instance(&self) -> Option<FreshInstance> {
         let budget = Budget::new(self.ahead_of_time(), None).ok()?;
-        self.sandbox.instance(&self.gate, budget).await.ok()
+        self.sandbox.instance(&self.caps, budget).await.ok()
     }
 
     /// The most time an instance made ahead of its invocation may take: 100 ms, or the time limit if less.
@@ -276,7 +192,7 @@ impl Host {
             let run = match self.prepare(event, ctx) {
                 Ok(request) => match fresh.take() {
                     Some(fresh) => self.sandbox.run_in(fresh, request).await,
-                    None => self.sandbox.run(&self.gate, request).await,
+                    None => self.sandbox.run(&self.caps, request).await,
                 },
                 Err(e) => Run::refused(e),
             };
@@ -325,6 +241,6 @@ fn random_request_id() -> String {
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = crate::kms::hex(&b);
+    let h = crate::secrets::hex(&b);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }

@@ -70,7 +70,7 @@ fn forms(secret: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
         for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
             push(engine.encode(bytes).into_bytes());
         }
-        let hex = Zeroizing::new(crate::kms::hex(bytes));
+        let hex = Zeroizing::new(crate::secrets::hex(bytes));
         push(hex.to_ascii_uppercase().into_bytes());
         push(hex.as_bytes().to_vec());
     }
@@ -292,8 +292,8 @@ mod tests {
             STANDARD_NO_PAD.encode(bytes),
             URL_SAFE.encode(bytes),
             URL_SAFE_NO_PAD.encode(bytes),
-            crate::kms::hex(bytes),
-            crate::kms::hex(bytes).to_uppercase(),
+            crate::secrets::hex(bytes),
+            crate::secrets::hex(bytes).to_uppercase(),
             format!("failed with {secret:?}"),
         ];
         printed.extend(secret.lines().map(|line| format!("> {line}")));

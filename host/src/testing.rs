@@ -24,11 +24,10 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use crate::kms::{DecryptRecord, DecryptRequest, Decrypted, GuestPlaintext, KmsBackend, KmsError, LocalKey};
-use crate::sandbox::KeyOperationRecord;
-use crate::{
-    EncryptionContext, Host, HostConfig, HostError, Invocation, InvocationContext, InvokeError, KmsPolicy, Limits,
-};
+use crate::capability::keys::KeyOperationRecord;
+use crate::capability::kms::{GuestPlaintext, KmsSettings};
+use crate::secrets::{DecryptRecord, DecryptRequest, Decrypted, KmsBackend, KmsError, LocalKey, SecretsSettings};
+use crate::{EncryptionContext, Host, HostError, HostSettings, Invocation, InvocationContext, InvokeError, Limits};
 
 /// Why a stub-host call failed.
 #[derive(Debug, thiserror::Error)]
@@ -256,11 +255,13 @@ impl StubHost {
             let ciphertext = self.kms.key.encrypt(plaintext, &stamped).map_err(|e| StubError::Stub(e.to_string()))?;
             guest_env.push((name.clone(), base64::engine::general_purpose::STANDARD.encode(ciphertext)));
         }
-        let config = HostConfig {
+        let settings = HostSettings {
             limits: self.limits.clone(),
             guest_env,
-            kms: KmsPolicy { stamped_context: stamped, guest_plaintext: self.plaintext, ..KmsPolicy::default() },
+            secrets: SecretsSettings { stamped_context: stamped, ..SecretsSettings::default() },
+            kms: KmsSettings { guest_plaintext: self.plaintext },
+            ..HostSettings::default()
         };
-        Ok(Host::new(&self.compiled, self.kms.clone(), config)?)
+        Ok(Host::new(&self.compiled, self.kms.clone(), settings)?)
     }
 }

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward::kms::{AwsKms, CacheSettings};
-use keyward::{Host, HostConfig, InvokeError, KmsPolicy};
+use keyward::aws::AwsKms;
+use keyward::secrets::CacheSettings;
+use keyward::{Host, HostSettings, InvokeError, SecretsSettings};
 use serde_json::json;
 
 use crate::servers::*;
@@ -24,7 +25,7 @@ async fn fixture() -> Fixture {
     Fixture { moto, kms, key }
 }
 
-fn probe_host(f: &Fixture, keys: &[&str], config: HostConfig) -> Host {
+fn probe_host(f: &Fixture, keys: &[&str], config: HostSettings) -> Host {
     let backend = AwsKms::from_sdk_config(&moto_sdk_config(&f.moto), keys.iter().map(|k| k.to_string()).collect());
     Host::from_file(&guest("probe"), Arc::new(backend), config).unwrap()
 }
@@ -44,7 +45,7 @@ fn guest_error(invocation: &keyward::Invocation) -> String {
 async fn decrypts_with_the_allowed_key_and_context() {
     let f = fixture().await;
     let ciphertext = encrypt(&f.kms, &f.key, b"aws-s3cret", &[("function", "probe"), ("purpose", "db")]).await;
-    let config = HostConfig { kms: stamping(&[("function", "probe")]), ..HostConfig::default() };
+    let config = HostSettings { secrets: stamping(&[("function", "probe")]), ..HostSettings::default() };
     let host = probe_host(&f, &[&f.key], config);
 
     let ok = invoke(&host, decrypt_event(&ciphertext, json!({"purpose": "db"}))).await;
@@ -62,14 +63,14 @@ async fn ciphertexts_of_other_keys_are_refused() {
     let f = fixture().await;
     let other_key = create_key(&f.kms).await;
     let theirs = encrypt(&f.kms, &other_key, b"their-s3cret", &[]).await;
-    let host = probe_host(&f, &[&f.key], HostConfig::default());
+    let host = probe_host(&f, &[&f.key], HostSettings::default());
     let message = guest_error(&invoke(&host, decrypt_event(&theirs, json!({}))).await);
     assert!(message.starts_with("kms denied:") || message.starts_with("kms invalid-ciphertext:"), "{message}");
     assert!(message.contains(&f.key), "the message names the allowed key: {message}");
     assert!(!message.contains("their-s3cret"));
 
     // With both keys allowed, the second is tried.
-    let host = probe_host(&f, &[&f.key, &other_key], HostConfig::default());
+    let host = probe_host(&f, &[&f.key, &other_key], HostSettings::default());
     let ok = invoke(&host, decrypt_event(&theirs, json!({}))).await;
     assert_eq!(response(&ok)["sha256_prefix"], fingerprint(b"their-s3cret"));
 }
@@ -78,13 +79,13 @@ async fn ciphertexts_of_other_keys_are_refused() {
 async fn the_cache_saves_kms_calls_and_outlives_an_outage() {
     let mut f = fixture().await;
     let ciphertext = encrypt(&f.kms, &f.key, b"cached-s3cret", &[]).await;
-    let kms = KmsPolicy {
+    let kms = SecretsSettings {
         cache: CacheSettings { ttl: Duration::from_secs(300), ..CacheSettings::default() },
-        ..KmsPolicy::default()
+        ..SecretsSettings::default()
     };
-    let config = HostConfig { kms, ..HostConfig::default() };
+    let config = HostSettings { secrets: kms, ..HostSettings::default() };
     let host = probe_host(&f, &[&f.key], config);
-    let uncached = probe_host(&f, &[&f.key], HostConfig::default());
+    let uncached = probe_host(&f, &[&f.key], HostSettings::default());
 
     recorder_start(&f.moto);
     for _ in 0..10 {

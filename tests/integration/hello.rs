@@ -1,7 +1,7 @@
 //! The hello guest end to end: the classic handler's behaviour, through the library and through the binary.
 
-use keyward::kms::CacheSettings;
-use keyward::{HostConfig, InvokeError, KmsError, KmsPolicy};
+use keyward::secrets::CacheSettings;
+use keyward::{HostSettings, InvokeError, KmsError, SecretsSettings};
 use serde_json::json;
 
 use crate::support::*;
@@ -10,10 +10,10 @@ use crate::support::*;
 async fn decrypts_its_secret_and_answers_with_a_fingerprint() {
     let key = new_key();
     let ciphertext = key.encrypt(b"hunter2", &context(&[("function", "hello")])).unwrap();
-    let config = HostConfig {
+    let config = HostSettings {
         guest_env: vec![("PASSWORD".into(), b64(&ciphertext))],
-        kms: stamping(&[("function", "hello")]),
-        ..HostConfig::default()
+        secrets: stamping(&[("function", "hello")]),
+        ..HostSettings::default()
     };
     let host = host_with("hello", &key, config);
 
@@ -34,11 +34,11 @@ async fn decrypts_its_secret_and_answers_with_a_fingerprint() {
 
 #[tokio::test]
 async fn reports_a_missing_or_malformed_password_as_a_guest_error() {
-    let (_, host) = host("hello", HostConfig::default());
+    let (_, host) = host("hello", HostSettings::default());
     let err = invoke(&host, json!({})).await.result.unwrap_err();
     assert_eq!(err.to_string(), "guest returned an error: env var PASSWORD is not set");
 
-    let config = HostConfig { guest_env: vec![("PASSWORD".into(), "not base64!".into())], ..HostConfig::default() };
+    let config = HostSettings { guest_env: vec![("PASSWORD".into(), "not base64!".into())], ..HostSettings::default() };
     let (_, host) = crate::support::host("hello", config);
     let err = invoke(&host, json!({})).await.result.unwrap_err();
     assert!(err.to_string().contains("PASSWORD is not base64"), "{err}");
@@ -155,13 +155,13 @@ async fn both_guests_and_the_host_read_base64_alike() {
         .map(|name| (name, keyward::precompile(&std::fs::read(guest(name)).unwrap(), &Default::default()).unwrap()))
         .collect();
     for (case, password, expected) in &cases {
-        let kms = KmsPolicy {
+        let kms = SecretsSettings {
             cache: CacheSettings { ttl: std::time::Duration::from_secs(60), ..CacheSettings::default() },
             prefetch: vec!["PASSWORD".into()],
-            ..KmsPolicy::default()
+            ..SecretsSettings::default()
         };
         let config =
-            HostConfig { guest_env: vec![("PASSWORD".into(), password.clone())], kms, ..HostConfig::default() };
+            HostSettings { guest_env: vec![("PASSWORD".into(), password.clone())], secrets: kms, ..HostSettings::default() };
         for (name, cwasm) in &compiled {
             let host = keyward::Host::new(cwasm, key.clone(), config.clone()).unwrap();
             let result = invoke(&host, json!({})).await.result;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use keyward::kms::{AwsKms, CacheSettings};
-use keyward::{Host, HostConfig, HostError, InvocationContext, KmsPolicy, Limits};
+use keyward::aws::AwsKms;
+use keyward::secrets::CacheSettings;
+use keyward::{Host, HostSettings, HostError, InvocationContext, SecretsSettings, Limits};
 use serde_json::{Value, json};
 
 use crate::lambda::Function;
@@ -201,14 +202,15 @@ async fn fixture() -> Fixture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_guests_in_process() {
     let f = fixture().await;
-    let config = HostConfig {
+    let config = HostSettings {
         limits: Limits::default().with_memory_mb(MEMORY_MB).with_timeout_ms(TIMEOUT_MS),
         guest_env: vec![("PASSWORD".into(), f.mine.clone()), ("GREETING".into(), "hi".into())],
-        kms: KmsPolicy {
+        secrets: SecretsSettings {
             max_decrypt_calls: MAX_DECRYPT_CALLS,
             cache: CacheSettings { ttl: Duration::from_secs(300), ..CacheSettings::default() },
             ..stamping(&[("function", "hostile")])
         },
+        ..HostSettings::default()
     };
     let backend = || Arc::new(AwsKms::from_sdk_config(&moto_sdk_config(&f.moto), vec![f.key.clone()]));
     let host = Host::from_file(&guest("probe"), backend(), config.clone()).unwrap();

@@ -1,7 +1,7 @@
 //! Key handles through a real component: a hostile guest trying to get key bytes out of every operation gets
 //! signatures and MACs only; the handle's quotas and input bound hold; refusals are clear and quote no key.
 
-use keyward::{HostConfig, InvokeError, KmsPolicy, LimitExceeded};
+use keyward::{HostSettings, InvokeError, KeysSettings, LimitExceeded, SecretsSettings};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
@@ -43,7 +43,7 @@ async fn no_operation_gives_a_guest_the_key() {
         ("RSA", fixture("rsa2048.pkcs1.pem")),
         ("EC", fixture("p256.sec1.pem")),
     ];
-    let (key, host) = host("probe", HostConfig::default());
+    let (key, host) = host("probe", HostSettings::default());
     let empty = keyward::EncryptionContext::new();
     for (name, plaintext) in &secrets {
         let ciphertext = key.encrypt(plaintext, &empty).unwrap();
@@ -101,8 +101,9 @@ async fn no_operation_gives_a_guest_the_key() {
 #[tokio::test]
 async fn handles_are_bounded_like_decrypts() {
     let kms =
-        KmsPolicy { max_key_operations: 3, max_key_input_bytes: 1024, max_decrypt_calls: 1, ..KmsPolicy::default() };
-    let (key, host) = host("probe", HostConfig { kms, ..HostConfig::default() });
+        SecretsSettings { max_decrypt_calls: 1, ..SecretsSettings::default() };
+    let keys = KeysSettings { max_operations: 3, max_input_bytes: 1024 };
+    let (key, host) = host("probe", HostSettings { secrets: kms, keys, ..HostSettings::default() });
     let ciphertext =
         b64(&key.encrypt(b"an-hmac-s3cret-of-sixteen-bytes-or-more", &keyward::EncryptionContext::new()).unwrap());
 
@@ -142,11 +143,11 @@ async fn handles_are_bounded_like_decrypts() {
 
 #[tokio::test]
 async fn opening_by_name_takes_only_the_guests_own_variables() {
-    let (key, _) = host("probe", HostConfig::default());
+    let (key, _) = host("probe", HostSettings::default());
     let ciphertext = b64(&key.encrypt(b"a-named-s3cret-of-some-length", &keyward::EncryptionContext::new()).unwrap());
-    let config = HostConfig {
+    let config = HostSettings {
         guest_env: vec![("SIGNING".into(), ciphertext), ("PLAIN".into(), "not base64!".into())],
-        ..HostConfig::default()
+        ..HostSettings::default()
     };
     let host = host_with("probe", &key, config);
     let ops = json!([{"op": "hmac", "message": "m"}]);
@@ -171,9 +172,9 @@ async fn opening_by_name_takes_only_the_guests_own_variables() {
 #[tokio::test]
 async fn a_host_denying_plaintext_runs_only_sealed_components() {
     let key = new_key();
-    let deny = || HostConfig {
-        kms: KmsPolicy { guest_plaintext: keyward::GuestPlaintext::Deny, ..KmsPolicy::default() },
-        ..HostConfig::default()
+    let deny = || HostSettings {
+        kms: keyward::KmsSettings { guest_plaintext: keyward::GuestPlaintext::Deny },
+        ..HostSettings::default()
     };
     for guest_name in ["probe", "hello"] {
         let error = keyward::Host::from_file(&guest(guest_name), key.clone(), deny()).unwrap_err().to_string();
@@ -186,7 +187,7 @@ async fn a_host_denying_plaintext_runs_only_sealed_components() {
 
     let pem = fixture("ed25519.pkcs8.pem");
     let ciphertext = b64(&key.encrypt(&pem, &keyward::EncryptionContext::new()).unwrap());
-    let config = HostConfig { guest_env: vec![("SIGNING_KEY".into(), ciphertext)], ..deny() };
+    let config = HostSettings { guest_env: vec![("SIGNING_KEY".into(), ciphertext)], ..deny() };
     let host = host_with("signer", &key, config);
     let event = json!({
         "version": "2.0", "rawPath": "/sign", "rawQueryString": "", "headers": {},

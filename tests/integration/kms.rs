@@ -1,6 +1,6 @@
 //! Decrypts through the guest: wrong keys, wrong and stamped contexts, tampered ciphertexts.
 
-use keyward::{HostConfig, InvokeError, KmsError};
+use keyward::{HostSettings, InvokeError, KmsError};
 use serde_json::json;
 
 use crate::support::*;
@@ -24,7 +24,7 @@ async fn probe_decrypt(
 
 #[tokio::test]
 async fn a_ciphertext_of_another_key_is_invalid_and_names_both_keys() {
-    let (host_key, host) = host("probe", HostConfig::default());
+    let (host_key, host) = host("probe", HostSettings::default());
     let other_key = new_key();
     let ciphertext = other_key.encrypt(b"s3cret-value", &context(&[])).unwrap();
     let message = probe_decrypt(&host, &ciphertext, json!({})).await.unwrap_err();
@@ -35,7 +35,7 @@ async fn a_ciphertext_of_another_key_is_invalid_and_names_both_keys() {
 
 #[tokio::test]
 async fn the_context_must_match_the_ciphertext() {
-    let (key, host) = host("probe", HostConfig::default());
+    let (key, host) = host("probe", HostSettings::default());
     let ciphertext = key.encrypt(b"s3cret-value", &context(&[("purpose", "db")])).unwrap();
     assert_eq!(probe_decrypt(&host, &ciphertext, json!({"purpose": "db"})).await, Ok(fingerprint(b"s3cret-value")));
     for wrong in [json!({}), json!({"purpose": "cache"}), json!({"purpose": "db", "extra": "1"})] {
@@ -47,7 +47,7 @@ async fn the_context_must_match_the_ciphertext() {
 #[tokio::test]
 async fn stamped_pairs_bind_ciphertexts_to_the_function() {
     let key = new_key();
-    let stamped = HostConfig { kms: stamping(&[("function", "hello")]), ..HostConfig::default() };
+    let stamped = HostSettings { secrets: stamping(&[("function", "hello")]), ..HostSettings::default() };
     let host = host_with("probe", &key, stamped);
 
     // Made for this function: opens with an empty guest context, since the host adds the stamp.
@@ -73,7 +73,7 @@ async fn stamped_pairs_bind_ciphertexts_to_the_function() {
 
 #[tokio::test]
 async fn tampered_and_truncated_ciphertexts_are_refused() {
-    let (key, host) = host("probe", HostConfig::default());
+    let (key, host) = host("probe", HostSettings::default());
     let ciphertext = key.encrypt(b"s3cret-value", &context(&[])).unwrap();
     let last = ciphertext.len() - 1;
     for (what, bad) in [

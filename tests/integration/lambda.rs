@@ -334,7 +334,7 @@ async fn kms_over_https_trusts_the_ca_bundle_and_otherwise_the_built_in_roots() 
         .credentials_provider(aws_sdk_kms::config::SharedCredentialsProvider::new(
             aws_sdk_kms::config::Credentials::new("testing", "testing", None, None, "tests"),
         ))
-        .http_client(keyward::kms::aws::https_client_trusting(Some(&ca)).unwrap())
+        .http_client(keyward::aws::https_client_trusting(Some(&ca)).unwrap())
         .build();
     let kms = aws_sdk_kms::Client::new(&sdk);
     let key = create_key(&kms).await;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keyward::{HostConfig, HostError, InvocationContext, InvokeError, KmsPolicy, LimitExceeded, Limits};
+use keyward::{HostSettings, HostError, InvocationContext, InvokeError, SecretsSettings, LimitExceeded, Limits};
 use serde_json::json;
 
 use crate::support::*;
@@ -16,9 +16,9 @@ async fn assert_serves_next(host: &keyward::Host) {
 
 #[tokio::test]
 async fn the_guest_sees_only_the_env_it_is_given_and_no_files() {
-    let config = HostConfig {
+    let config = HostSettings {
         guest_env: vec![("GREETING".into(), "hi".into()), ("MODE".into(), "test".into())],
-        ..HostConfig::default()
+        ..HostSettings::default()
     };
     let (_, host) = host("probe", config);
     let seen = response(&invoke(&host, json!({"action": "env"})).await);
@@ -33,9 +33,9 @@ async fn the_guest_sees_only_the_env_it_is_given_and_no_files() {
 
 #[test]
 fn credentials_cannot_be_configured_into_a_guest() {
-    let config = HostConfig { guest_env: vec![("AWS_SECRET_ACCESS_KEY".into(), "x".into())], ..HostConfig::default() };
+    let config = HostSettings { guest_env: vec![("AWS_SECRET_ACCESS_KEY".into(), "x".into())], ..HostSettings::default() };
     let err = keyward::Host::from_file(&guest("probe"), new_key(), config).unwrap_err();
-    assert!(matches!(err, HostError::GuestEnv(ref m) if m.contains("AWS_SECRET_ACCESS_KEY")), "{err}");
+    assert!(matches!(err, HostError::Setting(ref e) if e.reason.contains("AWS_SECRET_ACCESS_KEY")), "{err}");
 }
 
 /// Host env vars (credentials among them) never reach the guest, through the real binary.
@@ -61,7 +61,7 @@ fn host_environment_never_reaches_the_guest() {
 #[tokio::test]
 async fn the_guest_is_told_its_invocation() {
     let (_, host) =
-        host("probe", HostConfig { limits: Limits::default().with_timeout_ms(5_000), ..HostConfig::default() });
+        host("probe", HostSettings { limits: Limits::default().with_timeout_ms(5_000), ..HostSettings::default() });
     let ctx = InvocationContext {
         request_id: "req-42".into(),
         function_arn: "arn:aws:lambda:eu-west-1:123456789012:function:probe".into(),
@@ -79,7 +79,7 @@ async fn the_guest_is_told_its_invocation() {
 #[tokio::test]
 async fn an_endless_loop_is_stopped_at_the_deadline_and_the_host_carries_on() {
     let (_, host) =
-        host("probe", HostConfig { limits: Limits::default().with_timeout_ms(200), ..HostConfig::default() });
+        host("probe", HostSettings { limits: Limits::default().with_timeout_ms(200), ..HostSettings::default() });
     let started = Instant::now();
     let invocation = invoke(&host, json!({"action": "loop"})).await;
     let elapsed = started.elapsed();
@@ -92,7 +92,7 @@ async fn an_endless_loop_is_stopped_at_the_deadline_and_the_host_carries_on() {
 
 #[tokio::test]
 async fn the_caller_deadline_shortens_the_time_limit() {
-    let (_, host) = host("probe", HostConfig::default());
+    let (_, host) = host("probe", HostSettings::default());
     let ctx = InvocationContext {
         deadline: Some(SystemTime::now() + Duration::from_millis(150)),
         ..InvocationContext::local("arn")
@@ -110,7 +110,7 @@ async fn the_caller_deadline_shortens_the_time_limit() {
 
 #[tokio::test]
 async fn a_trap_fails_only_its_invocation() {
-    let (_, host) = host("probe", HostConfig::default());
+    let (_, host) = host("probe", HostSettings::default());
     let invocation = invoke(&host, json!({"action": "trap"})).await;
     let Err(InvokeError::Trap(message)) = &invocation.result else {
         panic!("expected a trap: {:?}", invocation.result)
@@ -126,7 +126,7 @@ async fn a_trap_fails_only_its_invocation() {
 
 #[tokio::test]
 async fn memory_is_capped() {
-    let (_, host) = host("probe", HostConfig { limits: Limits::default().with_memory_mb(16), ..HostConfig::default() });
+    let (_, host) = host("probe", HostSettings { limits: Limits::default().with_memory_mb(16), ..HostSettings::default() });
     let fits = response(&invoke(&host, json!({"action": "alloc", "mb": 4})).await);
     assert_eq!(fits["allocated_mb"], 4);
     let invocation = invoke(&host, json!({"action": "alloc", "mb": 64})).await;
@@ -140,8 +140,8 @@ async fn memory_is_capped() {
 
 #[tokio::test]
 async fn decrypt_calls_are_capped_per_invocation() {
-    let kms = KmsPolicy { max_decrypt_calls: 3, ..KmsPolicy::default() };
-    let (key, host) = host("probe", HostConfig { kms, ..HostConfig::default() });
+    let kms = SecretsSettings { max_decrypt_calls: 3, ..SecretsSettings::default() };
+    let (key, host) = host("probe", HostSettings { secrets: kms, ..HostSettings::default() });
     let ciphertext = b64(&key.encrypt(b"pw", &context(&[])).unwrap());
     let ok = invoke(&host, json!({"action": "decrypt", "ciphertext": ciphertext, "times": 3})).await;
     assert_eq!(response(&ok)["sha256_prefix"], fingerprint(b"pw"));
@@ -158,7 +158,7 @@ async fn decrypt_calls_are_capped_per_invocation() {
 #[tokio::test]
 async fn responses_are_capped_and_must_be_json() {
     let limits = Limits { max_response_bytes: 1000, ..Limits::default() };
-    let (_, host) = host("probe", HostConfig { limits, ..HostConfig::default() });
+    let (_, host) = host("probe", HostSettings { limits, ..HostSettings::default() });
     assert!(invoke(&host, json!({"action": "big", "bytes": 900})).await.result.is_ok());
     let big = invoke(&host, json!({"action": "big", "bytes": 5000})).await;
     assert_eq!(big.result, Err(InvokeError::Limit(LimitExceeded::ResponseSize { size: 5002, limit: 1000 })));
@@ -170,7 +170,7 @@ async fn responses_are_capped_and_must_be_json() {
 
 #[tokio::test]
 async fn guest_errors_pass_through() {
-    let (_, host) = host("probe", HostConfig::default());
+    let (_, host) = host("probe", HostSettings::default());
     let invocation = invoke(&host, json!({"action": "fail", "message": "bad request: no id"})).await;
     assert_eq!(invocation.result, Err(InvokeError::Guest("bad request: no id".into())));
     assert_eq!(invocation.result.unwrap_err().error_type(), "GuestError");
@@ -179,7 +179,7 @@ async fn guest_errors_pass_through() {
 /// Instances run side by side on a multi-threaded runtime, each with its own store and quota.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_invocations_each_get_their_own_instance() {
-    let (key, host) = host("probe", HostConfig::default());
+    let (key, host) = host("probe", HostSettings::default());
     let host = std::sync::Arc::new(host);
     let ciphertext = b64(&key.encrypt(b"pw", &context(&[])).unwrap());
     let event = json!({"action": "decrypt", "ciphertext": ciphertext});
@@ -201,7 +201,7 @@ async fn concurrent_invocations_each_get_their_own_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invocations_beyond_the_pool_wait_for_an_instance_within_their_time() {
     let limits = Limits { max_instances: 1, timeout: Duration::from_secs(2), ..Limits::default() };
-    let (_, host) = host("probe", HostConfig { limits, ..HostConfig::default() });
+    let (_, host) = host("probe", HostSettings { limits, ..HostSettings::default() });
     let host = std::sync::Arc::new(host);
     // Each task gives its instance back as it ends (an `Invocation` holds it until dropped): the order they take
     // the instance in is not the order the test reads their outcomes in.
@@ -240,7 +240,7 @@ fn wat_guest(name: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_memory_limit_is_on_all_of_a_guests_memories_together() {
-    let host = keyward::Host::new(&wat_guest("many-memories"), new_key(), HostConfig::default()).unwrap();
+    let host = keyward::Host::new(&wat_guest("many-memories"), new_key(), HostSettings::default()).unwrap();
     let invocation = invoke(&host, json!({})).await;
     let Err(InvokeError::Limit(LimitExceeded::Memory { limit_mb: 64, requested_mb })) = invocation.result else {
         panic!("expected the memory limit: {:?}", invocation.result)
@@ -252,7 +252,7 @@ async fn the_memory_limit_is_on_all_of_a_guests_memories_together() {
 /// Lambda mode): one asked for at instantiation is the guest's trap, and nothing is asked of the key service.
 #[tokio::test]
 async fn a_start_function_asking_for_a_secret_traps() {
-    let host = keyward::Host::new(&wat_guest("start-decrypt"), new_key(), HostConfig::default()).unwrap();
+    let host = keyward::Host::new(&wat_guest("start-decrypt"), new_key(), HostSettings::default()).unwrap();
     let invocation = invoke(&host, json!({})).await;
     let result = invocation.result;
     assert!(
@@ -265,7 +265,7 @@ async fn a_start_function_asking_for_a_secret_traps() {
 
 #[tokio::test]
 async fn a_trap_in_the_start_function_is_the_guests() {
-    let host = keyward::Host::new(&wat_guest("start-trap"), new_key(), HostConfig::default()).unwrap();
+    let host = keyward::Host::new(&wat_guest("start-trap"), new_key(), HostSettings::default()).unwrap();
     let result = invoke(&host, json!({})).await.result;
     assert!(matches!(result, Err(InvokeError::Trap(ref m)) if m.contains("unreachable executed")), "{result:?}");
     assert_eq!(result.unwrap_err().error_type(), "GuestTrap");

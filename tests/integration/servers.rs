@@ -219,7 +219,7 @@ pub fn moto_sdk_config(moto: &Server) -> aws_config::SdkConfig {
         .credentials_provider(aws_sdk_kms::config::SharedCredentialsProvider::new(
             aws_sdk_kms::config::Credentials::new("testing", "testing", None, None, "tests"),
         ))
-        .http_client(keyward::kms::aws::https_client())
+        .http_client(keyward::aws::https_client())
         .build()
 }
 

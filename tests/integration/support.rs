@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use keyward::{EncryptionContext, Host, HostConfig, Invocation, InvocationContext, KmsPolicy, LocalKey};
+use keyward::{EncryptionContext, Host, HostSettings, Invocation, InvocationContext, SecretsSettings, LocalKey};
 use sha2::{Digest, Sha256};
 
 /// A guest component built for wasm32-wasip2 by `cargo xtask build-guests`.
@@ -31,8 +31,8 @@ pub fn context(pairs: &[(&str, &str)]) -> EncryptionContext {
 }
 
 /// The default `kms` policy, stamping `pairs`.
-pub fn stamping(pairs: &[(&str, &str)]) -> KmsPolicy {
-    KmsPolicy { stamped_context: context(pairs), ..KmsPolicy::default() }
+pub fn stamping(pairs: &[(&str, &str)]) -> SecretsSettings {
+    SecretsSettings { stamped_context: context(pairs), ..SecretsSettings::default() }
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -49,12 +49,12 @@ pub fn new_key() -> Arc<LocalKey> {
 }
 
 /// A host over the guest `name`, decrypting with `key`.
-pub fn host_with(name: &str, key: &Arc<LocalKey>, config: HostConfig) -> Host {
+pub fn host_with(name: &str, key: &Arc<LocalKey>, config: HostSettings) -> Host {
     Host::from_file(&guest(name), key.clone(), config).expect("host loads the guest")
 }
 
 /// A host over the guest `name` with a fresh local key.
-pub fn host(name: &str, config: HostConfig) -> (Arc<LocalKey>, Host) {
+pub fn host(name: &str, config: HostSettings) -> (Arc<LocalKey>, Host) {
     let key = new_key();
     let host = host_with(name, &key, config);
     (key, host)

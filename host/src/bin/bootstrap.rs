@@ -6,7 +6,7 @@ fn main() -> std::process::ExitCode {
     if std::env::args_os().len() > 1 {
         eprintln!(
             "bootstrap: takes no arguments: it is a Lambda function's runtime, configured by KEYWARD_* variables \
-             (see the README); run `keyward --help` for the command line"
+             (docs/settings.md lists them); run `keyward --help` for the command line"
         );
         return std::process::ExitCode::from(2);
     }

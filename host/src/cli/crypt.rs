@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use keyward::context::{COMPONENT_KEY, Pair};
+use keyward::context::Pair;
 use keyward::{ComponentDigest, EncryptionContext, LocalKey};
 use secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
@@ -80,16 +80,8 @@ impl Decrypt {
 }
 
 /// The `--context` pairs, and with `--bind-component` the component's digest.
-pub(super) fn context_of(pairs: Vec<Pair>, bind_component: Option<&Path>) -> anyhow::Result<EncryptionContext> {
-    let mut pairs: Vec<(String, String)> = pairs.into_iter().map(Into::into).collect();
-    if let Some(component) = bind_component {
-        anyhow::ensure!(
-            pairs.iter().all(|(key, _)| key != COMPONENT_KEY),
-            "--context {COMPONENT_KEY}=... and --bind-component both give the {COMPONENT_KEY} pair: use one"
-        );
-        pairs.push((COMPONENT_KEY.into(), digest_of(component)?.to_string()));
-    }
-    Ok(EncryptionContext::from_pairs(pairs)?)
+fn context_of(pairs: Vec<Pair>, bind_component: Option<&Path>) -> anyhow::Result<EncryptionContext> {
+    Ok(keyward::secrets::settings::stamped_context(pairs, bind_component)?)
 }
 
 /// A component's digest; an error names the file.

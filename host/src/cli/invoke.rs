@@ -3,9 +3,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use keyward::capability::kms::KmsFlags;
 use keyward::context::Pair;
-use keyward::sandbox::limits::{DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_MS, MAX_MEMORY_MB, MAX_TIMEOUT_MS};
-use keyward::{GuestPlaintext, Host, HostConfig, InvocationContext, InvokeError, KmsPolicy, Limits, LocalKey};
+use keyward::sandbox::LimitFlags;
+use keyward::secrets::settings::SecretFlags;
+use keyward::{Host, HostSettings, InvocationContext, InvokeError, LocalKey};
 
 use super::Failed;
 
@@ -21,30 +23,15 @@ pub(crate) struct Invoke {
     /// An environment variable the guest sees (repeatable); it sees no others.
     #[arg(long = "env", value_name = "NAME=VALUE")]
     env: Vec<Pair>,
-    /// An encryption context pair stamped onto every decrypt the guest makes (repeatable).
-    #[arg(long = "context", value_name = "K=V")]
-    context: Vec<Pair>,
-    /// Stamps this component's digest too (`component=sha256:<digest>`), as `component={component}` in
-    /// KEYWARD_KMS_CONTEXT does on Lambda: only ciphertexts bound to this build decrypt.
-    #[arg(long)]
-    bind_component: bool,
+    #[command(flatten)]
+    secrets: SecretFlags,
     /// The event JSON: a file, or `-` for stdin. Default: `{}`.
     #[arg(long, value_name = "FILE|-")]
     event: Option<PathBuf>,
-    /// Wall-clock limit of the invocation.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_TIMEOUT_MS,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS))]
-    timeout_ms: u64,
-    /// Memory limit of the guest.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MEMORY_MB,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MEMORY_MB)))]
-    memory_mb: u32,
-    /// Most kms.decrypt calls the guest may make.
-    #[arg(long, value_name = "N", default_value_t = KmsPolicy::default().max_decrypt_calls)]
-    max_decrypt_calls: u32,
-    /// `deny` refuses a component that imports kms (plaintext): the guest may use secrets through key handles only.
-    #[arg(long, value_name = "allow|deny", default_value = "allow")]
-    guest_plaintext: GuestPlaintext,
+    #[command(flatten)]
+    limits: LimitFlags,
+    #[command(flatten)]
+    kms: KmsFlags,
     /// The function ARN the guest is told. Default: a local ARN named after the component file.
     #[arg(long, value_name = "ARN")]
     function_arn: Option<String>,
@@ -54,18 +41,14 @@ impl Invoke {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let event = self.read_event()?;
         let key = LocalKey::load(&self.key)?;
-        let bind = self.bind_component;
-        let config = HostConfig {
-            limits: Limits::default().with_memory_mb(self.memory_mb).with_timeout_ms(self.timeout_ms),
+        let settings = HostSettings {
+            limits: self.limits.into(),
             guest_env: self.env.into_iter().map(Into::into).collect(),
-            kms: KmsPolicy {
-                stamped_context: super::crypt::context_of(self.context, bind.then_some(self.component.as_path()))?,
-                max_decrypt_calls: self.max_decrypt_calls,
-                guest_plaintext: self.guest_plaintext,
-                ..KmsPolicy::default()
-            },
+            secrets: self.secrets.settings(&self.component)?,
+            kms: self.kms.into(),
+            ..HostSettings::default()
         };
-        let host = Host::from_file(&self.component, Arc::new(key), config).map_err(|e| match e {
+        let host = Host::from_file(&self.component, Arc::new(key), settings).map_err(|e| match e {
             keyward::HostError::Load(load) => super::naming(&self.component, load),
             other => other.into(),
         })?;

@@ -2,8 +2,8 @@
 //! environment; each event runs the guest once; every failure of an invocation (the guest's, the caller's event, an
 //! odd header, a key service outage) is a function error for that invocation, never the end of the process.
 //!
-//! The `KEYWARD_*` variables and their defaults are listed once, in the README ("Running as a Lambda"); a test
-//! holds that table and [`LambdaConfig::from_vars`] to each other.
+//! The `KEYWARD_*` variables and their defaults are listed once, in docs/settings.md; a test holds that table and
+//! the parsers [`LambdaConfig::from_vars`] calls to each other.
 
 mod config;
 mod diagnostic;
@@ -13,16 +13,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub use config::{ConfigError, LAMBDA_PAYLOAD_LIMIT, LambdaConfig};
+pub use config::{LambdaConfig, MAX_CONCURRENCY};
+pub use crate::sandbox::LAMBDA_PAYLOAD_LIMIT;
 pub use diagnostic::Diagnostic;
 pub use runtime_api::RuntimeApiError;
 use runtime_api::{Next, NextInvocation, RuntimeApi};
 
 use crate::InvokeError;
-use crate::host::{self, Host, HostError, Invocation, InvocationContext};
-use crate::kms::{AwsKms, AwsKmsError, KmsGate};
+use crate::aws::{AwsError, AwsKms};
+use crate::host::{Host, HostError, Invocation, InvocationContext};
 use crate::logging;
 use crate::sandbox::{ComponentSource, FreshInstance, LoadError, Sandbox};
+use crate::settings::SettingError;
 
 /// Consecutive failed polls of the Runtime API after which it is taken to be gone (about 11 s of retries).
 const MAX_POLL_FAILURES: u32 = 10;
@@ -34,10 +36,10 @@ const POLL_BACKOFF: Duration = Duration::from_millis(100);
 pub enum LambdaError {
     /// The configuration is unusable.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] SettingError),
     /// The KMS client could not be built (key, endpoint, region).
     #[error(transparent)]
-    Kms(#[from] AwsKmsError),
+    Kms(#[from] AwsError),
     /// The host could not be built (component, prefetch).
     #[error(transparent)]
     Host(#[from] HostError),
@@ -71,28 +73,31 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-/// Builds the host: configuration, KMS client, component, prefetched secrets. The component loads on a blocking
-/// thread while the KMS client is made and the secrets are prefetched (network round trips, mostly waiting).
+/// Builds the host as [`Host::new`] does (settings checked once, the component loaded, each capability's shared
+/// state made), and prefetches secrets. The component loads on a blocking thread while the KMS client is made and
+/// the secrets are prefetched (network round trips, mostly waiting).
 ///
 /// # Errors
-/// A [`LambdaError`] naming what is wrong: the configuration's or the KMS client's error first, then the
-/// component's, then the prefetch's.
+/// A [`LambdaError`] naming what is wrong: the settings' or the KMS client's error first, then the component's,
+/// then the prefetch's.
 pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
-    let LambdaConfig { component, host: host_config, kms: kms_config, .. } = config;
-    host_config.validate()?;
-    let (limits, plaintext) = (host_config.limits.clone(), host_config.kms.guest_plaintext);
+    let LambdaConfig { component, host, aws, kms, .. } = config;
+    let per_secret_keys: Vec<(String, Vec<String>)> =
+        host.secrets.secrets.iter().map(|(name, settings)| (name.clone(), settings.key_ids.clone())).collect();
+    let checked = host.checked()?;
+    let (limits, plaintext) = checked.sandbox();
     let loading =
         tokio::task::spawn_blocking(move || Sandbox::new(ComponentSource::File(&component), limits, plaintext));
-    let kms = AwsKms::from_env(kms_config).await?;
-    for (name, settings) in &host_config.kms.secrets {
-        kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), &settings.key_ids)?;
+    let kms = AwsKms::from_env(&aws, kms).await?;
+    for (name, key_ids) in &per_secret_keys {
+        kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), key_ids)?;
     }
-    let gate = KmsGate::new(Arc::new(kms), &host_config.kms, &host_config.guest_env).map_err(HostError::from)?;
-    let prefetched = host::prefetch(&gate, &host_config.kms.prefetch).await;
+    let caps = checked.capabilities(Arc::new(kms));
+    let prefetched = caps.secrets.prefetch().await;
     let sandbox = loading.await.map_err(|e| LoadError::Engine(format!("the component loader stopped: {e}")));
     let sandbox = sandbox.and_then(|loaded| loaded).map_err(HostError::from)?;
-    prefetched?;
-    Ok(Host::from_parts(sandbox, gate, host_config))
+    prefetched.map_err(HostError::from)?;
+    Ok(Host::assemble(sandbox, caps))
 }
 
 /// Runs as the Lambda `bootstrap` with `config` (read by [`LambdaConfig::from_vars`]): builds the host, then serves
@@ -101,7 +106,7 @@ pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
 ///
 /// # Errors
 /// The init error, or the Runtime API's when it is missing or has stopped answering.
-pub async fn run(config: Result<LambdaConfig, ConfigError>) -> Result<(), LambdaError> {
+pub async fn run(config: Result<LambdaConfig, SettingError>) -> Result<(), LambdaError> {
     let started = Instant::now();
     let api = RuntimeApi::new(std::env::var("AWS_LAMBDA_RUNTIME_API").ok().as_deref())?;
     let component = config.as_ref().map(|c| c.component.display().to_string()).unwrap_or_default();

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt as _, Limited};
 use lambda_runtime_api_client::body::Body;
 use lambda_runtime_api_client::{PooledClient, build_request};
 
-use super::config::LAMBDA_PAYLOAD_LIMIT;
+use crate::sandbox::LAMBDA_PAYLOAD_LIMIT;
 use super::diagnostic::Diagnostic;
 use crate::error::{InvokeError, bounded, one_line, root_cause};
 

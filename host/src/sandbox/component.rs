@@ -8,7 +8,7 @@ use wasmtime::component::{Component, Linker, Type};
 
 use super::GuestState;
 use crate::bindings::{HANDLER_EXPORT, SecretHandlerPre};
-use crate::kms::GuestPlaintext;
+use crate::capability::kms::GuestPlaintext;
 
 /// Why a component cannot be run. Each message names the problem and, where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,7 @@ pub enum LoadError {
     #[error(
         "component imports `{0}`, which keyward does not grant; guests may import only {list} (WASI 0.2.x, \
          keyward:lambda 0.1.x)",
-        list = super::imports::granted_list()
+        list = crate::capability::granted_list()
     )]
     ForbiddenImport(String),
     /// The component imports the plaintext capability, and the host denies guests plaintext.
@@ -145,10 +145,10 @@ pub(crate) fn load(
     };
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
-        if !super::imports::is_granted(name) {
+        if !crate::capability::is_granted(name) {
             return Err(LoadError::ForbiddenImport(name.to_string()));
         }
-        if plaintext == GuestPlaintext::Deny && super::imports::is_plaintext(name) {
+        if plaintext == GuestPlaintext::Deny && crate::capability::is_plaintext(name) {
             return Err(LoadError::PlaintextDenied(name.to_string()));
         }
     }

@@ -32,7 +32,7 @@ pub struct ComponentDigest(String);
 impl ComponentDigest {
     /// The digest of a component's bytes, as written (`.wasm`), unchecked.
     pub fn of_wasm(component: &[u8]) -> Self {
-        Self(format!("sha256:{}", crate::kms::hex(&Sha256::digest(component))))
+        Self(format!("sha256:{}", crate::secrets::hex(&Sha256::digest(component))))
     }
 
     /// The digest `component` (a `.wasm`, or a `.cwasm` with its record) is a build of.

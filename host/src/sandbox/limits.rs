@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::settings::{Env, SettingError};
+
 /// Default linear-memory limit per instance.
 pub const DEFAULT_MEMORY_MB: u32 = 64;
 /// Default wall-clock limit per invocation.
@@ -16,6 +18,12 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 8;
 pub const MAX_MEMORY_MB: u32 = 4096;
 /// Longest time limit that may be configured: Lambda's longest timeout, 15 minutes.
 pub const MAX_TIMEOUT_MS: u64 = 900_000;
+
+/// Lambda's limit on a synchronous invocation's response, and keyward's on its event: 6 MiB. The response limit
+/// may be set lower, never higher.
+pub const LAMBDA_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+/// Most bytes of stdout, and of stderr, that may be kept for the log per invocation.
+pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
 
 /// Per-invocation resource limits. Build with [`Limits::default`] and adjust fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +52,11 @@ impl Default for Limits {
     }
 }
 
+const MEMORY_MB: &str = "KEYWARD_MEMORY_MB";
+const TIMEOUT_MS: &str = "KEYWARD_TIMEOUT_MS";
+const MAX_RESPONSE_BYTES: &str = "KEYWARD_MAX_RESPONSE_BYTES";
+const MAX_OUTPUT: &str = "KEYWARD_MAX_OUTPUT_BYTES";
+
 impl Limits {
     /// Sets the memory limit in MiB.
     pub fn with_memory_mb(mut self, memory_mb: u32) -> Self {
@@ -57,22 +70,47 @@ impl Limits {
         self
     }
 
+    /// Reads the limits from Lambda mode's variables (the instances are Lambda's concurrency, set apart).
+    ///
+    /// # Errors
+    /// A value that is not a whole number of the setting's range, naming its variable.
+    pub(crate) fn from_env(env: &Env<'_>) -> Result<Self, SettingError> {
+        let d = Self::default();
+        Ok(Self {
+            memory_bytes: mb(env.number(MEMORY_MB, DEFAULT_MEMORY_MB)?),
+            timeout: Duration::from_millis(env.number(TIMEOUT_MS, DEFAULT_TIMEOUT_MS)?),
+            max_response_bytes: env.number(MAX_RESPONSE_BYTES, d.max_response_bytes)?,
+            max_output_bytes: env.number(MAX_OUTPUT, d.max_output_bytes)?,
+            ..d
+        })
+    }
+
     /// Checks that every limit is usable.
     ///
     /// # Errors
-    /// [`InvalidLimits`] naming the limit that is out of range.
-    pub fn validate(&self) -> Result<(), InvalidLimits> {
+    /// A [`SettingError`] naming the limit that is out of range.
+    pub fn check(&self) -> Result<(), SettingError> {
         if self.memory_bytes < mb(1) || self.memory_bytes > mb(MAX_MEMORY_MB) {
-            return Err(InvalidLimits::Memory { bytes: self.memory_bytes });
+            let given = self.memory_bytes as f64 / f64::from(1 << 20);
+            return Err(SettingError::new(MEMORY_MB, format!("must be 1 to {MAX_MEMORY_MB} MiB, not {given} MiB")));
         }
         if self.timeout.is_zero() || self.timeout > Duration::from_millis(MAX_TIMEOUT_MS) {
-            return Err(InvalidLimits::Timeout { ms: self.timeout.as_millis() });
+            let given = self.timeout.as_millis();
+            return Err(SettingError::new(TIMEOUT_MS, format!("must be 1 to {MAX_TIMEOUT_MS} ms, not {given} ms")));
+        }
+        if self.max_response_bytes == 0 || self.max_response_bytes > LAMBDA_PAYLOAD_LIMIT {
+            let reason = format!(
+                "must be 1 to {LAMBDA_PAYLOAD_LIMIT} bytes (Lambda's response limit), not {}",
+                self.max_response_bytes
+            );
+            return Err(SettingError::new(MAX_RESPONSE_BYTES, reason));
+        }
+        if self.max_output_bytes > MAX_OUTPUT_BYTES {
+            let reason = format!("must be 0 to {MAX_OUTPUT_BYTES} bytes, not {}", self.max_output_bytes);
+            return Err(SettingError::new(MAX_OUTPUT, reason));
         }
         if self.max_instances == 0 {
-            return Err(InvalidLimits::NoInstances);
-        }
-        if self.max_response_bytes == 0 {
-            return Err(InvalidLimits::NoResponse);
+            return Err(SettingError::new("Limits::max_instances", "at least one instance must be allowed"));
         }
         Ok(())
     }
@@ -84,27 +122,33 @@ impl Limits {
     }
 }
 
-/// A limit out of range.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidLimits {
-    /// The memory limit.
-    #[error("memory limit must be 1 to {MAX_MEMORY_MB} MiB, not {} MiB", *bytes as f64 / f64::from(1 << 20))]
-    Memory {
-        /// The limit given.
-        bytes: usize,
-    },
-    /// The time limit.
-    #[error("timeout must be 1 to {MAX_TIMEOUT_MS} ms, not {ms} ms")]
-    Timeout {
-        /// The limit given.
-        ms: u128,
-    },
-    /// No instance allowed.
-    #[error("at least one instance must be allowed")]
-    NoInstances,
-    /// No response could be sent.
-    #[error("the response limit must be at least 1 byte: with 0, every response would be refused")]
-    NoResponse,
+/// `keyward invoke`'s flags for the limits.
+#[cfg(feature = "cli")]
+#[derive(Debug, clap::Args)]
+pub struct LimitFlags {
+    /// Wall-clock limit of the invocation.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS))]
+    timeout_ms: u64,
+    /// Memory limit of the guest.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MEMORY_MB,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MEMORY_MB)))]
+    memory_mb: u32,
+    /// Bytes of the guest's stdout, and of its stderr, kept for the log (-v); the rest is counted and dropped.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_OUTPUT_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_OUTPUT_BYTES as u64))]
+    max_output_bytes: u64,
+}
+
+#[cfg(feature = "cli")]
+impl From<LimitFlags> for Limits {
+    fn from(flags: LimitFlags) -> Self {
+        // The parser's range is within usize.
+        let max_output_bytes = usize::try_from(flags.max_output_bytes).unwrap_or(MAX_OUTPUT_BYTES);
+        Self { max_output_bytes, ..Limits::default() }
+            .with_memory_mb(flags.memory_mb)
+            .with_timeout_ms(flags.timeout_ms)
+    }
 }
 
 fn mb(n: u32) -> usize {

@@ -1,13 +1,10 @@
 //! The sandbox: a wasmtime engine, one pre-linked guest component, and a fresh instance per invocation with WASI
-//! granting nothing, bounded memory and time, and the `kms` capability.
+//! granting nothing, bounded memory and time, and the host's capabilities ([`crate::capability`]).
 
 pub(crate) mod budget;
 mod component;
 mod digest;
 mod engine;
-mod imports;
-pub(crate) mod keys_capability;
-mod kms_capability;
 pub mod limits;
 mod output;
 
@@ -29,23 +26,26 @@ pub use digest::ComponentDigest;
 use engine::EpochTicker;
 #[cfg(feature = "compiler")]
 pub use engine::{CompileTarget, Cpu};
-pub use keys_capability::KeyOperationRecord;
-use kms_capability::KmsCapability;
 use limits::StoreLimiter;
-pub use limits::{InvalidLimits, LimitExceeded, Limits};
+pub use limits::{LAMBDA_PAYLOAD_LIMIT, LimitExceeded, Limits};
+#[cfg(feature = "cli")]
+pub use limits::LimitFlags;
 use output::GuestOutput;
 
 use crate::bindings::{HandlerContext, SecretHandler, SecretHandlerPre};
+use crate::capability::keys::KeyOperationRecord;
+use crate::capability::kms::GuestPlaintext;
+use crate::capability::{self, Capabilities};
 use crate::error::InvokeError;
-use crate::kms::{DecryptRecord, GuestPlaintext, KmsGate};
+use crate::secrets::{BeforeInvocation, DecryptRecord};
 
-/// What a store holds for one invocation.
+/// What a store holds for one invocation: WASI's context and resource table, the memory limiter, the time, and
+/// every capability's state (made from the host's [`Capabilities`]).
 pub(crate) struct GuestState {
-    wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
     limiter: StoreLimiter,
-    kms: KmsCapability,
-    key_operations: keys_capability::KeyOperations,
+    pub(crate) caps: capability::Instance,
     /// The time the guest runs in: its instantiation's until the invocation starts ([`GuestState::start`]).
     budget: Budget,
 }
@@ -55,7 +55,7 @@ impl GuestState {
     /// guest may ask for secrets.
     fn start(&mut self, budget: Budget) {
         self.budget = budget;
-        self.kms.start(budget.kms_deadline());
+        self.caps.start(budget.kms_deadline());
     }
 }
 
@@ -111,7 +111,7 @@ pub(crate) struct Run {
 pub struct UsedInstance {
     _store: Option<Store<GuestState>>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    _handed_out: Option<kms_capability::HandedOutAll>,
+    _handed_out: Option<capability::kms::HandedOutAll>,
 }
 
 impl std::fmt::Debug for UsedInstance {
@@ -176,8 +176,8 @@ impl Sandbox {
     /// Runs the guest's handler once in a fresh instance, made once one of the pool's slots is free.
     ///
     /// An invocation whose time runs out while every instance is busy fails with [`InvokeError::Busy`].
-    pub(crate) async fn run(&self, gate: &KmsGate, request: RunRequest<'_>) -> Run {
-        match self.instance(gate, request.budget).await {
+    pub(crate) async fn run(&self, caps: &Capabilities, request: RunRequest<'_>) -> Run {
+        match self.instance(caps, request.budget).await {
             Ok(fresh) => self.run_in(fresh, request).await,
             Err(failed) => failed,
         }
@@ -189,7 +189,7 @@ impl Sandbox {
     /// # Errors
     /// The failed run: [`InvokeError::Busy`] when no slot came free in time, else the instantiation's error, with
     /// whatever the guest did meanwhile.
-    pub(crate) async fn instance(&self, gate: &KmsGate, budget: Budget) -> Result<FreshInstance, Run> {
+    pub(crate) async fn instance(&self, caps: &Capabilities, budget: Budget) -> Result<FreshInstance, Run> {
         let deadline = tokio::time::Instant::from_std(budget.outer_deadline());
         // The semaphore is never closed, so the only failure is the time running out.
         let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, self.instances.clone().acquire_owned()).await else {
@@ -200,7 +200,7 @@ impl Sandbox {
         // What the host allocates for the guest in one call is bounded by the guest's own memory limit: the
         // bytes wasi:random makes, and the data the guest passes in (wasmtime's "hostcall fuel", 128 MiB by default).
         let wasi = WasiCtxBuilder::new()
-            .envs(gate.guest_env())
+            .envs(&caps.env)
             .stdout(output[0].clone())
             .stderr(output[1].clone())
             .max_random_size(self.limits.memory_bytes.min(MAX_RANDOM_BYTES) as u64)
@@ -209,8 +209,7 @@ impl Sandbox {
             wasi,
             table: ResourceTable::new(),
             limiter: StoreLimiter::new(self.limits.memory_bytes),
-            kms: KmsCapability::new(gate.clone()),
-            key_operations: keys_capability::KeyOperations::default(),
+            caps: caps.instance(),
             budget,
         };
         let mut store = Store::new(&self.engine, state);
@@ -275,8 +274,7 @@ impl Sandbox {
         [instantiate, guest]: [Duration; 2],
         returned: Instant,
     ) -> Run {
-        let (decrypts, handed_out) = store.data_mut().kms.finish();
-        let key_operations = store.data_mut().key_operations.finish();
+        let capability::Finished { decrypts, key_operations, handed_out } = store.data_mut().caps.finish();
         let masker = LazyCell::new(|| handed_out.masker());
         for stream in output {
             stream.flush_to_log(&masker);
@@ -313,7 +311,7 @@ fn load(
     let engine_error = |e: wasmtime::Error| LoadError::Engine(error_line(&e));
     let engine = engine::build(limits).map_err(engine_error)?;
     let mut linker = Linker::new(&engine);
-    imports::add_to_linker(&mut linker).map_err(engine_error)?;
+    capability::add_to_linker(&mut linker).map_err(engine_error)?;
     let pre = component::load(&engine, &linker, component, plaintext)?;
     Ok((engine, pre))
 }
@@ -362,7 +360,7 @@ impl Sandbox {
         if let Some(exit) = error.downcast_ref::<I32Exit>() {
             return InvokeError::Exit(exit.0);
         }
-        if let Some(early) = error.downcast_ref::<kms_capability::BeforeInvocation>() {
+        if let Some(early) = error.downcast_ref::<BeforeInvocation>() {
             return InvokeError::Trap(early.to_string());
         }
         if let Some(limit) = self.host_limit(error) {
@@ -379,7 +377,7 @@ impl Sandbox {
     /// anything else (no instance slot free, say) is the host's.
     fn instantiate_error(&self, error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
         let guests = error.downcast_ref::<Trap>().is_some()
-            || error.downcast_ref::<kms_capability::BeforeInvocation>().is_some();
+            || error.downcast_ref::<BeforeInvocation>().is_some();
         match self.trap_error(error, time_limit) {
             InvokeError::Trap(_) if !guests => InvokeError::Instantiate(error.root_cause().to_string()),
             known => known,

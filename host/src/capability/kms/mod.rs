@@ -1,19 +1,24 @@
-//! The `keyward:lambda/kms` import: the guest's only way to plaintext. Counts calls against the invocation's
-//! quota, passes each through the host's [`KmsGate`], and keeps a record of each for the caller.
+//! The `keyward:lambda/kms` import: the guest's only way to plaintext. Each call counts against the invocation's
+//! [`Session`] of secrets and passes through the host's gate; the plaintexts handed out are kept here, masked out of
+//! the guest's output until the invocation ends, then zeroized.
+
+mod settings;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use secrecy::ExposeSecret;
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 use zeroize::Zeroize as _;
 
-use super::GuestState;
-use super::limits::LimitExceeded;
+pub use settings::GuestPlaintext;
+#[cfg(feature = "cli")]
+pub use settings::KmsFlags;
+pub use settings::KmsSettings;
+
 use crate::bindings::kms;
-use crate::kms::{DecryptRecord, KmsError, KmsGate, Plaintext};
 use crate::mask::{self, Masker};
+use crate::secrets::{KmsError, Session};
 
 /// The interface's name in the WIT package.
 const INTERFACE: &str = "keyward:lambda/kms@0.1.0";
@@ -49,73 +54,29 @@ fn zeroize_if_last(bytes: &mut Arc<[u8]>) -> bool {
     Arc::get_mut(bytes).map(|b| b.zeroize()).is_some()
 }
 
-/// A guest's call for a secret before its invocation started: the guest's fault, a trap.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the guest asked for a secret before its invocation started (in a start function): secrets are handed out only \
-     while the guest handles an invocation"
-)]
-pub(crate) struct BeforeInvocation;
-
-/// Per-invocation state of the capability.
-#[derive(Debug)]
-pub(crate) struct KmsCapability {
-    gate: KmsGate,
-    /// When the key service must have answered, leaving the guest time to handle an `unavailable`; `None` until the
-    /// invocation starts ([`KmsCapability::start`]).
-    deadline: Option<Instant>,
-    max_calls: u32,
-    records: Vec<DecryptRecord>,
+/// The capability's state in one store: the plaintexts handed out.
+#[derive(Debug, Default)]
+pub(crate) struct Instance {
     handed_out: Vec<HandedOut>,
 }
 
-impl KmsCapability {
-    /// The capability of one invocation, asking `gate` (whose policy gives the call quota) once the invocation
-    /// starts. Until then (a start function of the guest's, run as its instance is made, maybe ahead of the
-    /// invocation) a call traps: secrets are handed out only within an invocation, audited with its request id.
-    pub(crate) fn new(gate: KmsGate) -> Self {
-        let max_calls = gate.max_decrypt_calls();
-        Self { gate, deadline: None, max_calls, records: Vec::new(), handed_out: Vec::new() }
+impl Instance {
+    /// The plaintexts handed to the guest (zeroized when dropped), taken out.
+    pub(crate) fn finish(&mut self) -> HandedOutAll {
+        HandedOutAll(std::mem::take(&mut self.handed_out))
     }
+}
 
-    /// The invocation starts: the guest may ask, and the key service must have answered by `deadline`.
-    pub(crate) fn start(&mut self, deadline: Instant) {
-        self.deadline = Some(deadline);
-    }
+/// What the import's calls reach: this capability's state and the invocation's secrets.
+#[derive(Debug)]
+pub(crate) struct View<'a> {
+    kms: &'a mut Instance,
+    secrets: &'a mut Session,
+}
 
-    /// The record of every decrypt, and the plaintexts handed to the guest (zeroized when dropped), taken out.
-    pub(crate) fn finish(&mut self) -> (Vec<DecryptRecord>, HandedOutAll) {
-        (std::mem::take(&mut self.records), HandedOutAll(std::mem::take(&mut self.handed_out)))
-    }
-
-    /// Decrypts through the gate within the invocation's quota (one more call traps), recorded: the plaintext and
-    /// the key that opened it. The `kms` import hands it to the guest; the `keys` import keeps it.
-    pub(super) async fn decrypt_for_host(
-        &mut self,
-        ciphertext: &[u8],
-        encryption_context: Vec<(String, String)>,
-    ) -> wasmtime::Result<Result<(Plaintext, Option<String>), KmsError>> {
-        let Some(deadline) = self.deadline else {
-            return Err(wasmtime::Error::new(BeforeInvocation));
-        };
-        if self.records.len() >= self.max_calls as usize {
-            // A trap, not a `denied`: a guest looping on decrypt must not get to carry on.
-            return Err(wasmtime::Error::new(LimitExceeded::DecryptCalls { limit: self.max_calls }));
-        }
-        let (result, record) = self.gate.decrypt(ciphertext, encryption_context, Some(deadline)).await;
-        let key_id = record.key_id.clone();
-        self.records.push(record);
-        Ok(result.map(|plaintext| (plaintext, key_id)))
-    }
-
-    /// The policy's settings (quotas of the `keys` import, the guest's env).
-    pub(super) fn gate(&self) -> &KmsGate {
-        &self.gate
-    }
-
-    /// When the key service, and any host-side work a guest asks for, must be done; `None` before the invocation.
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        self.deadline
+impl<'a> View<'a> {
+    pub(crate) fn of(kms: &'a mut Instance, secrets: &'a mut Session) -> Self {
+        Self { kms, secrets }
     }
 
     async fn decrypt(
@@ -123,11 +84,11 @@ impl KmsCapability {
         ciphertext: Vec<u8>,
         encryption_context: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Arc<[u8]>, kms::Error>> {
-        Ok(match self.decrypt_for_host(&ciphertext, encryption_context).await? {
+        Ok(match self.secrets.decrypt(&ciphertext, encryption_context).await? {
             Ok((plaintext, _)) => {
                 let bytes: Arc<[u8]> = Arc::from(plaintext.expose_secret());
                 let held = mask::hold(&bytes);
-                self.handed_out.push(HandedOut { bytes: bytes.clone(), _held: held });
+                self.kms.handed_out.push(HandedOut { bytes: bytes.clone(), _held: held });
                 Ok(bytes)
             }
             Err(e) => Err(to_wit(e)),
@@ -135,16 +96,19 @@ impl KmsCapability {
     }
 }
 
-/// Adds `keyward:lambda/kms` to `linker`, served from each store's [`KmsCapability`].
+/// Adds `keyward:lambda/kms` to `linker`, served from the [`View`] `get` makes of each store's state.
 ///
 /// Wired by hand rather than through bindgen's `add_to_linker`: bindgen's `decrypt` returns a `Vec<u8>` that
 /// wasmtime drops, unzeroized, after copying it into the guest. Returning an `Arc<[u8]>` (which wasmtime lowers
 /// the same way) leaves the host's last copy with keyward, which zeroizes it.
-pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> View<'_>,
+) -> wasmtime::Result<()> {
     linker.instance(INTERFACE)?.func_wrap_async(
         "decrypt",
-        |mut store: StoreContextMut<'_, GuestState>, (ciphertext, context): (Vec<u8>, Vec<(String, String)>)| {
-            Box::new(async move { Ok((store.data_mut().kms.decrypt(ciphertext, context).await?,)) })
+        move |mut store: StoreContextMut<'_, T>, (ciphertext, context): (Vec<u8>, Vec<(String, String)>)| {
+            Box::new(async move { Ok((get(store.data_mut()).decrypt(ciphertext, context).await?,)) })
         },
     )
 }
@@ -159,11 +123,12 @@ fn to_wit(error: KmsError) -> kms::Error {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
     use crate::EncryptionContext;
-    use crate::kms::{KmsPolicy, LocalKey};
+    use crate::sandbox::LimitExceeded;
+    use crate::secrets::{LocalKey, SecretGate, SecretsSettings};
 
     /// The capability on its own, as a guest's calls reach it (no component, no store): the gate's policy decides,
     /// the quota traps, every call is recorded, and what was handed out is masked until the invocation ends.
@@ -172,15 +137,16 @@ mod tests {
         let key = LocalKey::generate().unwrap();
         let stamped = EncryptionContext::from_pairs([("function", "hello")]).unwrap();
         let ciphertext = key.encrypt(b"s3cret-capability", &stamped).unwrap();
-        let policy = KmsPolicy { stamped_context: stamped, max_decrypt_calls: 3, ..KmsPolicy::default() };
-        let gate = KmsGate::new(Arc::new(key), &policy, &[]).unwrap();
-        let mut kms = KmsCapability::new(gate);
+        let settings = SecretsSettings { stamped_context: stamped, max_decrypt_calls: 3, ..SecretsSettings::default() };
+        let gate = SecretGate::new(Arc::new(key), settings.check(&Vec::new().into()).unwrap());
+        let (mut instance, mut secrets) = (Instance::default(), gate.session());
+        let mut kms = View::of(&mut instance, &mut secrets);
         let pairs = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
 
         // Before the invocation starts (a start function): a trap, and nothing asked of the key service.
         let early = kms.decrypt(ciphertext.clone(), Vec::new()).await.unwrap_err().to_string();
         assert!(early.contains("before its invocation started"), "{early}");
-        kms.start(Instant::now() + Duration::from_secs(5));
+        kms.secrets.start(Instant::now() + Duration::from_secs(5));
 
         let plaintext = kms.decrypt(ciphertext.clone(), Vec::new()).await.unwrap().unwrap();
         assert_eq!(&plaintext[..], b"s3cret-capability");
@@ -192,7 +158,7 @@ mod tests {
         assert_eq!(trap.downcast_ref::<LimitExceeded>(), Some(&LimitExceeded::DecryptCalls { limit: 3 }));
 
         drop(plaintext);
-        let (records, handed_out) = kms.finish();
+        let (records, handed_out) = (secrets.finish(), instance.finish());
         let outcomes: Vec<_> = records.iter().map(|r| r.outcome.clone().map_err(|e| e.kind())).collect();
         assert_eq!(outcomes, [Ok(()), Err("denied"), Err("invalid-ciphertext")], "the trapped call is not recorded");
         assert_eq!(handed_out.masker().text("got s3cret-capability"), "got [REDACTED]");

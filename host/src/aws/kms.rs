@@ -1,8 +1,5 @@
-//! AWS KMS as a backend: the function role's credentials (the default chain), key pinning, and KMS's errors mapped
-//! onto the three kinds a guest sees, with messages that tell an operator what to fix.
-
-use std::path::Path;
-use std::time::Duration;
+//! AWS KMS as a backend: key pinning, and KMS's errors mapped onto the three kinds a guest sees, with messages that
+//! tell an operator what to fix. The client is made as every AWS client of keyward's is ([`AwsSettings`]).
 
 use async_trait::async_trait;
 use aws_sdk_kms::config::http::HttpResponse;
@@ -10,82 +7,42 @@ use aws_sdk_kms::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_kms::operation::decrypt::{DecryptError, DecryptOutput};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::EncryptionAlgorithmSpec;
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 
-use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext};
+use super::{ATTEMPT_TIMEOUT, AwsError, AwsSettings, MAX_ATTEMPTS};
 use crate::context::EncryptionContext;
 use crate::error::{bounded, clean, root_cause};
+use crate::secrets::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext};
+use crate::settings::{Env, SettingError};
 
 /// Largest ciphertext KMS takes (the `CiphertextBlob` length limit of Decrypt).
 const MAX_KMS_CIPHERTEXT_BYTES: usize = 6144;
-/// Attempts per Decrypt (the SDK's standard retry with backoff); the invocation's deadline bounds them all.
-const MAX_ATTEMPTS: u32 = 3;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Settings of the AWS KMS backend.
-#[derive(Debug, Clone, Default)]
-pub struct AwsKmsConfig {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsKmsSettings {
     /// Keys allowed to decrypt: key ids, key ARNs, alias names or alias ARNs. At least one.
     pub key_ids: Vec<String>,
     /// An endpoint to use instead of the regional KMS endpoint (a VPC endpoint, or a test server).
     pub endpoint: Option<String>,
-    /// A PEM file of the certificate authorities to trust instead of the built-in ones (`AWS_CA_BUNDLE`).
-    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
-/// Why an [`AwsKms`] client cannot be built. The messages name Lambda mode's variables, which is where these settings
-/// come from.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AwsKmsError {
-    /// No key is allowed.
-    #[error("no KMS key is allowed: set KEYWARD_KMS_KEY_ID to the key (id, ARN or alias)")]
-    NoKey,
-    /// `LOG_SENSITIVE_BODIES=true` is set.
-    #[error(
-        "LOG_SENSITIVE_BODIES=true would make the AWS SDK log KMS's answers, decrypted secrets among them: unset it"
-    )]
-    SensitiveLogging,
-    /// The endpoint override is not an http(s) URL.
-    #[error("KEYWARD_KMS_ENDPOINT={0:?} is not an http(s) URL such as https://kms.eu-west-1.amazonaws.com")]
-    Endpoint(String),
-    /// The endpoint override holds a user name or password, which would be logged with every KMS error.
-    #[error(
-        "KEYWARD_KMS_ENDPOINT holds a user name or password (user:password@host): KMS requests are signed with the \
-         function's credentials; give the URL without them"
-    )]
-    EndpointCredentials,
-    /// The CA bundle cannot be used.
-    #[error("AWS_CA_BUNDLE={path}: {reason}; it must be a PEM file of CA certificates")]
-    CaBundle {
-        /// The file.
-        path: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// No region is configured.
-    #[error("no AWS region is configured: set AWS_REGION (Lambda sets it for every function)")]
-    NoRegion,
-    /// The region is not a region name.
-    #[error("AWS_REGION={0:?} is not a region name such as eu-west-1")]
-    Region(String),
-    /// A key named by ARN is in another region than the one KMS is called in.
-    #[error(
-        "{variable} names a key in {key_region} ({key_id}), but KMS is called in {region}: a KMS key is used in its \
-         own region; name a key of {region}, or a multi-Region key's replica there (same mrk- id, {region} in the ARN)"
-    )]
-    KeyInAnotherRegion {
-        /// The variable that names the key.
-        variable: String,
-        /// The key's ARN.
-        key_id: String,
-        /// The key's region.
-        key_region: String,
-        /// The region KMS is called in.
-        region: String,
-    },
+const KEY_ID: &str = "KEYWARD_KMS_KEY_ID";
+
+impl AwsKmsSettings {
+    /// Reads the settings from Lambda mode's variables, where a key is required.
+    ///
+    /// # Errors
+    /// `KEYWARD_KMS_KEY_ID` unset.
+    pub(crate) fn from_env(env: &Env<'_>) -> Result<Self, SettingError> {
+        let settings = Self {
+            key_ids: env.list(KEY_ID),
+            endpoint: env.get("KEYWARD_KMS_ENDPOINT").map(|e| e.trim().to_string()).filter(|e| !e.is_empty()),
+        };
+        if settings.key_ids.is_empty() {
+            return Err(SettingError::new(KEY_ID, "not set: name the KMS key (id, ARN or alias)"));
+        }
+        Ok(settings)
+    }
 }
 
 /// Decrypts with AWS KMS, passing `KeyId` so KMS itself refuses ciphertexts of keys that are not allowed.
@@ -100,44 +57,27 @@ pub struct AwsKms {
 }
 
 impl AwsKms {
-    /// A client from the default credential chain and region (on Lambda: the function's role and region).
+    /// A client as every AWS client of keyward's is made ([`AwsSettings::sdk_config`]), for `settings`' keys and
+    /// endpoint.
     ///
     /// # Errors
-    /// An [`AwsKmsError`] when no key is given, `LOG_SENSITIVE_BODIES` is on, the endpoint is not an http(s) URL,
-    /// no usable region is configured, or a key's ARN names another region.
-    pub async fn from_env(config: AwsKmsConfig) -> Result<Self, AwsKmsError> {
-        if config.key_ids.is_empty() {
-            return Err(AwsKmsError::NoKey);
+    /// An [`AwsError`] when no key is given, the endpoint is not an http(s) URL, a key's ARN names another region,
+    /// or the shared configuration fails.
+    pub async fn from_env(aws: &AwsSettings, settings: AwsKmsSettings) -> Result<Self, AwsError> {
+        if settings.key_ids.is_empty() {
+            return Err(AwsError::NoKey);
         }
-        refuse_sensitive_logging(|name| std::env::var(name).ok())?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(https_client_trusting(config.ca_bundle.as_deref())?)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            );
-        if let Some(endpoint) = &config.endpoint {
+        if let Some(endpoint) = &settings.endpoint {
             if crate::address::has_user_info(endpoint) {
-                return Err(AwsKmsError::EndpointCredentials);
+                return Err(AwsError::EndpointCredentials);
             }
             if crate::address::parse_url(endpoint, &["http", "https"]).is_none() {
-                return Err(AwsKmsError::Endpoint(bounded(endpoint, 128)));
+                return Err(AwsError::Endpoint(bounded(endpoint, 128)));
             }
-            loader = loader.endpoint_url(endpoint);
         }
-        let sdk_config = loader.load().await;
-        match sdk_config.region() {
-            None => return Err(AwsKmsError::NoRegion),
-            Some(region) if !crate::address::is_region(region.as_ref()) => {
-                return Err(AwsKmsError::Region(bounded(region.as_ref(), 64)));
-            }
-            Some(_) => {}
-        }
-        let kms = Self::from_sdk_config(&sdk_config, config.key_ids);
-        kms.check_key_regions("KEYWARD_KMS_KEY_ID", &kms.key_ids)?;
+        let sdk_config = aws.sdk_config(settings.endpoint.as_deref()).await?;
+        let kms = Self::from_sdk_config(&sdk_config, settings.key_ids);
+        kms.check_key_regions(KEY_ID, &kms.key_ids)?;
         Ok(kms)
     }
 
@@ -156,13 +96,13 @@ impl AwsKms {
     /// in: a key is used in its own region only, so another region's ARN would fail every decrypt as "not found".
     ///
     /// # Errors
-    /// [`AwsKmsError::KeyInAnotherRegion`], naming the variable, both regions and the fix.
-    pub fn check_key_regions(&self, variable: &str, key_ids: &[String]) -> Result<(), AwsKmsError> {
+    /// [`AwsError::KeyInAnotherRegion`], naming the variable, both regions and the fix.
+    pub fn check_key_regions(&self, variable: &str, key_ids: &[String]) -> Result<(), AwsError> {
         let Some(region) = &self.region else { return Ok(()) };
         for key_id in key_ids {
             let Some(key_region) = key_id.strip_prefix("arn:").and_then(|arn| arn.split(':').nth(2)) else { continue };
             if key_region != region {
-                return Err(AwsKmsError::KeyInAnotherRegion {
+                return Err(AwsError::KeyInAnotherRegion {
                     variable: variable.to_string(),
                     key_id: key_id.clone(),
                     key_region: key_region.to_string(),
@@ -256,65 +196,6 @@ impl KmsBackend for AwsKms {
             )),
         })
     }
-}
-
-/// The AWS SDK logs the bodies of responses marked sensitive (Decrypt's, with the plaintext) at TRACE when
-/// `LOG_SENSITIVE_BODIES=true` (aws-smithy-runtime's `log_response_body`); keyward refuses to run so.
-fn refuse_sensitive_logging(var: impl Fn(&str) -> Option<String>) -> Result<(), AwsKmsError> {
-    match var("LOG_SENSITIVE_BODIES") {
-        Some(value) if value.trim().eq_ignore_ascii_case("true") => Err(AwsKmsError::SensitiveLogging),
-        _ => Ok(()),
-    }
-}
-
-/// The HTTP client of every AWS call: hyper with rustls on *ring* (HTTP is allowed too, for test endpoints),
-/// trusting the built-in roots.
-pub fn https_client() -> aws_sdk_kms::config::SharedHttpClient {
-    client_with(TrustStore::empty().with_native_roots(false).with_pem_certificate(built_in_roots().as_bytes()))
-}
-
-/// [`https_client`], trusting the certificate authorities of a PEM file instead when one is given (`AWS_CA_BUNDLE`,
-/// as the AWS CLI reads it: a private CA, or a TLS-inspecting proxy in front of a VPC endpoint).
-///
-/// # Errors
-/// [`AwsKmsError::CaBundle`] when the file cannot be read, holds no certificate, or holds one that is not a
-/// usable CA certificate.
-pub fn https_client_trusting(ca_bundle: Option<&Path>) -> Result<aws_sdk_kms::config::SharedHttpClient, AwsKmsError> {
-    let Some(path) = ca_bundle else { return Ok(https_client()) };
-    let fail = |reason: String| AwsKmsError::CaBundle { path: bounded(&path.display().to_string(), 256), reason };
-    let pem = crate::text::read_bounded(path, MAX_CA_BUNDLE_BYTES).map_err(|e| fail(e.to_string()))?;
-    // The HTTP client panics on a certificate it cannot parse: every one is checked here first.
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert = cert.map_err(|_| fail(format!("certificate {} is not valid PEM", i + 1)))?;
-        roots.add(cert).map_err(|e| fail(format!("certificate {} cannot be a trust root ({e})", i + 1)))?;
-    }
-    if roots.is_empty() {
-        return Err(fail("it holds no certificate".into()));
-    }
-    Ok(client_with(TrustStore::empty().with_native_roots(false).with_pem_certificate(pem)))
-}
-
-/// Most bytes of a CA bundle (the system's whole bundle is about 200 KiB).
-const MAX_CA_BUNDLE_BYTES: u64 = 1 << 20;
-
-fn client_with(trust_store: TrustStore) -> aws_sdk_kms::config::SharedHttpClient {
-    // `build` cannot fail in aws-smithy-http-client 1.5 (it only moves its fields); were it to, the default
-    // context (the system's roots) still verifies every certificate.
-    let tls = TlsContext::builder().with_trust_store(trust_store).build().unwrap_or_default();
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .tls_context(tls)
-        .build_https()
-}
-
-/// The roots of AWS's endpoint certificates (Amazon Trust Services' four, and the Starfield root that cross-signs
-/// them), picked out of Mozilla's set at build time (`build.rs`), as PEM. No certificate file is read at start: the
-/// system's store (a bundle and a folder of ~290 files on Lambda's images) took 4–7 ms of a cold start to load, and
-/// Mozilla's whole set (118 roots, parsed once per connector) made aws-config and the KMS client 1.1 ms slower to
-/// build than these five.
-fn built_in_roots() -> &'static str {
-    include_str!(concat!(env!("OUT_DIR"), "/aws-roots.pem"))
 }
 
 /// Whether KMS refused because the ciphertext belongs to another key. Real KMS says IncorrectKeyException; some
@@ -571,35 +452,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_endpoint_that_is_not_a_url_is_refused_at_init() {
-        let config = |endpoint: &str| AwsKmsConfig {
-            key_ids: vec!["k".into()],
-            endpoint: Some(endpoint.into()),
-            ca_bundle: None,
-        };
+        let config = |endpoint: &str| AwsKmsSettings { key_ids: vec!["k".into()], endpoint: Some(endpoint.into()) };
+        let aws = AwsSettings::default();
         for endpoint in ["not a url", "kms.eu-west-1.amazonaws.com", "ftp://host"] {
-            let err = AwsKms::from_env(config(endpoint)).await.unwrap_err().to_string();
+            let err = AwsKms::from_env(&aws, config(endpoint)).await.unwrap_err().to_string();
             assert!(err.contains("KEYWARD_KMS_ENDPOINT") && err.contains("not an http(s) URL"), "{endpoint}: {err}");
         }
         // A password in the URL would be in every KMS error: refused, and not repeated.
-        let err = AwsKms::from_env(config("http://admin:s3cretpw@127.0.0.1:1")).await.unwrap_err().to_string();
+        let err = AwsKms::from_env(&aws, config("http://admin:s3cretpw@127.0.0.1:1")).await.unwrap_err().to_string();
         assert!(err.contains("holds a user name or password") && !err.contains("s3cretpw"), "{err}");
-    }
-
-    #[test]
-    fn every_built_in_root_is_a_usable_trust_anchor() {
-        let mut roots = rustls::RootCertStore::empty();
-        let pem = built_in_roots().as_bytes();
-        let (added, refused) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).map(Result::unwrap));
-        assert_eq!((added, refused), (5, 0));
-    }
-
-    #[test]
-    fn sdk_logging_of_sensitive_bodies_is_refused() {
-        assert!(
-            refuse_sensitive_logging(|_| Some("TRUE".into())).unwrap_err().to_string().contains("LOG_SENSITIVE_BODIES")
-        );
-        assert!(refuse_sensitive_logging(|_| Some("false".into())).is_ok());
-        assert!(refuse_sensitive_logging(|_| None).is_ok());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The plaintext cache: one KMS call serves many invocations.
+//! The plaintext cache: one KMS call serves many invocations. It owns its rules, behind one call,
+//! [`PlaintextCache::get_or_fetch`]: the gate asks it for a secret and says how to fetch one it lacks.
 //!
 //! Entries are keyed by a digest of the ciphertext and the effective encryption context, and are of two kinds:
 //! - a **plaintext**, served for the TTL; past it, for a bounded grace window more, but only while the key service
@@ -10,6 +11,7 @@
 //! a plaintext), and every plaintext is zeroized when it is dropped.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -20,11 +22,73 @@ use super::{Decrypted, KmsError, Plaintext};
 use crate::context::EncryptionContext;
 use crate::mask;
 
+/// Longest the key service is given to refresh a stale plaintext before the stale one is served: an outage must
+/// not eat the invocation's time.
+pub const STALE_REFRESH_BUDGET: Duration = Duration::from_secs(1);
+
 /// After a failed refresh of a stale plaintext, how long it is served without asking the key service again: an
 /// outage costs one slow KMS attempt per interval, not one per invocation, and adds no load to a throttled key.
 pub const STALE_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
-type CacheKey = [u8; 32];
+/// What an entry is found by: a digest of what was asked for ([`CacheKey::of_ciphertext`]), never the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey([u8; 32]);
+
+impl CacheKey {
+    /// SHA-256 over the ciphertext and the canonical context, each length-prefixed: the cache never holds
+    /// ciphertexts, and two requests share an entry only if both match.
+    pub(crate) fn of_ciphertext(ciphertext: &[u8], context: &EncryptionContext) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update((ciphertext.len() as u64).to_be_bytes());
+        hasher.update(ciphertext);
+        hasher.update(context.canonical_bytes());
+        Self(hasher.finalize().into())
+    }
+}
+
+/// What the plaintext cache did for one decrypt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// No cache is configured, or the request was refused before reaching it.
+    Off,
+    /// Served from the cache (a plaintext, or a remembered `invalid-ciphertext`): no call to the key service.
+    Hit,
+    /// Not in the cache: the key service was called.
+    Miss,
+    /// The key service was unavailable, and the last plaintext was served past its TTL, within the grace window.
+    Stale,
+}
+
+impl CacheUse {
+    /// The audit line's word for it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Off => "off",
+            CacheUse::Hit => "hit",
+            CacheUse::Miss => "miss",
+            CacheUse::Stale => "stale",
+        }
+    }
+}
+
+/// What one pass through the cache (and the key service behind it) gave.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) result: Result<Decrypted, KmsError>,
+    pub(crate) cache: CacheUse,
+    /// When a stale plaintext was served: why the key service could not refresh it.
+    pub(crate) stale_because: Option<KmsError>,
+}
+
+impl Answer {
+    pub(crate) fn new(result: Result<Decrypted, KmsError>, cache: CacheUse) -> Self {
+        Self { result, cache, stale_because: None }
+    }
+
+    fn stale(decrypted: Decrypted, why: KmsError) -> Self {
+        Self { result: Ok(decrypted), cache: CacheUse::Stale, stale_because: Some(why) }
+    }
+}
 
 struct Stored {
     plaintext: Plaintext,
@@ -49,7 +113,7 @@ struct Entries {
 
 /// What the cache holds for one ciphertext and context.
 #[derive(Debug)]
-pub enum Lookup {
+enum Lookup {
     /// A plaintext within its TTL.
     Fresh(Decrypted),
     /// The key service called this ciphertext invalid, within the TTL.
@@ -78,7 +142,7 @@ pub struct PlaintextCache {
 /// The turn of one invocation to ask the key service for a missed secret. Dropping it lets the next in line go;
 /// the next finds this one's answer in the cache, if it was one to keep.
 #[derive(Debug)]
-pub struct Turn<'a> {
+struct Turn<'a> {
     cache: &'a PlaintextCache,
     key: CacheKey,
     _turn: tokio::sync::OwnedMutexGuard<()>,
@@ -115,8 +179,7 @@ impl PlaintextCache {
     /// Waits for this invocation's turn to ask the key service for a secret the cache missed: invocations that
     /// miss the same secret at once take turns, so the first one's answer is the rest's cache hit (a single KMS
     /// call, where each would otherwise make its own).
-    pub async fn turn(&self, ciphertext: &[u8], context: &EncryptionContext) -> Turn<'_> {
-        let key = cache_key(ciphertext, context);
+    async fn turn(&self, key: CacheKey) -> Turn<'_> {
         let flight = {
             let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
             // Entries no one holds any more (everyone in line gave up waiting) go.
@@ -124,6 +187,88 @@ impl PlaintextCache {
             flights.entry(key).or_default().clone()
         };
         Turn { cache: self, key, _turn: flight.lock_owned().await }
+    }
+
+    /// The plaintext for `key`, under the cache's rules; `fetch` asks the key service, given the time it may take
+    /// (`deadline`, or less when a stale plaintext is at hand).
+    ///
+    /// - A plaintext within its TTL, or a remembered `invalid-ciphertext`, is the answer ([`CacheUse::Hit`]).
+    /// - Misses of one key at once take turns (single flight): the first fetches, the rest find its answer. One
+    ///   whose `deadline` passes while it waits gives up, `unavailable` (or with the stale plaintext).
+    /// - A plaintext past its TTL, within the grace window, is served ([`CacheUse::Stale`]) only when the fetch is
+    ///   `unavailable` (it is given [`STALE_REFRESH_BUDGET`] at most, and after a failure is not tried again for
+    ///   [`STALE_RETRY_INTERVAL`]); a refusal drops it.
+    /// - A fetched plaintext is kept; an `invalid-ciphertext` is remembered for the TTL; `denied` is not kept.
+    pub(crate) async fn get_or_fetch<F, Fut>(&self, key: CacheKey, deadline: Option<Instant>, fetch: F) -> Answer
+    where
+        F: FnOnce(Option<Instant>) -> Fut,
+        Fut: Future<Output = Result<Decrypted, KmsError>>,
+    {
+        // What is held settles the answer, or leaves the key service to ask (with a stale value at hand).
+        let settled = |lookup| match lookup {
+            Lookup::Fresh(decrypted) => Ok(Answer::new(Ok(decrypted), CacheUse::Hit)),
+            Lookup::Refused(error) => Ok(Answer::new(Err(error), CacheUse::Hit)),
+            Lookup::Stale { decrypted, refresh: false } => {
+                let why = format!("the last refresh failed less than {} s ago", STALE_RETRY_INTERVAL.as_secs());
+                Ok(Answer::stale(decrypted, KmsError::Unavailable(why)))
+            }
+            Lookup::Stale { decrypted, refresh: true } => Err(Some(decrypted)),
+            Lookup::Miss => Err(None),
+        };
+        let stale_before = match settled(self.lookup(key)) {
+            Ok(answer) => return answer,
+            Err(stale) => stale,
+        };
+        // With a stale value at hand, the key service gets little time: the stale value is served instead.
+        let deadline = match stale_before {
+            Some(_) => {
+                let budget = Instant::now() + STALE_REFRESH_BUDGET;
+                Some(deadline.map_or(budget, |d| d.min(budget)))
+            }
+            None => deadline,
+        };
+        let waited_in_vain = |stale: Option<Decrypted>, why: &str| {
+            let why = KmsError::Unavailable(why.into());
+            match stale {
+                Some(stale) => Answer::stale(stale, why),
+                None => Answer::new(Err(why), CacheUse::Miss),
+            }
+        };
+        let turn = self.turn(key);
+        let _turn = match deadline {
+            None => turn.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), turn).await {
+                Ok(turn) => turn,
+                Err(_) => {
+                    let why = "another invocation's decrypt of this secret did not finish in this one's time";
+                    return waited_in_vain(stale_before, why);
+                }
+            },
+        };
+        // The one before in line may have answered.
+        let stale = match settled(self.lookup(key)) {
+            Ok(answer) => return answer,
+            Err(stale) => stale,
+        };
+        // A turn that came at the deadline leaves no time to ask.
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return waited_in_vain(stale, "the time for this decrypt ran out before the key service could be asked");
+        }
+        match (fetch(deadline).await, stale) {
+            (Ok(decrypted), _) => {
+                self.insert(key, &decrypted);
+                Answer::new(Ok(decrypted), CacheUse::Miss)
+            }
+            (Err(error @ KmsError::Unavailable(_)), Some(stale)) => {
+                self.refresh_failed(key);
+                Answer::stale(stale, error)
+            }
+            (Err(error), _) => {
+                self.forget(key);
+                self.insert_refusal(key, &error);
+                Answer::new(Err(error), CacheUse::Miss)
+            }
+        }
     }
 
     fn max_refusals(&self) -> usize {
@@ -135,8 +280,7 @@ impl PlaintextCache {
     }
 
     /// What is held for this ciphertext and context. Entries found past their use are dropped (and zeroized).
-    pub fn lookup(&self, ciphertext: &[u8], context: &EncryptionContext) -> Lookup {
-        let key = cache_key(ciphertext, context);
+    fn lookup(&self, key: CacheKey) -> Lookup {
         let mut entries = self.lock();
         if let Some(refusal) = entries.refusals.get(&key) {
             if refusal.stored.elapsed() < self.ttl {
@@ -163,8 +307,7 @@ impl PlaintextCache {
 
     /// Stores a plaintext (ending any refusal of the same request), evicting what is past its use and then the
     /// oldest plaintexts to stay within bounds.
-    pub fn insert(&self, ciphertext: &[u8], context: &EncryptionContext, decrypted: &Decrypted) {
-        let key = cache_key(ciphertext, context);
+    fn insert(&self, key: CacheKey, decrypted: &Decrypted) {
         let lifetime = self.ttl.saturating_add(self.stale);
         let mut entries = self.lock();
         entries.refusals.remove(&key);
@@ -181,11 +324,10 @@ impl PlaintextCache {
 
     /// Remembers that the key service called this ciphertext invalid (ending any plaintext of the same request).
     /// Other errors are not stored.
-    pub fn insert_refusal(&self, ciphertext: &[u8], context: &EncryptionContext, error: &KmsError) {
+    fn insert_refusal(&self, key: CacheKey, error: &KmsError) {
         if !matches!(error, KmsError::InvalidCiphertext(_)) {
             return;
         }
-        let key = cache_key(ciphertext, context);
         let mut entries = self.lock();
         entries.plaintexts.remove(&key);
         make_room(&mut entries.refusals, key, self.max_refusals(), |r| r.stored, self.ttl);
@@ -193,8 +335,7 @@ impl PlaintextCache {
     }
 
     /// Drops whatever is held for this ciphertext and context (the key service refused it).
-    pub fn forget(&self, ciphertext: &[u8], context: &EncryptionContext) {
-        let key = cache_key(ciphertext, context);
+    fn forget(&self, key: CacheKey) {
         let mut entries = self.lock();
         entries.plaintexts.remove(&key);
         entries.refusals.remove(&key);
@@ -202,8 +343,7 @@ impl PlaintextCache {
 
     /// Notes that refreshing this stale plaintext failed: it is served without a refresh for
     /// [`STALE_RETRY_INTERVAL`].
-    pub fn refresh_failed(&self, ciphertext: &[u8], context: &EncryptionContext) {
-        let key = cache_key(ciphertext, context);
+    fn refresh_failed(&self, key: CacheKey) {
         if let Some(stored) = self.lock().plaintexts.get_mut(&key) {
             stored.retry_after = Some(Instant::now() + STALE_RETRY_INTERVAL);
         }
@@ -239,22 +379,16 @@ fn make_room<V>(
     }
 }
 
-/// SHA-256 over the ciphertext and the canonical context, each length-prefixed: the cache never holds
-/// ciphertexts, and two requests share an entry only if both match.
-fn cache_key(ciphertext: &[u8], context: &EncryptionContext) -> CacheKey {
-    let mut hasher = Sha256::new();
-    hasher.update((ciphertext.len() as u64).to_be_bytes());
-    hasher.update(ciphertext);
-    hasher.update(context.canonical_bytes());
-    hasher.finalize().into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(300);
     const STALE: Duration = Duration::from_secs(3600);
+
+    fn key(ciphertext: &[u8], context: &EncryptionContext) -> CacheKey {
+        CacheKey::of_ciphertext(ciphertext, context)
+    }
 
     fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
         EncryptionContext::from_pairs(pairs.iter().copied()).unwrap()
@@ -274,64 +408,64 @@ mod tests {
     #[test]
     fn hits_only_for_the_same_ciphertext_and_context() {
         let cache = PlaintextCache::new(TTL, STALE, 8);
-        cache.insert(b"ct", &ctx(&[("a", "1")]), &secret("pw", "key-1"));
-        assert_eq!(fresh(cache.lookup(b"ct", &ctx(&[("a", "1")]))), Some((b"pw".to_vec(), "key-1".into())));
-        assert!(matches!(cache.lookup(b"ct", &ctx(&[("a", "2")])), Lookup::Miss));
-        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Miss));
-        assert!(matches!(cache.lookup(b"other", &ctx(&[("a", "1")])), Lookup::Miss));
+        cache.insert(key(b"ct", &ctx(&[("a", "1")])), &secret("pw", "key-1"));
+        assert_eq!(fresh(cache.lookup(key(b"ct", &ctx(&[("a", "1")])))), Some((b"pw".to_vec(), "key-1".into())));
+        assert!(matches!(cache.lookup(key(b"ct", &ctx(&[("a", "2")]))), Lookup::Miss));
+        assert!(matches!(cache.lookup(key(b"ct", &ctx(&[]))), Lookup::Miss));
+        assert!(matches!(cache.lookup(key(b"other", &ctx(&[("a", "1")]))), Lookup::Miss));
     }
 
     #[test]
     fn plaintexts_go_stale_then_expire() {
         let cache = PlaintextCache::new(Duration::from_millis(30), Duration::from_millis(60), 8);
-        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
-        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Fresh(_)));
+        cache.insert(key(b"ct", &ctx(&[])), &secret("pw", "k"));
+        assert!(matches!(cache.lookup(key(b"ct", &ctx(&[]))), Lookup::Fresh(_)));
         std::thread::sleep(Duration::from_millis(40));
-        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Stale { refresh: true, .. }));
-        cache.refresh_failed(b"ct", &ctx(&[]));
-        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Stale { refresh: false, .. }));
+        assert!(matches!(cache.lookup(key(b"ct", &ctx(&[]))), Lookup::Stale { refresh: true, .. }));
+        cache.refresh_failed(key(b"ct", &ctx(&[])));
+        assert!(matches!(cache.lookup(key(b"ct", &ctx(&[]))), Lookup::Stale { refresh: false, .. }));
         std::thread::sleep(Duration::from_millis(60));
-        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Miss));
+        assert!(matches!(cache.lookup(key(b"ct", &ctx(&[]))), Lookup::Miss));
         assert!(cache.is_empty(), "an expired entry is dropped when found");
     }
 
     #[test]
     fn the_largest_settings_do_not_overflow() {
         let cache = PlaintextCache::new(Duration::from_secs(u64::MAX), Duration::from_secs(u64::MAX), 1);
-        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
-        cache.insert(b"other", &ctx(&[]), &secret("pw", "k"));
-        assert!(matches!(cache.lookup(b"other", &ctx(&[])), Lookup::Fresh(_)));
+        cache.insert(key(b"ct", &ctx(&[])), &secret("pw", "k"));
+        cache.insert(key(b"other", &ctx(&[])), &secret("pw", "k"));
+        assert!(matches!(cache.lookup(key(b"other", &ctx(&[]))), Lookup::Fresh(_)));
     }
 
     #[test]
     fn without_a_grace_window_nothing_is_stale() {
         let cache = PlaintextCache::new(Duration::from_millis(20), Duration::ZERO, 8);
-        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
+        cache.insert(key(b"ct", &ctx(&[])), &secret("pw", "k"));
         std::thread::sleep(Duration::from_millis(30));
-        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Miss));
+        assert!(matches!(cache.lookup(key(b"ct", &ctx(&[]))), Lookup::Miss));
     }
 
     #[test]
     fn refusals_of_invalid_ciphertexts_are_remembered_for_the_ttl_and_others_not_at_all() {
         let cache = PlaintextCache::new(Duration::from_millis(30), STALE, 8);
-        cache.insert_refusal(b"bad", &ctx(&[]), &KmsError::InvalidCiphertext("no".into()));
-        cache.insert_refusal(b"denied", &ctx(&[]), &KmsError::Denied("no".into()));
-        cache.insert_refusal(b"down", &ctx(&[]), &KmsError::Unavailable("no".into()));
-        assert!(matches!(cache.lookup(b"bad", &ctx(&[])), Lookup::Refused(KmsError::InvalidCiphertext(_))));
-        assert!(matches!(cache.lookup(b"denied", &ctx(&[])), Lookup::Miss));
-        assert!(matches!(cache.lookup(b"down", &ctx(&[])), Lookup::Miss));
+        cache.insert_refusal(key(b"bad", &ctx(&[])), &KmsError::InvalidCiphertext("no".into()));
+        cache.insert_refusal(key(b"denied", &ctx(&[])), &KmsError::Denied("no".into()));
+        cache.insert_refusal(key(b"down", &ctx(&[])), &KmsError::Unavailable("no".into()));
+        assert!(matches!(cache.lookup(key(b"bad", &ctx(&[]))), Lookup::Refused(KmsError::InvalidCiphertext(_))));
+        assert!(matches!(cache.lookup(key(b"denied", &ctx(&[]))), Lookup::Miss));
+        assert!(matches!(cache.lookup(key(b"down", &ctx(&[]))), Lookup::Miss));
         std::thread::sleep(Duration::from_millis(40));
-        assert!(matches!(cache.lookup(b"bad", &ctx(&[])), Lookup::Miss));
+        assert!(matches!(cache.lookup(key(b"bad", &ctx(&[]))), Lookup::Miss));
     }
 
     #[test]
     fn a_refusal_ends_a_stale_plaintext_and_forget_ends_both() {
         let cache = PlaintextCache::new(TTL, STALE, 8);
-        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
-        cache.insert_refusal(b"ct", &ctx(&[]), &KmsError::InvalidCiphertext("rotated away".into()));
-        assert!(matches!(cache.lookup(b"ct", &ctx(&[])), Lookup::Refused(_)));
-        cache.insert(b"ct", &ctx(&[]), &secret("pw", "k"));
-        cache.forget(b"ct", &ctx(&[]));
+        cache.insert(key(b"ct", &ctx(&[])), &secret("pw", "k"));
+        cache.insert_refusal(key(b"ct", &ctx(&[])), &KmsError::InvalidCiphertext("rotated away".into()));
+        assert!(matches!(cache.lookup(key(b"ct", &ctx(&[]))), Lookup::Refused(_)));
+        cache.insert(key(b"ct", &ctx(&[])), &secret("pw", "k"));
+        cache.forget(key(b"ct", &ctx(&[])));
         assert!(cache.is_empty());
     }
 
@@ -339,22 +473,22 @@ mod tests {
     fn the_oldest_plaintext_is_evicted_when_full() {
         let cache = PlaintextCache::new(TTL, STALE, 2);
         for ct in [b"c1", b"c2", b"c3"] {
-            cache.insert(ct, &ctx(&[]), &secret("pw", "k"));
+            cache.insert(key(ct, &ctx(&[])), &secret("pw", "k"));
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(cache.len(), 2);
-        assert!(matches!(cache.lookup(b"c1", &ctx(&[])), Lookup::Miss));
-        assert!(fresh(cache.lookup(b"c2", &ctx(&[]))).is_some() && fresh(cache.lookup(b"c3", &ctx(&[]))).is_some());
+        assert!(matches!(cache.lookup(key(b"c1", &ctx(&[]))), Lookup::Miss));
+        assert!(fresh(cache.lookup(key(b"c2", &ctx(&[])))).is_some() && fresh(cache.lookup(key(b"c3", &ctx(&[])))).is_some());
     }
 
     #[test]
     fn made_up_ciphertexts_never_evict_a_plaintext() {
         let cache = PlaintextCache::new(TTL, STALE, 8);
-        cache.insert(b"real", &ctx(&[]), &secret("pw", "k"));
+        cache.insert(key(b"real", &ctx(&[])), &secret("pw", "k"));
         for i in 0..1000u32 {
-            cache.insert_refusal(&i.to_be_bytes(), &ctx(&[]), &KmsError::InvalidCiphertext("garbage".into()));
+            cache.insert_refusal(key(&i.to_be_bytes(), &ctx(&[])), &KmsError::InvalidCiphertext("garbage".into()));
         }
-        assert!(fresh(cache.lookup(b"real", &ctx(&[]))).is_some());
+        assert!(fresh(cache.lookup(key(b"real", &ctx(&[])))).is_some());
         assert_eq!(cache.len(), 1 + 2, "refusals are bounded at a quarter of the plaintexts");
     }
 }

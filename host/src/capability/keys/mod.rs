@@ -1,26 +1,38 @@
-//! The `keyward:lambda/keys` import: secrets a guest uses without holding them. Opening a handle decrypts through
-//! the `kms` capability (same gate, cache, quota and audit) and keeps the plaintext here, read as a [`Key`];
+//! The `keyward:lambda/keys` import: secrets a guest uses without holding them. Opening a handle fetches the
+//! secret through the invocation's [`Session`] (the gate, cache, quota and audit of every secret) and keeps the
+//! plaintext here, read as a [`Key`];
 //! each operation runs in the host, counted against the invocation's quota, bounded in input and time, and audited
 //! in one line (handle, key, operation, input length: never the input or the key). Handles live in the store's
 //! resource table and die with the invocation.
 
+pub mod key;
+mod settings;
+
 use secrecy::ExposeSecret as _;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use super::GuestState;
-use super::kms_capability::KmsCapability;
-use super::limits::LimitExceeded;
+pub use key::{Key, KeyError};
+pub use settings::KeysSettings;
+
 use crate::bindings::keys::{self, Error, HmacAlgorithm, JwtAlgorithm, SignatureAlgorithm};
-use crate::keys::{self as key_ops, Key, KeyError};
-use crate::kms::KmsError;
 use crate::logging::AUDIT_TARGET;
 use crate::mask;
+use crate::sandbox::LimitExceeded;
+use crate::secrets::source::Unnamed;
+use crate::secrets::{KmsError, Session};
+use key as key_ops;
 
 /// A key handle's host side: the key, which KMS key opened it, and its plaintext kept in the log mask.
 pub struct KeyHandle {
     key: Key,
     key_id: String,
     _held: mask::Held,
+}
+
+impl std::fmt::Debug for KeyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyHandle").field("key", &self.key).field("key_id", &self.key_id).finish_non_exhaustive()
+    }
 }
 
 /// One operation a guest asked of a key handle, as audited: never its input or the key.
@@ -38,48 +50,56 @@ pub struct KeyOperationRecord {
     pub outcome: Result<(), String>,
 }
 
-/// The capability's per-invocation records; their count is the quota's.
-#[derive(Debug, Default)]
-pub(crate) struct KeyOperations {
+/// The capability's state in one store: its settings and the records of the operations asked for, whose count is
+/// the quota's. The handles themselves live in the store's resource table, and die with it.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    settings: KeysSettings,
     records: Vec<KeyOperationRecord>,
 }
 
-impl KeyOperations {
+impl Instance {
+    pub(crate) fn new(settings: KeysSettings) -> Self {
+        Self { settings, records: Vec::new() }
+    }
+
     /// The invocation's records, taken when it ends.
     pub(crate) fn finish(&mut self) -> Vec<KeyOperationRecord> {
         std::mem::take(&mut self.records)
     }
 }
 
-/// What the import's calls reach: the store's table, its `kms` capability, the count.
-pub(crate) struct KeysView<'a> {
+/// What the import's calls reach: this capability's state, the invocation's secrets, the store's table.
+pub(crate) struct View<'a> {
+    keys: &'a mut Instance,
+    secrets: &'a mut Session,
     table: &'a mut ResourceTable,
-    kms: &'a mut KmsCapability,
-    operations: &'a mut KeyOperations,
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn of(keys: &'a mut Instance, secrets: &'a mut Session, table: &'a mut ResourceTable) -> Self {
+        Self { keys, secrets, table }
+    }
 }
 
 struct Keys;
 
 impl HasData for Keys {
-    type Data<'a> = KeysView<'a>;
+    type Data<'a> = View<'a>;
 }
 
-/// Adds `keyward:lambda/keys` to `linker`, served from each store's state.
-pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
-    keys::add_to_linker::<GuestState, Keys>(linker, |state| KeysView {
-        table: &mut state.table,
-        kms: &mut state.kms,
-        operations: &mut state.key_operations,
-    })
+/// Adds `keyward:lambda/keys` to `linker`, served from the [`View`] `get` makes of each store's state.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> View<'_>,
+) -> wasmtime::Result<()> {
+    keys::add_to_linker::<T, Keys>(linker, get)
 }
 
-impl KeysView<'_> {
-    async fn open(
-        &mut self,
-        ciphertext: &[u8],
-        context: Vec<(String, String)>,
-    ) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
-        let (plaintext, key_id) = match self.kms.decrypt_for_host(ciphertext, context).await? {
+impl View<'_> {
+    /// Keeps a fetched secret as a handle.
+    fn open(&mut self, fetched: Result<crate::secrets::Opened, KmsError>) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
+        let (plaintext, key_id) = match fetched {
             Ok(opened) => opened,
             Err(e) => return Ok(Err(from_kms(e))),
         };
@@ -104,16 +124,15 @@ impl KeysView<'_> {
         input_len: usize,
         run: impl FnOnce(&Key) -> Result<T, KeyError>,
     ) -> wasmtime::Result<Result<T, Error>> {
-        let gate = self.kms.gate();
-        let (limit, max_input) = (gate.max_key_operations(), gate.max_key_input_bytes());
-        if self.operations.records.len() >= limit as usize {
+        let KeysSettings { max_operations: limit, max_input_bytes: max_input } = self.keys.settings;
+        if self.keys.records.len() >= limit as usize {
             return Err(wasmtime::Error::new(LimitExceeded::KeyOperations { limit }));
         }
         let entry = self.table.get(handle)?;
         let (key_id, rep) = (entry.key_id.clone(), handle.rep());
         // Host-side work the guest asks for must not run past the invocation's time (the epoch deadline cannot
         // stop the host): an operation asked for after it is refused.
-        let outcome = if self.kms.deadline().is_none_or(|deadline| std::time::Instant::now() >= deadline) {
+        let outcome = if self.secrets.deadline().is_none_or(|deadline| std::time::Instant::now() >= deadline) {
             Err(Error::Unavailable("the invocation's time is up".into()))
         } else if input_len > max_input {
             Err(Error::InvalidInput(format!(
@@ -137,33 +156,37 @@ impl KeysView<'_> {
         let outcome_record = refusal.map_or(Ok(()), Err);
         let record =
             KeyOperationRecord { handle: rep, key_id, operation: operation.into(), input_len, outcome: outcome_record };
-        self.operations.records.push(record);
+        self.keys.records.push(record);
         Ok(outcome)
     }
 }
 
-impl keys::Host for KeysView<'_> {}
+impl keys::Host for View<'_> {}
 
-impl keys::HostKey for KeysView<'_> {
+impl keys::HostKey for View<'_> {
     async fn open(
         &mut self,
         ciphertext: Vec<u8>,
         encryption_context: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
-        KeysView::open(self, &ciphertext, encryption_context).await
+        let fetched = self.secrets.decrypt(&ciphertext, encryption_context).await?;
+        View::open(self, fetched)
     }
 
     async fn open_env(&mut self, name: String) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
-        let Some(value) = self.kms.gate().guest_var(&name) else {
-            // The name is the guest's, of any length: quoted only in part.
-            let name = crate::error::bounded(&name, 64);
-            return Ok(Err(Error::InvalidInput(format!("{name:?} is not one of the guest's env vars"))));
+        let source = match self.secrets.source(&name) {
+            Ok(source) => source,
+            Err(Unnamed::NotAVariable) => {
+                // The name is the guest's, of any length: quoted only in part.
+                let name = crate::error::bounded(&name, 64);
+                return Ok(Err(Error::InvalidInput(format!("{name:?} is not one of the guest's env vars"))));
+            }
+            Err(Unnamed::NotASecret(why)) => {
+                return Ok(Err(Error::InvalidCiphertext(format!("env var {name} is not base64: {why}"))));
+            }
         };
-        let ciphertext = match keyward_base64::decode(value) {
-            Ok(ciphertext) => ciphertext,
-            Err(e) => return Ok(Err(Error::InvalidCiphertext(format!("env var {name} is not base64: {e}")))),
-        };
-        KeysView::open(self, &ciphertext, Vec::new()).await
+        let fetched = self.secrets.fetch(&source).await?;
+        View::open(self, fetched)
     }
 
     async fn hmac(

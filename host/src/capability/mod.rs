@@ -1,9 +1,26 @@
-//! The import policy: what a guest may import, in one list. The list links each granted interface (and nothing
-//! else: no sockets, no HTTP), checks every component's imports at load, and words the refusal; the README's list
-//! is tested against it.
+//! What a guest can reach, one home per capability, each shaped as a Spin factor is: its settings (parsed beside
+//! their struct, checked once), its shared state (built once per host), its per-instance state (built for each
+//! invocation's store, from the shared state), its `add_to_linker`, and unit tests that need no wasm.
+//!
+//! - [`env`]: the guest's environment (`wasi:cli/environment`).
+//! - [`kms`]: `keyward:lambda/kms`, plaintext handed to the guest.
+//! - [`keys`]: `keyward:lambda/keys`, secrets used in the host through handles.
+//!
+//! Both secret capabilities fetch through the one [`SecretGate`] and count against the invocation's one
+//! [`Session`] of secret uses. A new capability adds a module here, a field to [`Capabilities`] and to
+//! [`Instance`], and its line in [`GRANTED`], the one import table: the list links each granted interface (and
+//! nothing else: no sockets, no HTTP), checks every component's imports at load, and words the refusal;
+//! docs/guests.md's list is tested against it.
 //!
 //! Every WASI interface is granted empty: no preopened directories, no environment beyond what is configured, no
 //! stdin, stdout and stderr captured by the host.
+
+pub mod env;
+pub mod keys;
+pub mod kms;
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
@@ -12,8 +29,70 @@ use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
 use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
 use wasmtime_wasi::random::WasiRandom;
 
-use super::GuestState;
-use super::{keys_capability, kms_capability};
+use crate::sandbox::GuestState;
+use crate::secrets::{CheckedSecrets, DecryptRecord, KmsBackend, SecretGate, Session};
+use env::GuestEnv;
+use keys::{KeyOperationRecord, KeysSettings};
+
+/// Every capability's shared state: built once per host, from its checked settings.
+#[derive(Debug)]
+pub(crate) struct Capabilities {
+    /// The guest's environment.
+    pub(crate) env: GuestEnv,
+    /// Where every secret a guest asks for is fetched: policy, cache, audit.
+    pub(crate) secrets: SecretGate,
+    keys: KeysSettings,
+}
+
+impl Capabilities {
+    /// The shared state of each capability, fetching secrets from `backend`. (`kms` has none of its own: its
+    /// one setting decides at load whether a component may import it.)
+    pub(crate) fn new(env: GuestEnv, secrets: CheckedSecrets, keys: KeysSettings, backend: Arc<dyn KmsBackend>) -> Self {
+        Self { env, secrets: SecretGate::new(backend, secrets), keys }
+    }
+
+    /// Each capability's state for one invocation's store.
+    pub(crate) fn instance(&self) -> Instance {
+        Instance { secrets: self.secrets.session(), kms: kms::Instance::default(), keys: keys::Instance::new(self.keys) }
+    }
+}
+
+/// Every capability's state in one store: made with the instance (maybe ahead of its invocation), started when the
+/// invocation starts, finished when it ends.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    secrets: Session,
+    kms: kms::Instance,
+    keys: keys::Instance,
+}
+
+/// What an invocation's capabilities kept of it.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    /// Every decrypt (and key opening), in order.
+    pub(crate) decrypts: Vec<DecryptRecord>,
+    /// Every key operation, in order.
+    pub(crate) key_operations: Vec<KeyOperationRecord>,
+    /// The plaintexts handed to the guest: masked out of its output and error, zeroized when dropped.
+    pub(crate) handed_out: kms::HandedOutAll,
+}
+
+impl Instance {
+    /// The invocation starts: the guest may ask for secrets, which must come by `deadline` (as must any host-side
+    /// work it asks for).
+    pub(crate) fn start(&mut self, deadline: Instant) {
+        self.secrets.start(deadline);
+    }
+
+    /// The invocation's records, and what must outlive its response, taken out.
+    pub(crate) fn finish(&mut self) -> Finished {
+        Finished {
+            decrypts: self.secrets.finish(),
+            key_operations: self.keys.finish(),
+            handed_out: self.kms.finish(),
+        }
+    }
+}
 
 /// One interface a guest may import.
 pub(crate) struct Grant {
@@ -40,8 +119,11 @@ fn rng(state: &mut GuestState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
 /// What guests may import. A Rust `wasm32-wasip2` guest imports most of these through `std` whether it uses them
 /// or not (filesystem among them: with no directories granted, every path fails).
 pub(crate) const GRANTED: &[Grant] = &[
-    Grant { name: "keyward:lambda/keys", link: keys_capability::add_to_linker },
-    Grant { name: PLAINTEXT, link: kms_capability::add_to_linker },
+    Grant {
+        name: "keyward:lambda/keys",
+        link: |l| keys::add_to_linker(l, |s: &mut GuestState| keys::View::of(&mut s.caps.keys, &mut s.caps.secrets, &mut s.table)),
+    },
+    Grant { name: PLAINTEXT, link: |l| kms::add_to_linker(l, |s: &mut GuestState| kms::View::of(&mut s.caps.kms, &mut s.caps.secrets)) },
     Grant { name: "wasi:cli/environment", link: |l| cli::environment::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
     Grant { name: "wasi:cli/exit", link: |l| cli::exit::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
     Grant { name: "wasi:cli/stdin", link: |l| cli::stdin::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
@@ -177,11 +259,11 @@ mod tests {
         assert!(list.contains("wasi:io/{error, poll, streams}"), "{list}");
     }
 
-    /// The README's list of what guests may import is this list.
+    /// docs/guests.md's list of what guests may import is this list.
     #[test]
-    fn the_readme_lists_every_grant() {
-        let readme = include_str!("../../../README.md");
-        let start = readme.find("Guests may import exactly these interfaces").expect("the README's import list");
+    fn the_docs_list_every_grant() {
+        let readme = include_str!("../../../docs/guests.md");
+        let start = readme.find("Guests may import exactly these interfaces").expect("docs/guests.md's import list");
         let section = &readme[start..];
         let end = section.find("\n\n").unwrap_or(section.len());
         let mut listed: Vec<&str> = section[..end].split('`').skip(1).step_by(2).collect();

@@ -1,17 +1,22 @@
-//! The host's policy in front of a backend: size limits, context stamping, the plaintext cache, the deadline,
-//! and one audit line per call.
+//! The host's policy in front of the key service, built once per host: size limits, context stamping and
+//! per-secret settings, then the plaintext cache's one call, the deadline, and one audit line per decrypt.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
-use super::cache::{Lookup, PlaintextCache, STALE_RETRY_INTERVAL};
-use super::policy::{KmsPolicy, PolicyError};
-use super::secrets::SecretTable;
+use super::cache::{Answer, CacheKey, CacheUse, PlaintextCache};
+use super::session::Session;
+use super::settings::CheckedSecrets;
+use super::source::{SecretSource, SecretTable, Unnamed};
 use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::{COMPONENT_KEY, EncryptionContext};
 use crate::logging::AUDIT_TARGET;
+
+/// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
+pub const PREFETCH_BUDGET: Duration = Duration::from_secs(3);
 
 /// What the host remembers of one decrypt: enough to audit and to assert on, never the plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,120 +39,119 @@ pub struct DecryptRecord {
     pub latency: Duration,
 }
 
-/// What the plaintext cache did for one decrypt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheUse {
-    /// No cache is configured, or the request was refused before reaching it.
-    Off,
-    /// Served from the cache (a plaintext, or a remembered `invalid-ciphertext`): no call to the key service.
-    Hit,
-    /// Not in the cache: the key service was called.
-    Miss,
-    /// The key service was unavailable, and the last plaintext was served past its TTL, within the grace window.
-    Stale,
+/// Why the secrets named for prefetching could not be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot prefetch {name}: {reason}")]
+pub struct PrefetchError {
+    /// The guest env var.
+    pub name: String,
+    /// Why: bad base64, or the key service's refusal.
+    pub reason: String,
 }
 
-impl CacheUse {
-    fn as_str(self) -> &'static str {
-        match self {
-            CacheUse::Off => "off",
-            CacheUse::Hit => "hit",
-            CacheUse::Miss => "miss",
-            CacheUse::Stale => "stale",
-        }
-    }
-}
-
-/// Longest the key service is given to refresh a stale plaintext before the stale one is served: an outage must
-/// not eat the invocation's time.
-const STALE_REFRESH_BUDGET: Duration = Duration::from_secs(1);
-
-/// Applies the host's decrypt policy, then asks the cache, then the backend. Built once per host from its
-/// [`KmsPolicy`]; clones share the cache.
+/// Applies the host's policy to every secret a guest asks for, then asks the cache, then the backend. Built once
+/// per host from the checked [`SecretsSettings`](super::SecretsSettings); clones share the cache.
 #[derive(Debug, Clone)]
-pub struct KmsGate {
+pub struct SecretGate {
     backend: Arc<dyn KmsBackend>,
     stamped: EncryptionContext,
     cache: Option<Arc<PlaintextCache>>,
-    secrets: Arc<SecretTable>,
+    table: Arc<SecretTable>,
     max_ciphertext_bytes: usize,
     max_decrypt_calls: u32,
-    max_key_operations: u32,
-    max_key_input_bytes: usize,
-    /// The guest's env: the sandbox's, and the `keys` import's `open-env` and prefetch read it.
-    guest_env: Arc<[(String, String)]>,
+    prefetch: Arc<[String]>,
 }
 
-/// What one pass through the cache and the backend gave.
-struct Answer {
-    result: Result<Decrypted, KmsError>,
-    cache: CacheUse,
-    stale_because: Option<KmsError>,
-}
-
-impl Answer {
-    fn new(result: Result<Decrypted, KmsError>, cache: CacheUse) -> Self {
-        Self { result, cache, stale_because: None }
-    }
-}
-
-impl KmsGate {
-    /// The gate of a host whose guest gets `guest_env`, asking `backend` under `policy`.
-    ///
-    /// # Errors
-    /// A [`PolicyError`] naming what in the policy cannot work with this guest environment.
-    pub fn new(
-        backend: Arc<dyn KmsBackend>,
-        policy: &KmsPolicy,
-        guest_env: &[(String, String)],
-    ) -> Result<Self, PolicyError> {
-        let secrets = policy.check(guest_env)?;
-        let cache = &policy.cache;
-        Ok(Self {
+impl SecretGate {
+    /// The gate of checked settings, asking `backend`.
+    pub(crate) fn new(backend: Arc<dyn KmsBackend>, checked: CheckedSecrets) -> Self {
+        let CheckedSecrets { settings, table } = checked;
+        let cache = &settings.cache;
+        Self {
             backend,
-            stamped: policy.stamped_context.clone(),
             cache: (!cache.ttl.is_zero())
                 .then(|| Arc::new(PlaintextCache::new(cache.ttl, cache.stale, cache.max_entries))),
-            secrets: Arc::new(secrets),
-            max_ciphertext_bytes: policy.max_ciphertext_bytes,
-            max_decrypt_calls: policy.max_decrypt_calls,
-            max_key_operations: policy.max_key_operations,
-            max_key_input_bytes: policy.max_key_input_bytes,
-            guest_env: guest_env.into(),
-        })
+            stamped: settings.stamped_context,
+            table: Arc::new(table),
+            max_ciphertext_bytes: settings.max_ciphertext_bytes,
+            max_decrypt_calls: settings.max_decrypt_calls,
+            prefetch: settings.prefetch.into(),
+        }
     }
 
-    /// Operations on key handles one invocation may ask for.
-    pub fn max_key_operations(&self) -> u32 {
-        self.max_key_operations
+    /// One invocation's use of the gate, under its quota of secrets.
+    pub(crate) fn session(&self) -> Session {
+        Session::new(self.clone(), self.max_decrypt_calls)
     }
 
-    /// Largest message (or JWT header plus claims) one key operation takes.
-    pub fn max_key_input_bytes(&self) -> usize {
-        self.max_key_input_bytes
+    /// Where the secret `name` lives.
+    pub(crate) fn source(&self, name: &str) -> Result<&SecretSource, Unnamed> {
+        self.table.source(name)
     }
 
-    /// The guest's whole environment: its configured variables, nothing else of the host's.
-    pub fn guest_env(&self) -> &[(String, String)] {
-        &self.guest_env
+    /// Fetches a named secret from where it lives, as [`SecretGate::decrypt`] does a guest's ciphertext.
+    pub(crate) async fn fetch(
+        &self,
+        source: &SecretSource,
+        deadline: Option<Instant>,
+    ) -> (Result<Plaintext, KmsError>, DecryptRecord) {
+        match source {
+            SecretSource::EnvCiphertext(blob) => self.decrypt(blob, Vec::new(), deadline).await,
+        }
     }
 
-    /// The value of the guest env var `name` (for a secret, its base64 ciphertext), as the guest sees it.
-    pub fn guest_var(&self, name: &str) -> Option<&str> {
-        self.guest_env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
-    /// `kms.decrypt` calls one invocation may make.
-    pub fn max_decrypt_calls(&self) -> u32 {
-        self.max_decrypt_calls
+    /// Fetches the secrets named for prefetching ([`SecretsSettings::prefetch`](super::SecretsSettings::prefetch))
+    /// now, with the stamped context alone, so that the guest's first decrypts of them are cache hits.
+    ///
+    /// Prefetching is an optimisation: when the key service is `unavailable` (unreachable, throttling, or slower
+    /// than [`PREFETCH_BUDGET`] for all of them), the rest are skipped with one warning line, and the first
+    /// invocations fetch them. A refusal is a configuration mistake and fails.
+    ///
+    /// # Errors
+    /// A [`PrefetchError`] naming the variable whose value is not base64, or that the key service refused
+    /// (`denied`, `invalid-ciphertext`).
+    pub async fn prefetch(&self) -> Result<(), PrefetchError> {
+        let names = &self.prefetch[..];
+        if names.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + PREFETCH_BUDGET;
+        async {
+            for (i, name) in names.iter().enumerate() {
+            let fail = |reason: String| PrefetchError { name: name.clone(), reason };
+            let source = match self.source(name) {
+                Ok(source) => source,
+                Err(Unnamed::NotASecret(why)) => return Err(fail(format!("its value is not base64: {why}"))),
+                // The settings were checked: every name is a guest env var.
+                Err(Unnamed::NotAVariable) => return Err(fail("it is not one of the guest's env vars".into())),
+            };
+            match self.fetch(source, Some(deadline)).await.0 {
+                Ok(_) => {}
+                Err(KmsError::Unavailable(reason)) => {
+                    let skipped = names[i..].join(", ");
+                    tracing::warn!(
+                        skipped,
+                        reason,
+                        "prefetch skipped: the key service is unavailable; invocations will decrypt these themselves"
+                    );
+                    break;
+                }
+                Err(refused) => return Err(fail(refused.to_string())),
+            }
+            }
+            Ok(())
+        }
+        .instrument(tracing::info_span!("prefetch"))
+        .await
     }
 
     /// Decrypts for a guest: checks sizes, merges the stamped context (a contradiction is `denied`), answers from
     /// the cache or calls the backend (giving up at `deadline` with `unavailable`), and writes one audit line.
     /// Returns the outcome and its record.
     ///
-    /// With a cache: an `invalid-ciphertext` answer is remembered for the TTL; a plaintext past its TTL is served
-    /// (and audited as stale) only when the backend is `unavailable`, and dropped when it refuses.
+    /// With a cache, its rules apply ([`PlaintextCache::get_or_fetch`]): an `invalid-ciphertext` answer is
+    /// remembered for the TTL; a plaintext past its TTL is served (and audited as stale) only when the backend is
+    /// `unavailable`, and dropped when it refuses.
     pub async fn decrypt(
         &self,
         ciphertext: &[u8],
@@ -156,7 +160,7 @@ impl KmsGate {
     ) -> (Result<Plaintext, KmsError>, DecryptRecord) {
         let digest: [u8; 32] = Sha256::digest(ciphertext).into();
         let ciphertext_id = hex(&digest[..8]);
-        let configured = self.secrets.get(&digest);
+        let configured = self.table.settings(&digest);
         let settings = configured.map(|c| &c.settings);
         let stamped = settings.and_then(|s| s.stamped_context.as_ref()).unwrap_or(&self.stamped);
         let context = match settings.and_then(|s| s.algorithm.as_ref()) {
@@ -197,9 +201,10 @@ impl KmsGate {
                     key_ids: settings.filter(|s| !s.key_ids.is_empty()).map(|s| s.key_ids.as_slice()),
                     algorithm: settings.and_then(|s| s.algorithm.as_deref()),
                 };
+                let fetch = |deadline| self.call_backend(request, deadline);
                 match &self.cache {
-                    Some(cache) => self.through_cache(cache, request, deadline).await,
-                    None => Answer::new(self.call_backend(request, deadline).await, CacheUse::Off),
+                    Some(cache) => cache.get_or_fetch(CacheKey::of_ciphertext(ciphertext, context), deadline, fetch).await,
+                    None => Answer::new(fetch(deadline).await, CacheUse::Off),
                 }
             }
         };
@@ -220,84 +225,6 @@ impl KmsGate {
         };
         audit(&record);
         (answer.result.map(|d| d.plaintext), record)
-    }
-
-    async fn through_cache(
-        &self,
-        cache: &PlaintextCache,
-        request: DecryptRequest<'_>,
-        deadline: Option<Instant>,
-    ) -> Answer {
-        let (ciphertext, context) = (request.ciphertext, request.context);
-        // What the cache holds settles the answer, or leaves the key service to ask (with a stale value at hand).
-        let settled = |lookup| match lookup {
-            Lookup::Fresh(decrypted) => Ok(Answer::new(Ok(decrypted), CacheUse::Hit)),
-            Lookup::Refused(error) => Ok(Answer::new(Err(error), CacheUse::Hit)),
-            Lookup::Stale { decrypted, refresh: false } => {
-                let why = KmsError::Unavailable(format!(
-                    "the last refresh failed less than {} s ago",
-                    STALE_RETRY_INTERVAL.as_secs()
-                ));
-                Ok(Answer { result: Ok(decrypted), cache: CacheUse::Stale, stale_because: Some(why) })
-            }
-            Lookup::Stale { decrypted, refresh: true } => Err(Some(decrypted)),
-            Lookup::Miss => Err(None),
-        };
-        let stale_before = match settled(cache.lookup(ciphertext, context)) {
-            Ok(answer) => return answer,
-            Err(stale) => stale,
-        };
-        // With a stale value at hand, the key service gets little time: the stale value is served instead.
-        let deadline = match stale_before {
-            Some(_) => {
-                let budget = Instant::now() + STALE_REFRESH_BUDGET;
-                Some(deadline.map_or(budget, |d| d.min(budget)))
-            }
-            None => deadline,
-        };
-        // Misses of one secret at once take turns: the first asks the key service, the rest find its answer.
-        let waited_in_vain = |stale: Option<Decrypted>, why: &str| {
-            let why = KmsError::Unavailable(why.into());
-            match stale {
-                Some(stale) => Answer { result: Ok(stale), cache: CacheUse::Stale, stale_because: Some(why) },
-                None => Answer::new(Err(why), CacheUse::Miss),
-            }
-        };
-        let turn = cache.turn(ciphertext, context);
-        let _turn = match deadline {
-            None => turn.await,
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), turn).await {
-                Ok(turn) => turn,
-                Err(_) => {
-                    let why = "another invocation's decrypt of this secret did not finish in this one's time";
-                    return waited_in_vain(stale_before, why);
-                }
-            },
-        };
-        // The one before in line may have answered.
-        let stale = match settled(cache.lookup(ciphertext, context)) {
-            Ok(answer) => return answer,
-            Err(stale) => stale,
-        };
-        // A turn that came at the deadline leaves no time to ask.
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return waited_in_vain(stale, "the time for this decrypt ran out before the key service could be asked");
-        }
-        match (self.call_backend(request, deadline).await, stale) {
-            (Ok(decrypted), _) => {
-                cache.insert(ciphertext, context, &decrypted);
-                Answer::new(Ok(decrypted), CacheUse::Miss)
-            }
-            (Err(error @ KmsError::Unavailable(_)), Some(stale)) => {
-                cache.refresh_failed(ciphertext, context);
-                Answer { result: Ok(stale), cache: CacheUse::Stale, stale_because: Some(error) }
-            }
-            (Err(error), _) => {
-                cache.forget(ciphertext, context);
-                cache.insert_refusal(ciphertext, context, &error);
-                Answer::new(Err(error), CacheUse::Miss)
-            }
-        }
     }
 
     async fn call_backend(
@@ -376,14 +303,18 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
-    use crate::kms::LocalKey;
-    use crate::kms::policy::CacheSettings;
+    use crate::secrets::cache::STALE_REFRESH_BUDGET;
+    use crate::secrets::{CacheSettings, LocalKey, SecretsSettings};
 
-    fn gate(stamped: &[(&str, &str)]) -> (Arc<LocalKey>, KmsGate) {
+    /// The gate of `settings` over `backend`, for a guest with no env vars.
+    fn gate_of(backend: Arc<dyn KmsBackend>, settings: SecretsSettings) -> SecretGate {
+        SecretGate::new(backend, settings.check(&Vec::new().into()).unwrap())
+    }
+
+    fn gate(stamped: &[(&str, &str)]) -> (Arc<LocalKey>, SecretGate) {
         let key = Arc::new(LocalKey::generate().unwrap());
         let stamped_context = EncryptionContext::from_pairs(stamped.iter().copied()).unwrap();
-        let policy = KmsPolicy { stamped_context, ..KmsPolicy::default() };
-        (key.clone(), KmsGate::new(key, &policy, &[]).unwrap())
+        (key.clone(), gate_of(key, SecretsSettings { stamped_context, ..SecretsSettings::default() }))
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -440,7 +371,8 @@ mod tests {
     #[tokio::test]
     async fn oversized_ciphertexts_are_refused() {
         let (_, gate) = gate(&[]);
-        let (result, _) = gate.decrypt(&vec![0u8; KmsPolicy::default().max_ciphertext_bytes + 1], vec![], None).await;
+        let too_long = vec![0u8; SecretsSettings::default().max_ciphertext_bytes + 1];
+        let (result, _) = gate.decrypt(&too_long, vec![], None).await;
         assert!(matches!(result, Err(KmsError::InvalidCiphertext(ref m)) if m.contains("limit")), "{result:?}");
     }
 
@@ -474,9 +406,9 @@ mod tests {
         }
     }
 
-    fn cached_gate(backend: &Arc<Scripted>, ttl: Duration, stale: Duration) -> KmsGate {
-        let policy = KmsPolicy { cache: CacheSettings { ttl, stale, max_entries: 8 }, ..KmsPolicy::default() };
-        KmsGate::new(backend.clone(), &policy, &[]).unwrap()
+    fn cached_gate(backend: &Arc<Scripted>, ttl: Duration, stale: Duration) -> SecretGate {
+        let cache = CacheSettings { ttl, stale, max_entries: 8 };
+        gate_of(backend.clone(), SecretsSettings { cache, ..SecretsSettings::default() })
     }
 
     #[tokio::test]
@@ -530,11 +462,11 @@ mod tests {
     /// out first, as the refreshing one does when the refresh takes too long.
     #[tokio::test]
     async fn concurrent_stale_reads_wait_for_one_refresh_then_serve_stale() {
-        let backend = Arc::new(Scripted { delay: Duration::from_secs(5), ..Scripted::default() });
-        let gate = cached_gate(&backend, Duration::from_millis(20), Duration::from_secs(60));
-        let decrypted = Decrypted { plaintext: Plaintext::from(b"pw".to_vec()), key_id: "scripted".into() };
-        gate.cache.as_ref().unwrap().insert(b"ct", &EncryptionContext::new(), &decrypted);
+        let gate = cached_gate(&Arc::new(Scripted::default()), Duration::from_millis(20), Duration::from_secs(60));
+        assert!(gate.decrypt(b"ct", vec![], None).await.0.is_ok());
         tokio::time::sleep(Duration::from_millis(30)).await;
+        let backend = Arc::new(Scripted { delay: Duration::from_secs(5), ..Scripted::default() });
+        let gate = SecretGate { backend: backend.clone(), ..gate };
         let started = Instant::now();
         let soon = Some(Instant::now() + Duration::from_millis(300));
         let ((a, ra), (b, rb)) = tokio::join!(gate.decrypt(b"ct", vec![], None), gate.decrypt(b"ct", vec![], soon));
@@ -547,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_backend_is_abandoned_at_the_deadline() {
         let backend = Arc::new(Scripted { delay: Duration::from_secs(5), ..Scripted::default() });
-        let gate = KmsGate::new(backend, &KmsPolicy::default(), &[]).unwrap();
+        let gate = gate_of(backend, SecretsSettings::default());
         let started = Instant::now();
         let (result, _) = gate.decrypt(b"ct", vec![], Some(Instant::now() + Duration::from_millis(50))).await;
         assert!(matches!(result, Err(KmsError::Unavailable(ref m)) if m.contains("did not answer")), "{result:?}");
@@ -614,7 +546,7 @@ mod tests {
         assert!(gate.decrypt(b"ct", vec![], None).await.0.is_ok());
         tokio::time::sleep(Duration::from_millis(30)).await;
         let slow = Arc::new(Scripted { delay: Duration::from_secs(30), ..Scripted::default() });
-        let gate = KmsGate { backend: slow, ..gate };
+        let gate = SecretGate { backend: slow, ..gate };
         let started = Instant::now();
         let (result, record) = gate.decrypt(b"ct", vec![], Some(Instant::now() + Duration::from_secs(20))).await;
         assert!(result.is_ok());

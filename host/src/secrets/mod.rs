@@ -1,25 +1,41 @@
-//! Key services: the trait a decrypting backend implements, the errors every backend maps onto (the WIT `kms.error`
-//! variant), the gate that applies the host's policy in front of any backend, the plaintext cache, and the
-//! backends: the local key and AWS KMS.
+//! Secrets, wherever they live: the host's side of every door to a plaintext, free of wasmtime.
+//!
+//! ```text
+//! named secret ─► SecretSource (a value: where it lives) ─┐
+//! guest ciphertext ───────────────────────────────────────┤
+//!                                                          ▼
+//!          SecretGate: stamped context, per-secret settings, size limits, audit line
+//!                                                          ▼
+//!          PlaintextCache::get_or_fetch (TTL, stale on outage, single flight, refusals)
+//!                                                          ▼
+//!          KmsBackend: AWS KMS (crate::aws) | LocalKey | a test stub
+//! ```
+//!
+//! - [`settings`]: every setting of secrets (stamped context, per-secret settings, cache, prefetch, the quota),
+//!   parsed beside the struct, checked once into the [`source`] table.
+//! - [`source`]: where each named secret lives, and the settings of each configured ciphertext.
+//! - [`gate`]: the policy applied, once per host; [`Session`]: one invocation's uses of it, under its quota.
+//! - [`cache`], and the backends: the trait below, the [`local`] key.
 
-pub mod aws;
 pub mod cache;
 mod gate;
 pub mod local;
-pub mod policy;
-pub mod secrets;
+mod session;
+pub mod settings;
+pub mod source;
 
 use async_trait::async_trait;
 use secrecy::SecretSlice;
 
 use crate::context::EncryptionContext;
 
-pub use aws::{AwsKms, AwsKmsConfig, AwsKmsError};
-pub use cache::PlaintextCache;
-pub use gate::{CacheUse, DecryptRecord, KmsGate};
+pub use cache::{CacheUse, PlaintextCache};
+pub use gate::{DecryptRecord, PREFETCH_BUDGET, PrefetchError, SecretGate};
 pub use local::LocalKey;
-pub use policy::{CacheSettings, GuestPlaintext, KmsPolicy, PolicyError};
-pub use secrets::SecretSettings;
+pub(crate) use session::{BeforeInvocation, Opened, Session};
+pub use settings::{CacheSettings, SecretSettings, SecretsSettings};
+pub(crate) use settings::CheckedSecrets;
+pub use source::SecretSource;
 
 /// Decrypted bytes. Zeroized on drop, and redacted in `Debug`; read with [`secrecy::ExposeSecret`].
 pub type Plaintext = SecretSlice<u8>;

@@ -1,0 +1,202 @@
+//! AWS clients: what every one of keyward's shares (the function role's credentials from the default chain, the
+//! region, the HTTPS client and its trust roots, retries and timeouts), and the one client of each service:
+//! [`kms`].
+
+pub mod kms;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+
+pub use kms::{AwsKms, AwsKmsSettings};
+
+use crate::error::bounded;
+use crate::settings::Env;
+
+/// Attempts per call (the SDK's standard retry with backoff); the invocation's deadline bounds them all.
+pub(crate) const MAX_ATTEMPTS: u32 = 3;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every AWS client of a host shares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// A PEM file of the certificate authorities to trust instead of the built-in ones (`AWS_CA_BUNDLE`, as the AWS
+    /// CLI reads it).
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl AwsSettings {
+    /// Reads the settings from the function's environment.
+    pub(crate) fn from_env(env: &Env<'_>) -> Self {
+        Self { ca_bundle: env.get("AWS_CA_BUNDLE").filter(|p| !p.is_empty()).map(Into::into) }
+    }
+
+    /// The SDK's configuration every client is made from: the default credential chain and region (on Lambda, the
+    /// function's role and region), keyward's HTTPS client, retries and timeouts; `endpoint` instead of the
+    /// regional endpoint if given (checked by the caller).
+    ///
+    /// # Errors
+    /// An [`AwsError`] when `LOG_SENSITIVE_BODIES` is on, the CA bundle is unusable, or no usable region is
+    /// configured.
+    pub(crate) async fn sdk_config(&self, endpoint: Option<&str>) -> Result<aws_config::SdkConfig, AwsError> {
+        refuse_sensitive_logging(|name| std::env::var(name).ok())?;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(https_client_trusting(self.ca_bundle.as_deref())?)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
+        if let Some(endpoint) = endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let sdk_config = loader.load().await;
+        match sdk_config.region() {
+            None => Err(AwsError::NoRegion),
+            Some(region) if !crate::address::is_region(region.as_ref()) => {
+                Err(AwsError::Region(bounded(region.as_ref(), 64)))
+            }
+            Some(_) => Ok(sdk_config),
+        }
+    }
+}
+
+/// Why an AWS client cannot be built. The messages name Lambda mode's variables, which is where these settings come
+/// from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AwsError {
+    /// No key is allowed.
+    #[error("no KMS key is allowed: set KEYWARD_KMS_KEY_ID to the key (id, ARN or alias)")]
+    NoKey,
+    /// `LOG_SENSITIVE_BODIES=true` is set.
+    #[error(
+        "LOG_SENSITIVE_BODIES=true would make the AWS SDK log KMS's answers, decrypted secrets among them: unset it"
+    )]
+    SensitiveLogging,
+    /// The endpoint override is not an http(s) URL.
+    #[error("KEYWARD_KMS_ENDPOINT={0:?} is not an http(s) URL such as https://kms.eu-west-1.amazonaws.com")]
+    Endpoint(String),
+    /// The endpoint override holds a user name or password, which would be logged with every KMS error.
+    #[error(
+        "KEYWARD_KMS_ENDPOINT holds a user name or password (user:password@host): KMS requests are signed with the \
+         function's credentials; give the URL without them"
+    )]
+    EndpointCredentials,
+    /// The CA bundle cannot be used.
+    #[error("AWS_CA_BUNDLE={path}: {reason}; it must be a PEM file of CA certificates")]
+    CaBundle {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No region is configured.
+    #[error("no AWS region is configured: set AWS_REGION (Lambda sets it for every function)")]
+    NoRegion,
+    /// The region is not a region name.
+    #[error("AWS_REGION={0:?} is not a region name such as eu-west-1")]
+    Region(String),
+    /// A key named by ARN is in another region than the one KMS is called in.
+    #[error(
+        "{variable} names a key in {key_region} ({key_id}), but KMS is called in {region}: a KMS key is used in its \
+         own region; name a key of {region}, or a multi-Region key's replica there (same mrk- id, {region} in the ARN)"
+    )]
+    KeyInAnotherRegion {
+        /// The variable that names the key.
+        variable: String,
+        /// The key's ARN.
+        key_id: String,
+        /// The key's region.
+        key_region: String,
+        /// The region KMS is called in.
+        region: String,
+    },
+}
+
+/// The AWS SDK logs the bodies of responses marked sensitive (Decrypt's, with the plaintext) at TRACE when
+/// `LOG_SENSITIVE_BODIES=true` (aws-smithy-runtime's `log_response_body`); keyward refuses to run so.
+fn refuse_sensitive_logging(var: impl Fn(&str) -> Option<String>) -> Result<(), AwsError> {
+    match var("LOG_SENSITIVE_BODIES") {
+        Some(value) if value.trim().eq_ignore_ascii_case("true") => Err(AwsError::SensitiveLogging),
+        _ => Ok(()),
+    }
+}
+
+/// The HTTP client of every AWS call: hyper with rustls on *ring* (HTTP is allowed too, for test endpoints),
+/// trusting the built-in roots.
+pub fn https_client() -> aws_sdk_kms::config::SharedHttpClient {
+    client_with(TrustStore::empty().with_native_roots(false).with_pem_certificate(built_in_roots().as_bytes()))
+}
+
+/// [`https_client`], trusting the certificate authorities of a PEM file instead when one is given (`AWS_CA_BUNDLE`,
+/// as the AWS CLI reads it: a private CA, or a TLS-inspecting proxy in front of a VPC endpoint).
+///
+/// # Errors
+/// [`AwsError::CaBundle`] when the file cannot be read, holds no certificate, or holds one that is not a
+/// usable CA certificate.
+pub fn https_client_trusting(ca_bundle: Option<&Path>) -> Result<aws_sdk_kms::config::SharedHttpClient, AwsError> {
+    let Some(path) = ca_bundle else { return Ok(https_client()) };
+    let fail = |reason: String| AwsError::CaBundle { path: bounded(&path.display().to_string(), 256), reason };
+    let pem = crate::text::read_bounded(path, MAX_CA_BUNDLE_BYTES).map_err(|e| fail(e.to_string()))?;
+    // The HTTP client panics on a certificate it cannot parse: every one is checked here first.
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|_| fail(format!("certificate {} is not valid PEM", i + 1)))?;
+        roots.add(cert).map_err(|e| fail(format!("certificate {} cannot be a trust root ({e})", i + 1)))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("it holds no certificate".into()));
+    }
+    Ok(client_with(TrustStore::empty().with_native_roots(false).with_pem_certificate(pem)))
+}
+
+/// Most bytes of a CA bundle (the system's whole bundle is about 200 KiB).
+const MAX_CA_BUNDLE_BYTES: u64 = 1 << 20;
+
+fn client_with(trust_store: TrustStore) -> aws_sdk_kms::config::SharedHttpClient {
+    // `build` cannot fail in aws-smithy-http-client 1.5 (it only moves its fields); were it to, the default
+    // context (the system's roots) still verifies every certificate.
+    let tls = TlsContext::builder().with_trust_store(trust_store).build().unwrap_or_default();
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_context(tls)
+        .build_https()
+}
+
+/// The roots of AWS's endpoint certificates (Amazon Trust Services' four, and the Starfield root that cross-signs
+/// them), picked out of Mozilla's set at build time (`build.rs`), as PEM. No certificate file is read at start: the
+/// system's store (a bundle and a folder of ~290 files on Lambda's images) took 4–7 ms of a cold start to load, and
+/// Mozilla's whole set (118 roots, parsed once per connector) made aws-config and the KMS client 1.1 ms slower to
+/// build than these five.
+fn built_in_roots() -> &'static str {
+    include_str!(concat!(env!("OUT_DIR"), "/aws-roots.pem"))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_root_is_a_usable_trust_anchor() {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = built_in_roots().as_bytes();
+        let (added, refused) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).map(Result::unwrap));
+        assert_eq!((added, refused), (5, 0));
+    }
+
+    #[test]
+    fn sdk_logging_of_sensitive_bodies_is_refused() {
+        assert!(
+            refuse_sensitive_logging(|_| Some("TRUE".into())).unwrap_err().to_string().contains("LOG_SENSITIVE_BODIES")
+        );
+        assert!(refuse_sensitive_logging(|_| Some("false".into())).is_ok());
+        assert!(refuse_sensitive_logging(|_| None).is_ok());
+    }
+}
