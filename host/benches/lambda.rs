@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kms::primitives::Blob;
 use base64::Engine as _;
-use keyward::{EncryptionContext, Host, HostSettings, InvocationContext, SecretsSettings, LocalKey};
+use keyward::{EncryptionContext, Host, HostSettings, InvocationContext, LocalKey, SecretsSettings};
 use serde_json::json;
 use servers::*;
 

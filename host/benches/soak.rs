@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use keyward::aws::AwsKms;
 use keyward::secrets::CacheSettings;
-use keyward::{EncryptionContext, Host, HostSettings, InvocationContext, SecretsSettings, Limits};
+use keyward::{EncryptionContext, Host, HostSettings, InvocationContext, Limits, SecretsSettings};
 use serde_json::{Value, json};
 use servers::*;
 

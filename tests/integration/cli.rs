@@ -166,6 +166,18 @@ fn guest_output_is_logged_and_bounded() {
     assert!(log.contains("probe stderr line 0"));
     assert!(!log.contains("probe stdout line 19999"), "output past the limit is dropped");
     assert!(log.contains("guest output over the limit was dropped"));
+
+    // The bound is a setting (KEYWARD_MAX_OUTPUT_BYTES in Lambda mode), up to 1 MiB.
+    let probe = probe.to_str().unwrap();
+    let bounded = keyward(&["-v", "invoke", probe, "--key", &key, "--event", &event, "--max-output-bytes", "100"]);
+    assert!(bounded.status.success(), "{}", stderr(&bounded));
+    let log = stderr(&bounded);
+    assert!(log.contains("probe stdout line 0") && !log.contains("probe stdout line 9"), "{log}");
+    assert!(log.contains("limit=100"), "{log}");
+    let over = keyward(&["invoke", probe, "--key", &key, "--event", &event, "--max-output-bytes", "1048577"]);
+    assert_eq!(over.status.code(), Some(2));
+    let refusal = stderr(&over);
+    assert!(refusal.contains("--max-output-bytes") && refusal.contains("0..=1048576"), "{refusal}");
 }
 
 /// A guest that prints its secret or puts it in its error does not get it into the host's log or error line.

@@ -160,8 +160,11 @@ async fn both_guests_and_the_host_read_base64_alike() {
             prefetch: vec!["PASSWORD".into()],
             ..SecretsSettings::default()
         };
-        let config =
-            HostSettings { guest_env: vec![("PASSWORD".into(), password.clone())], secrets: kms, ..HostSettings::default() };
+        let config = HostSettings {
+            guest_env: vec![("PASSWORD".into(), password.clone())],
+            secrets: kms,
+            ..HostSettings::default()
+        };
         for (name, cwasm) in &compiled {
             let host = keyward::Host::new(cwasm, key.clone(), config.clone()).unwrap();
             let result = invoke(&host, json!({})).await.result;

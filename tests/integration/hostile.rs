@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use keyward::aws::AwsKms;
 use keyward::secrets::CacheSettings;
-use keyward::{Host, HostSettings, HostError, InvocationContext, SecretsSettings, Limits};
+use keyward::{Host, HostError, HostSettings, InvocationContext, Limits, SecretsSettings};
 use serde_json::{Value, json};
 
 use crate::lambda::Function;

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/keys/fixtures").join(name)).unwrap()
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/capability/keys/key/fixtures").join(name))
+        .unwrap()
 }
 
 /// Every 12-byte window of `secret` that is in none of `public` (an RSA key's DER holds its modulus too, and its PEM
@@ -100,8 +101,7 @@ async fn no_operation_gives_a_guest_the_key() {
 
 #[tokio::test]
 async fn handles_are_bounded_like_decrypts() {
-    let kms =
-        SecretsSettings { max_decrypt_calls: 1, ..SecretsSettings::default() };
+    let kms = SecretsSettings { max_decrypt_calls: 1, ..SecretsSettings::default() };
     let keys = KeysSettings { max_operations: 3, max_input_bytes: 1024 };
     let (key, host) = host("probe", HostSettings { secrets: kms, keys, ..HostSettings::default() });
     let ciphertext =

@@ -195,7 +195,7 @@ fn a_misconfigured_function_fails_init_with_one_clear_line() {
     let status = function.child.wait().unwrap();
     assert!(!status.success());
     let log = function.log_text();
-    assert!(log.contains("KEYWARD_KMS_KEY_ID is not set"), "{log}");
+    assert!(log.contains("KEYWARD_KMS_KEY_ID: not set: name the KMS key"), "{log}");
 
     // An operator who denies guests plaintext: hello decrypts, so it does not start.
     let env = [

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use keyward::{HostSettings, HostError, InvocationContext, InvokeError, SecretsSettings, LimitExceeded, Limits};
+use keyward::{HostError, HostSettings, InvocationContext, InvokeError, LimitExceeded, Limits, SecretsSettings};
 use serde_json::json;
 
 use crate::support::*;
@@ -33,7 +33,8 @@ async fn the_guest_sees_only_the_env_it_is_given_and_no_files() {
 
 #[test]
 fn credentials_cannot_be_configured_into_a_guest() {
-    let config = HostSettings { guest_env: vec![("AWS_SECRET_ACCESS_KEY".into(), "x".into())], ..HostSettings::default() };
+    let config =
+        HostSettings { guest_env: vec![("AWS_SECRET_ACCESS_KEY".into(), "x".into())], ..HostSettings::default() };
     let err = keyward::Host::from_file(&guest("probe"), new_key(), config).unwrap_err();
     assert!(matches!(err, HostError::Setting(ref e) if e.reason.contains("AWS_SECRET_ACCESS_KEY")), "{err}");
 }
@@ -126,7 +127,8 @@ async fn a_trap_fails_only_its_invocation() {
 
 #[tokio::test]
 async fn memory_is_capped() {
-    let (_, host) = host("probe", HostSettings { limits: Limits::default().with_memory_mb(16), ..HostSettings::default() });
+    let (_, host) =
+        host("probe", HostSettings { limits: Limits::default().with_memory_mb(16), ..HostSettings::default() });
     let fits = response(&invoke(&host, json!({"action": "alloc", "mb": 4})).await);
     assert_eq!(fits["allocated_mb"], 4);
     let invocation = invoke(&host, json!({"action": "alloc", "mb": 64})).await;

@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use keyward::{EncryptionContext, Host, HostSettings, Invocation, InvocationContext, SecretsSettings, LocalKey};
+use keyward::{EncryptionContext, Host, HostSettings, Invocation, InvocationContext, LocalKey, SecretsSettings};
 use sha2::{Digest, Sha256};
 
 /// A guest component built for wasm32-wasip2 by `cargo xtask build-guests`.

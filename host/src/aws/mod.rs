@@ -178,7 +178,6 @@ fn built_in_roots() -> &'static str {
     include_str!(concat!(env!("OUT_DIR"), "/aws-roots.pem"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

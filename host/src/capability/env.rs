@@ -77,10 +77,14 @@ mod tests {
 
     #[test]
     fn reads_the_named_variables_only() {
-        let all: HashMap<String, String> =
-            [("KEYWARD_GUEST_ENV", "A, B"), ("A", "1"), ("B", "2"), ("C", "3")].map(|(k, v)| (k.into(), v.into())).into();
+        let all: HashMap<String, String> = [("KEYWARD_GUEST_ENV", "A, B"), ("A", "1"), ("B", "2"), ("C", "3")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
         assert_eq!(from_env(&Env::new(&all)).unwrap(), vars(&[("A", "1"), ("B", "2")]));
         let missing: HashMap<String, String> = [("KEYWARD_GUEST_ENV".into(), "A".into())].into();
-        assert_eq!(from_env(&Env::new(&missing)).unwrap_err().to_string(), "KEYWARD_GUEST_ENV: names A, which is not set");
+        assert_eq!(
+            from_env(&Env::new(&missing)).unwrap_err().to_string(),
+            "KEYWARD_GUEST_ENV: names A, which is not set"
+        );
     }
 }

@@ -47,13 +47,22 @@ pub(crate) struct Capabilities {
 impl Capabilities {
     /// The shared state of each capability, fetching secrets from `backend`. (`kms` has none of its own: its
     /// one setting decides at load whether a component may import it.)
-    pub(crate) fn new(env: GuestEnv, secrets: CheckedSecrets, keys: KeysSettings, backend: Arc<dyn KmsBackend>) -> Self {
+    pub(crate) fn new(
+        env: GuestEnv,
+        secrets: CheckedSecrets,
+        keys: KeysSettings,
+        backend: Arc<dyn KmsBackend>,
+    ) -> Self {
         Self { env, secrets: SecretGate::new(backend, secrets), keys }
     }
 
     /// Each capability's state for one invocation's store.
     pub(crate) fn instance(&self) -> Instance {
-        Instance { secrets: self.secrets.session(), kms: kms::Instance::default(), keys: keys::Instance::new(self.keys) }
+        Instance {
+            secrets: self.secrets.session(),
+            kms: kms::Instance::default(),
+            keys: keys::Instance::new(self.keys),
+        }
     }
 }
 
@@ -86,11 +95,7 @@ impl Instance {
 
     /// The invocation's records, and what must outlive its response, taken out.
     pub(crate) fn finish(&mut self) -> Finished {
-        Finished {
-            decrypts: self.secrets.finish(),
-            key_operations: self.keys.finish(),
-            handed_out: self.kms.finish(),
-        }
+        Finished { decrypts: self.secrets.finish(), key_operations: self.keys.finish(), handed_out: self.kms.finish() }
     }
 }
 
@@ -121,9 +126,16 @@ fn rng(state: &mut GuestState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
 pub(crate) const GRANTED: &[Grant] = &[
     Grant {
         name: "keyward:lambda/keys",
-        link: |l| keys::add_to_linker(l, |s: &mut GuestState| keys::View::of(&mut s.caps.keys, &mut s.caps.secrets, &mut s.table)),
+        link: |l| {
+            keys::add_to_linker(l, |s: &mut GuestState| {
+                keys::View::of(&mut s.caps.keys, &mut s.caps.secrets, &mut s.table)
+            })
+        },
     },
-    Grant { name: PLAINTEXT, link: |l| kms::add_to_linker(l, |s: &mut GuestState| kms::View::of(&mut s.caps.kms, &mut s.caps.secrets)) },
+    Grant {
+        name: PLAINTEXT,
+        link: |l| kms::add_to_linker(l, |s: &mut GuestState| kms::View::of(&mut s.caps.kms, &mut s.caps.secrets)),
+    },
     Grant { name: "wasi:cli/environment", link: |l| cli::environment::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
     Grant { name: "wasi:cli/exit", link: |l| cli::exit::add_to_linker::<_, WasiCli>(l, GuestState::cli) },
     Grant { name: "wasi:cli/stdin", link: |l| cli::stdin::add_to_linker::<_, WasiCli>(l, GuestState::cli) },

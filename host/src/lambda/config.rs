@@ -81,7 +81,8 @@ impl LambdaConfig {
         let mut host = HostSettings::from_env(env, &component)?;
         let concurrency = env.number("AWS_LAMBDA_MAX_CONCURRENCY", 1)?;
         if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
-            let reason = format!("{concurrency} is out of range: keyward serves 1 to {MAX_CONCURRENCY} invocations at once");
+            let reason =
+                format!("{concurrency} is out of range: keyward serves 1 to {MAX_CONCURRENCY} invocations at once");
             return Err(SettingError::new("AWS_LAMBDA_MAX_CONCURRENCY", reason));
         }
         host.limits.max_instances = concurrency;
@@ -165,8 +166,14 @@ mod tests {
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MEMORY_MB", "0")], "KEYWARD_MEMORY_MB: must be 1 to 4096 MiB"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MAX_RESPONSE_BYTES", "7000000")], "Lambda's response limit"),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_CACHE_STALE_SECS", "-1")], "KEYWARD_CACHE_STALE_SECS"),
-            (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_TIMEOUT_MS", "18446744073709551615")], "KEYWARD_TIMEOUT_MS: must be 1 to"),
-            (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MAX_OUTPUT_BYTES", "2000000")], "KEYWARD_MAX_OUTPUT_BYTES: must be 0 to 1048576 bytes"),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_TIMEOUT_MS", "18446744073709551615")],
+                "KEYWARD_TIMEOUT_MS: must be 1 to",
+            ),
+            (
+                &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_MAX_OUTPUT_BYTES", "2000000")],
+                "KEYWARD_MAX_OUTPUT_BYTES: must be 0 to 1048576 bytes",
+            ),
             (&[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_PREFETCH", "PASSWORD")], "not in KEYWARD_GUEST_ENV"),
             (
                 &[("KEYWARD_KMS_KEY_ID", "k"), ("KEYWARD_GUEST_PLAINTEXT", "no")],

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub use config::{LambdaConfig, MAX_CONCURRENCY};
 pub use crate::sandbox::LAMBDA_PAYLOAD_LIMIT;
+pub use config::{LambdaConfig, MAX_CONCURRENCY};
 pub use diagnostic::Diagnostic;
 pub use runtime_api::RuntimeApiError;
 use runtime_api::{Next, NextInvocation, RuntimeApi};

@@ -18,9 +18,9 @@ use http_body_util::{BodyExt as _, Limited};
 use lambda_runtime_api_client::body::Body;
 use lambda_runtime_api_client::{PooledClient, build_request};
 
-use crate::sandbox::LAMBDA_PAYLOAD_LIMIT;
 use super::diagnostic::Diagnostic;
 use crate::error::{InvokeError, bounded, one_line, root_cause};
+use crate::sandbox::LAMBDA_PAYLOAD_LIMIT;
 
 const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
 const DEADLINE_MS: &str = "lambda-runtime-deadline-ms";

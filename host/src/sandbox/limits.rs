@@ -145,9 +145,7 @@ impl From<LimitFlags> for Limits {
     fn from(flags: LimitFlags) -> Self {
         // The parser's range is within usize.
         let max_output_bytes = usize::try_from(flags.max_output_bytes).unwrap_or(MAX_OUTPUT_BYTES);
-        Self { max_output_bytes, ..Limits::default() }
-            .with_memory_mb(flags.memory_mb)
-            .with_timeout_ms(flags.timeout_ms)
+        Self { max_output_bytes, ..Limits::default() }.with_memory_mb(flags.memory_mb).with_timeout_ms(flags.timeout_ms)
     }
 }
 

@@ -26,10 +26,10 @@ pub use digest::ComponentDigest;
 use engine::EpochTicker;
 #[cfg(feature = "compiler")]
 pub use engine::{CompileTarget, Cpu};
-use limits::StoreLimiter;
-pub use limits::{LAMBDA_PAYLOAD_LIMIT, LimitExceeded, Limits};
 #[cfg(feature = "cli")]
 pub use limits::LimitFlags;
+use limits::StoreLimiter;
+pub use limits::{LAMBDA_PAYLOAD_LIMIT, LimitExceeded, Limits};
 use output::GuestOutput;
 
 use crate::bindings::{HandlerContext, SecretHandler, SecretHandlerPre};
@@ -376,8 +376,7 @@ impl Sandbox {
     /// A trap while instantiating (in the guest's start function, or its call for a secret there) is the guest's;
     /// anything else (no instance slot free, say) is the host's.
     fn instantiate_error(&self, error: &wasmtime::Error, time_limit: &LimitExceeded) -> InvokeError {
-        let guests = error.downcast_ref::<Trap>().is_some()
-            || error.downcast_ref::<BeforeInvocation>().is_some();
+        let guests = error.downcast_ref::<Trap>().is_some() || error.downcast_ref::<BeforeInvocation>().is_some();
         match self.trap_error(error, time_limit) {
             InvokeError::Trap(_) if !guests => InvokeError::Instantiate(error.root_cause().to_string()),
             known => known,

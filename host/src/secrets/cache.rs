@@ -478,7 +478,10 @@ mod tests {
         }
         assert_eq!(cache.len(), 2);
         assert!(matches!(cache.lookup(key(b"c1", &ctx(&[]))), Lookup::Miss));
-        assert!(fresh(cache.lookup(key(b"c2", &ctx(&[])))).is_some() && fresh(cache.lookup(key(b"c3", &ctx(&[])))).is_some());
+        assert!(
+            fresh(cache.lookup(key(b"c2", &ctx(&[])))).is_some()
+                && fresh(cache.lookup(key(b"c3", &ctx(&[])))).is_some()
+        );
     }
 
     #[test]

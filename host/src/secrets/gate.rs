@@ -203,7 +203,9 @@ impl SecretGate {
                 };
                 let fetch = |deadline| self.call_backend(request, deadline);
                 match &self.cache {
-                    Some(cache) => cache.get_or_fetch(CacheKey::of_ciphertext(ciphertext, context), deadline, fetch).await,
+                    Some(cache) => {
+                        cache.get_or_fetch(CacheKey::of_ciphertext(ciphertext, context), deadline, fetch).await
+                    }
                     None => Answer::new(fetch(deadline).await, CacheUse::Off),
                 }
             }

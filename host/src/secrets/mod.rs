@@ -33,8 +33,8 @@ pub use cache::{CacheUse, PlaintextCache};
 pub use gate::{DecryptRecord, PREFETCH_BUDGET, PrefetchError, SecretGate};
 pub use local::LocalKey;
 pub(crate) use session::{BeforeInvocation, Opened, Session};
-pub use settings::{CacheSettings, SecretSettings, SecretsSettings};
 pub(crate) use settings::CheckedSecrets;
+pub use settings::{CacheSettings, SecretSettings, SecretsSettings};
 pub use source::SecretSource;
 
 /// Decrypted bytes. Zeroized on drop, and redacted in `Debug`; read with [`secrecy::ExposeSecret`].

@@ -107,8 +107,8 @@ mod tests {
     use secrecy::ExposeSecret as _;
 
     use super::*;
-    use crate::secrets::{LocalKey, SecretsSettings};
     use crate::EncryptionContext;
+    use crate::secrets::{LocalKey, SecretsSettings};
 
     /// The quota counts decrypts and named fetches together; a refused name costs nothing; nothing before the
     /// invocation starts.
@@ -116,7 +116,10 @@ mod tests {
     async fn one_quota_for_every_secret_asked_for() {
         let key = Arc::new(LocalKey::generate().unwrap());
         let ciphertext = key.encrypt(b"s3cret-session", &EncryptionContext::new()).unwrap();
-        let env = vec![("SECRET".to_string(), base64::engine::general_purpose::STANDARD.encode(&ciphertext)), ("PLAIN".into(), "hi!".into())];
+        let env = vec![
+            ("SECRET".to_string(), base64::engine::general_purpose::STANDARD.encode(&ciphertext)),
+            ("PLAIN".into(), "hi!".into()),
+        ];
         let settings = SecretsSettings { max_decrypt_calls: 2, ..SecretsSettings::default() };
         let gate = SecretGate::new(key, settings.check(&env.into()).unwrap());
         let mut session = gate.session();
@@ -125,7 +128,10 @@ mod tests {
         assert!(early.downcast_ref::<BeforeInvocation>().is_some(), "{early}");
         session.start(Instant::now() + Duration::from_secs(5));
 
-        assert_eq!(session.source("PLAIN").unwrap_err(), Unnamed::NotASecret("invalid character '!' at offset 2".into()));
+        assert_eq!(
+            session.source("PLAIN").unwrap_err(),
+            Unnamed::NotASecret("invalid character '!' at offset 2".into())
+        );
         assert_eq!(session.source("NONE").unwrap_err(), Unnamed::NotAVariable);
         let source = session.source("SECRET").unwrap();
         let (plaintext, _) = session.fetch(&source).await.unwrap().unwrap();

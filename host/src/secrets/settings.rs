@@ -219,8 +219,10 @@ impl Contexts<'_, '_> {
             }
             for (placeholder, var) in PLACEHOLDERS {
                 if value.contains(placeholder) {
-                    let fact =
-                        self.env.get(var).ok_or_else(|| fail(format!("{placeholder} needs {var}, which is not set")))?;
+                    let fact = self
+                        .env
+                        .get(var)
+                        .ok_or_else(|| fail(format!("{placeholder} needs {var}, which is not set")))?;
                     value = value.replace(placeholder, &fact);
                 }
             }
@@ -322,7 +324,10 @@ mod tests {
                 "KEYWARD_PREFETCH: names Q, which is not in KEYWARD_GUEST_ENV",
             ),
             (
-                SecretsSettings { secrets: vec![("Q".into(), SecretSettings::default())], ..SecretsSettings::default() },
+                SecretsSettings {
+                    secrets: vec![("Q".into(), SecretSettings::default())],
+                    ..SecretsSettings::default()
+                },
                 "KEYWARD_SECRET_CONTEXT_Q: Q has settings of its own, but is not in KEYWARD_GUEST_ENV",
             ),
             (

@@ -98,7 +98,10 @@ pub(crate) fn add_to_linker<T: Send + 'static>(
 
 impl View<'_> {
     /// Keeps a fetched secret as a handle.
-    fn open(&mut self, fetched: Result<crate::secrets::Opened, KmsError>) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
+    fn keep(
+        &mut self,
+        fetched: Result<crate::secrets::Opened, KmsError>,
+    ) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
         let (plaintext, key_id) = match fetched {
             Ok(opened) => opened,
             Err(e) => return Ok(Err(from_kms(e))),
@@ -170,7 +173,7 @@ impl keys::HostKey for View<'_> {
         encryption_context: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
         let fetched = self.secrets.decrypt(&ciphertext, encryption_context).await?;
-        View::open(self, fetched)
+        self.keep(fetched)
     }
 
     async fn open_env(&mut self, name: String) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
@@ -186,7 +189,7 @@ impl keys::HostKey for View<'_> {
             }
         };
         let fetched = self.secrets.fetch(&source).await?;
-        View::open(self, fetched)
+        self.keep(fetched)
     }
 
     async fn hmac(
@@ -285,5 +288,68 @@ fn from_kms(error: KmsError) -> Error {
         KmsError::Denied(m) => Error::Denied(m),
         KmsError::InvalidCiphertext(m) => Error::InvalidCiphertext(m),
         KmsError::Unavailable(m) => Error::Unavailable(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use base64::Engine as _;
+    use keys::HostKey as _;
+
+    use super::*;
+    use crate::EncryptionContext;
+    use crate::secrets::{LocalKey, SecretGate, SecretsSettings};
+
+    /// The capability on its own, as a guest's calls reach it (no component, no store): handles opened by name or
+    /// ciphertext through the invocation's session (whose quota `kms.decrypt` shares), the operation quota, the
+    /// input bound, and a record of each operation that never holds its input.
+    #[tokio::test]
+    async fn serves_handles_under_the_quotas_and_bounds() {
+        let key = Arc::new(LocalKey::generate().unwrap());
+        let ciphertext = key.encrypt(b"an-hmac-secret-of-sixteen-bytes+", &EncryptionContext::new()).unwrap();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&ciphertext);
+        let env = vec![("MAC_KEY".to_string(), encoded), ("PLAIN".to_string(), "not base64!".to_string())];
+        let settings = SecretsSettings { max_decrypt_calls: 2, ..SecretsSettings::default() };
+        let gate = SecretGate::new(key, settings.check(&env.into()).unwrap());
+        let mut session = gate.session();
+        let mut instance = Instance::new(KeysSettings { max_operations: 2, max_input_bytes: 8 });
+        let mut table = ResourceTable::new();
+        session.start(Instant::now() + Duration::from_secs(5));
+        let mut view = View::of(&mut instance, &mut session, &mut table);
+
+        let missing = view.open_env("NOPE".into()).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&missing, Error::InvalidInput(m) if m.contains("not one of the guest's env vars")),
+            "{missing:?}"
+        );
+        let plain = view.open_env("PLAIN".into()).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&plain, Error::InvalidCiphertext(m) if m.starts_with("env var PLAIN is not base64")),
+            "{plain:?}"
+        );
+        let rep = view.open_env("MAC_KEY".into()).await.unwrap().unwrap().rep();
+        let handle = || Resource::<KeyHandle>::new_borrow(rep);
+
+        let mac = view.hmac(handle(), HmacAlgorithm::Sha256, b"12345678".to_vec()).await.unwrap().unwrap();
+        assert_eq!(mac.len(), 32);
+        let long = view.hmac(handle(), HmacAlgorithm::Sha256, vec![0; 9]).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&long, Error::InvalidInput(m) if m == "the input is 9 bytes; a key operation takes at most 8")
+        );
+        let over = view.hmac(handle(), HmacAlgorithm::Sha256, Vec::new()).await.unwrap_err();
+        assert_eq!(over.downcast_ref::<LimitExceeded>(), Some(&LimitExceeded::KeyOperations { limit: 2 }));
+
+        // Names that are no secret cost no quota; the opening above did, and one more by ciphertext takes the last.
+        assert!(view.open(ciphertext.clone(), Vec::new()).await.unwrap().is_ok());
+        let over = view.open(ciphertext, Vec::new()).await.unwrap_err();
+        assert_eq!(over.downcast_ref::<LimitExceeded>(), Some(&LimitExceeded::DecryptCalls { limit: 2 }));
+
+        let records = instance.finish();
+        let seen: Vec<_> = records.iter().map(|r| (r.operation.as_str(), r.input_len, r.outcome.is_ok())).collect();
+        assert_eq!(seen, [("hmac sha256", 8, true), ("hmac sha256", 9, false)]);
+        assert_eq!(session.finish().len(), 2);
     }
 }

@@ -10,7 +10,8 @@ use super::*;
 const MESSAGE: &[u8] = b"keyward test vector";
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/capability/keys/key/fixtures").join(name)).unwrap()
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/capability/keys/key/fixtures").join(name))
+        .unwrap()
 }
 
 fn hex(bytes: &[u8]) -> String {
