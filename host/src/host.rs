@@ -11,13 +11,12 @@ use tracing::Instrument as _;
 use crate::bindings::HandlerContext;
 use crate::capability::Capabilities;
 use crate::capability::keys::KeyOperationRecord;
-use crate::capability::kms::GuestPlaintext;
 use crate::error::{InvokeError, check_event};
 use crate::sandbox::budget::Budget;
 use crate::sandbox::{ComponentSource, FreshInstance, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance};
 use crate::secrets::PrefetchError;
 use crate::secrets::{DecryptRecord, KmsBackend};
-use crate::settings::{Checked, HostSettings, SettingError};
+use crate::settings::{HostSettings, SettingError};
 
 /// Most time an instance made ahead of its invocation may take ([`Host::instance`]), or the time limit if less: a
 /// guest whose start takes longer is instantiated by each invocation, in its own time, rather than delaying every
@@ -36,18 +35,6 @@ pub enum HostError {
     /// A secret named for prefetching could not be fetched.
     #[error(transparent)]
     Prefetch(#[from] PrefetchError),
-}
-
-impl Checked {
-    /// What the sandbox is built with: the limits, and whether guests may import the plaintext capability.
-    pub(crate) fn sandbox(&self) -> (Limits, GuestPlaintext) {
-        (self.limits.clone(), self.kms.guest_plaintext)
-    }
-
-    /// Each capability's shared state, fetching secrets from `backend`.
-    pub(crate) fn capabilities(self, backend: Arc<dyn KmsBackend>) -> Capabilities {
-        Capabilities::new(self.env, self.secrets, self.keys, backend)
-    }
 }
 
 /// Facts about one invocation, given to the guest.

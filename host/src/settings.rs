@@ -10,13 +10,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::num::{IntErrorKind, ParseIntError};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::capability::Capabilities;
 use crate::capability::env::{self, GuestEnv};
 use crate::capability::keys::KeysSettings;
-use crate::capability::kms::KmsSettings;
+use crate::capability::kms::{GuestPlaintext, KmsSettings};
 use crate::sandbox::Limits;
-use crate::secrets::{CheckedSecrets, SecretsSettings};
+use crate::secrets::{CheckedSecrets, KmsBackend, SecretsSettings};
 
 /// A setting that cannot work, naming it: `SETTING: what is wrong`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +99,18 @@ pub(crate) struct Checked {
     pub(crate) secrets: CheckedSecrets,
     pub(crate) kms: KmsSettings,
     pub(crate) keys: KeysSettings,
+}
+
+impl Checked {
+    /// What the sandbox is built with: the limits, and whether guests may import the plaintext capability.
+    pub(crate) fn sandbox(&self) -> (Limits, GuestPlaintext) {
+        (self.limits.clone(), self.kms.guest_plaintext)
+    }
+
+    /// Each capability's shared state, fetching secrets from `backend`.
+    pub(crate) fn capabilities(self, backend: Arc<dyn KmsBackend>) -> Capabilities {
+        Capabilities::new(self.env, self.secrets, self.keys, backend)
+    }
 }
 
 /// The variables of an environment, read one setting at a time. It remembers which were read, so that a
