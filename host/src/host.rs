@@ -130,8 +130,9 @@ impl Host {
     }
 
     /// Fetches the secrets named for prefetching ([`SecretsSettings::prefetch`](crate::SecretsSettings::prefetch))
-    /// now, so that the guest's first decrypts of them are cache hits ([`SecretGate::prefetch`](crate::secrets::SecretGate::prefetch)
-    /// says what happens when the key service is unavailable).
+    /// now, so that the guest's first decrypts of them are cache hits. Prefetching is an optimisation: when the key
+    /// service is `unavailable` (or slower than [`PREFETCH_BUDGET`](crate::secrets::PREFETCH_BUDGET) for all of
+    /// them), the rest are skipped with one warning line, and the first invocations fetch them.
     ///
     /// # Errors
     /// [`HostError::Prefetch`] naming the variable whose value is not base64, or that the key service refused.

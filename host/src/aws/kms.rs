@@ -11,7 +11,8 @@ use aws_sdk_kms::types::EncryptionAlgorithmSpec;
 use super::{ATTEMPT_TIMEOUT, AwsError, AwsSettings, MAX_ATTEMPTS};
 use crate::context::EncryptionContext;
 use crate::error::{bounded, clean, root_cause};
-use crate::secrets::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext};
+use crate::secrets::settings::SECRET_KEY;
+use crate::secrets::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, SecretSettings};
 use crate::settings::{Env, SettingError};
 
 /// Largest ciphertext KMS takes (the `CiphertextBlob` length limit of Decrypt).
@@ -79,6 +80,17 @@ impl AwsKms {
         let kms = Self::from_sdk_config(&sdk_config, settings.key_ids);
         kms.check_key_regions(KEY_ID, &kms.key_ids)?;
         Ok(kms)
+    }
+
+    /// Checks, as for [`AwsKms::from_env`]'s own keys, the keys each secret allows (`KEYWARD_SECRET_KEY_<NAME>`).
+    ///
+    /// # Errors
+    /// [`AwsError::KeyInAnotherRegion`], naming the secret's variable.
+    pub fn check_secret_keys(&self, secrets: &[(String, SecretSettings)]) -> Result<(), AwsError> {
+        for (name, settings) in secrets {
+            self.check_key_regions(&format!("{SECRET_KEY}{name}"), &settings.key_ids)?;
+        }
+        Ok(())
     }
 
     /// A client from an SDK configuration the caller built (credentials, region, endpoint, HTTP client).
@@ -472,7 +484,7 @@ mod tests {
         assert!(kms.check_key_regions("KEYWARD_KMS_KEY_ID", &[here.clone(), "alias/x".into(), "1234".into()]).is_ok());
         let err = kms.check_key_regions("KEYWARD_KMS_KEY_ID", &[here, there]).unwrap_err().to_string();
         assert!(
-            err.starts_with("KEYWARD_KMS_KEY_ID names a key in us-east-1") && err.contains("called in eu-west-1"),
+            err.starts_with("KEYWARD_KMS_KEY_ID: names a key in us-east-1") && err.contains("called in eu-west-1"),
             "{err}"
         );
     }

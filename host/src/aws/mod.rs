@@ -67,29 +67,29 @@ impl AwsSettings {
     }
 }
 
-/// Why an AWS client cannot be built. The messages name Lambda mode's variables, which is where these settings come
-/// from.
+/// Why an AWS client cannot be built. Each message names the variable that sets what is wrong, in the shape of
+/// every setting's error ([`SettingError`](crate::SettingError)): `VARIABLE: what is wrong`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AwsError {
     /// No key is allowed.
-    #[error("no KMS key is allowed: set KEYWARD_KMS_KEY_ID to the key (id, ARN or alias)")]
+    #[error("KEYWARD_KMS_KEY_ID: not set: name the KMS key (id, ARN or alias)")]
     NoKey,
     /// `LOG_SENSITIVE_BODIES=true` is set.
     #[error(
-        "LOG_SENSITIVE_BODIES=true would make the AWS SDK log KMS's answers, decrypted secrets among them: unset it"
+        "LOG_SENSITIVE_BODIES: true would make the AWS SDK log KMS's answers, decrypted secrets among them: unset it"
     )]
     SensitiveLogging,
     /// The endpoint override is not an http(s) URL.
-    #[error("KEYWARD_KMS_ENDPOINT={0:?} is not an http(s) URL such as https://kms.eu-west-1.amazonaws.com")]
+    #[error("KEYWARD_KMS_ENDPOINT: {0:?} is not an http(s) URL such as https://kms.eu-west-1.amazonaws.com")]
     Endpoint(String),
     /// The endpoint override holds a user name or password, which would be logged with every KMS error.
     #[error(
-        "KEYWARD_KMS_ENDPOINT holds a user name or password (user:password@host): KMS requests are signed with the \
+        "KEYWARD_KMS_ENDPOINT: holds a user name or password (user:password@host): KMS requests are signed with the \
          function's credentials; give the URL without them"
     )]
     EndpointCredentials,
     /// The CA bundle cannot be used.
-    #[error("AWS_CA_BUNDLE={path}: {reason}; it must be a PEM file of CA certificates")]
+    #[error("AWS_CA_BUNDLE: {path}: {reason}; it must be a PEM file of CA certificates")]
     CaBundle {
         /// The file.
         path: String,
@@ -97,14 +97,14 @@ pub enum AwsError {
         reason: String,
     },
     /// No region is configured.
-    #[error("no AWS region is configured: set AWS_REGION (Lambda sets it for every function)")]
+    #[error("AWS_REGION: not set, and no region is configured otherwise: set it (Lambda sets it for every function)")]
     NoRegion,
     /// The region is not a region name.
-    #[error("AWS_REGION={0:?} is not a region name such as eu-west-1")]
+    #[error("AWS_REGION: {0:?} is not a region name such as eu-west-1")]
     Region(String),
     /// A key named by ARN is in another region than the one KMS is called in.
     #[error(
-        "{variable} names a key in {key_region} ({key_id}), but KMS is called in {region}: a KMS key is used in its \
+        "{variable}: names a key in {key_region} ({key_id}), but KMS is called in {region}: a KMS key is used in its \
          own region; name a key of {region}, or a multi-Region key's replica there (same mrk- id, {region} in the ARN)"
     )]
     KeyInAnotherRegion {

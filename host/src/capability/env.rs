@@ -36,12 +36,17 @@ pub(crate) fn from_env(env: &Env<'_>) -> Result<Vec<(String, String)>, SettingEr
     env.list(GUEST_ENV).into_iter().map(named).collect()
 }
 
-/// Checks the guest's environment: names that can be variables, none of them AWS credentials.
+/// Checks the guest's environment: names that can be variables, each given once, none of them AWS credentials.
 ///
 /// # Errors
-/// The first name that is not a variable's, or that holds credentials.
+/// The first name that is not a variable's, is given twice, or holds credentials.
 pub(crate) fn check(vars: Vec<(String, String)>) -> Result<GuestEnv, SettingError> {
-    for (name, _) in &vars {
+    for (i, (name, _)) in vars.iter().enumerate() {
+        // Two values under one name: the guest reads one, and the host would fetch and configure a secret by the
+        // other.
+        if vars[..i].iter().any(|(seen, _)| seen == name) {
+            return Err(SettingError::new(GUEST_ENV, format!("names {name} twice: give each variable once")));
+        }
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err(SettingError::new(GUEST_ENV, format!("{name:?} is not a valid variable name")));
         }
@@ -73,6 +78,7 @@ mod tests {
         for bad in ["", "A=B", "A\0"] {
             assert!(refused(bad).ends_with("is not a valid variable name"), "{bad:?}");
         }
+        assert_eq!(refused("A"), "KEYWARD_GUEST_ENV: names A twice: give each variable once");
     }
 
     #[test]

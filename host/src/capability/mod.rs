@@ -40,7 +40,7 @@ pub(crate) struct Capabilities {
     /// The guest's environment.
     pub(crate) env: GuestEnv,
     /// Where every secret a guest asks for is fetched: policy, cache, audit.
-    pub(crate) secrets: SecretGate,
+    pub(crate) secrets: Arc<SecretGate>,
     keys: KeysSettings,
 }
 
@@ -53,7 +53,7 @@ impl Capabilities {
         keys: KeysSettings,
         backend: Arc<dyn KmsBackend>,
     ) -> Self {
-        Self { env, secrets: SecretGate::new(backend, secrets), keys }
+        Self { env, secrets: Arc::new(SecretGate::new(backend, secrets)), keys }
     }
 
     /// Each capability's state for one invocation's store.

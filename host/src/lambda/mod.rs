@@ -82,16 +82,13 @@ pub fn main() -> std::process::ExitCode {
 /// then the prefetch's.
 pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
     let LambdaConfig { component, host, aws, kms, .. } = config;
-    let per_secret_keys: Vec<(String, Vec<String>)> =
-        host.secrets.secrets.iter().map(|(name, settings)| (name.clone(), settings.key_ids.clone())).collect();
+    let per_secret = host.secrets.secrets.clone();
     let checked = host.checked()?;
     let (limits, plaintext) = checked.sandbox();
     let loading =
         tokio::task::spawn_blocking(move || Sandbox::new(ComponentSource::File(&component), limits, plaintext));
     let kms = AwsKms::from_env(&aws, kms).await?;
-    for (name, key_ids) in &per_secret_keys {
-        kms.check_key_regions(&format!("KEYWARD_SECRET_KEY_{name}"), key_ids)?;
-    }
+    kms.check_secret_keys(&per_secret)?;
     let caps = checked.capabilities(Arc::new(kms));
     let prefetched = caps.secrets.prefetch().await;
     let sandbox = loading.await.map_err(|e| LoadError::Engine(format!("the component loader stopped: {e}")));

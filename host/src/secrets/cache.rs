@@ -130,7 +130,7 @@ enum Lookup {
 }
 
 /// A bounded TTL cache of plaintexts and refusals.
-pub struct PlaintextCache {
+pub(crate) struct PlaintextCache {
     ttl: Duration,
     stale: Duration,
     max_entries: usize,
@@ -350,12 +350,14 @@ impl PlaintextCache {
     }
 
     /// Number of entries held, plaintexts and refusals (those past their use included until they are evicted).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         let entries = self.lock();
         entries.plaintexts.len() + entries.refusals.len()
     }
 
     /// Whether the cache holds nothing.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -52,7 +52,7 @@ pub struct PrefetchError {
 /// Applies the host's policy to every secret a guest asks for, then asks the cache, then the backend. Built once
 /// per host from the checked [`SecretsSettings`](super::SecretsSettings); clones share the cache.
 #[derive(Debug, Clone)]
-pub struct SecretGate {
+pub(crate) struct SecretGate {
     backend: Arc<dyn KmsBackend>,
     stamped: EncryptionContext,
     cache: Option<Arc<PlaintextCache>>,
@@ -80,8 +80,13 @@ impl SecretGate {
     }
 
     /// One invocation's use of the gate, under its quota of secrets.
-    pub(crate) fn session(&self) -> Session {
-        Session::new(self.clone(), self.max_decrypt_calls)
+    pub(crate) fn session(self: &Arc<Self>) -> Session {
+        Session::new(self.clone())
+    }
+
+    /// Secrets one invocation may ask for.
+    pub(crate) fn max_decrypt_calls(&self) -> u32 {
+        self.max_decrypt_calls
     }
 
     /// Where the secret `name` lives.

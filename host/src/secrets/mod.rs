@@ -17,7 +17,7 @@
 //! - [`gate`]: the policy applied, once per host; [`Session`]: one invocation's uses of it, under its quota.
 //! - [`cache`], and the backends: the trait below, the [`local`] key.
 
-pub mod cache;
+mod cache;
 mod gate;
 pub mod local;
 mod session;
@@ -29,8 +29,9 @@ use secrecy::SecretSlice;
 
 use crate::context::EncryptionContext;
 
-pub use cache::{CacheUse, PlaintextCache};
-pub use gate::{DecryptRecord, PREFETCH_BUDGET, PrefetchError, SecretGate};
+pub use cache::CacheUse;
+pub(crate) use gate::SecretGate;
+pub use gate::{DecryptRecord, PREFETCH_BUDGET, PrefetchError};
 pub use local::LocalKey;
 pub(crate) use session::{BeforeInvocation, Opened, Session};
 pub(crate) use settings::CheckedSecrets;

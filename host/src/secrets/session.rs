@@ -1,6 +1,7 @@
 //! One invocation's use of the gate, shared by the `kms` and `keys` capabilities: the secrets it may ask for (one
 //! quota for decrypts and key handles opened), the deadline they must come by, and the record of each.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::source::{SecretSource, Unnamed};
@@ -23,7 +24,7 @@ pub(crate) type Opened = (Plaintext, Option<String>);
 /// invocation, audited with its request id.
 #[derive(Debug)]
 pub(crate) struct Session {
-    gate: SecretGate,
+    gate: Arc<SecretGate>,
     /// When the key service must have answered, leaving the guest time to handle an `unavailable`; `None` until the
     /// invocation starts.
     deadline: Option<Instant>,
@@ -32,7 +33,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(gate: SecretGate, max_calls: u32) -> Self {
+    pub(crate) fn new(gate: Arc<SecretGate>) -> Self {
+        let max_calls = gate.max_decrypt_calls();
         Self { gate, deadline: None, max_calls, records: Vec::new() }
     }
 
@@ -100,7 +102,6 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use base64::Engine as _;
@@ -121,7 +122,7 @@ mod tests {
             ("PLAIN".into(), "hi!".into()),
         ];
         let settings = SecretsSettings { max_decrypt_calls: 2, ..SecretsSettings::default() };
-        let gate = SecretGate::new(key, settings.check(&env.into()).unwrap());
+        let gate = Arc::new(SecretGate::new(key, settings.check(&env.into()).unwrap()));
         let mut session = gate.session();
 
         let early = session.decrypt(&ciphertext, Vec::new()).await.unwrap_err();

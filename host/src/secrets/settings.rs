@@ -62,7 +62,7 @@ pub struct SecretSettings {
 /// symmetric default).
 pub const ASYMMETRIC_ALGORITHMS: &[&str] = &["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "SM2PKE"];
 
-/// How the plaintext cache serves repeats (see [`PlaintextCache`](super::PlaintextCache)).
+/// How the plaintext cache serves repeats (`secrets/cache.rs` says how, in full).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheSettings {
     /// How long a decrypted secret is served; zero disables the cache.
@@ -91,6 +91,22 @@ pub(crate) const SECRET_KEY: &str = "KEYWARD_SECRET_KEY_";
 pub(crate) const SECRET_ALGORITHM: &str = "KEYWARD_SECRET_ALGORITHM_";
 /// Every per-secret prefix.
 pub(crate) const PER_SECRET: [&str; 3] = [SECRET_CONTEXT, SECRET_KEY, SECRET_ALGORITHM];
+
+impl SecretSettings {
+    /// The variable that sets these settings of the secret `name` (the first of them that is set), for errors.
+    pub(crate) fn variable(&self, name: &str) -> String {
+        let prefix = if self.stamped_context.is_some() {
+            SECRET_CONTEXT
+        } else if !self.key_ids.is_empty() {
+            SECRET_KEY
+        } else if self.algorithm.is_some() {
+            SECRET_ALGORITHM
+        } else {
+            SECRET_CONTEXT
+        };
+        format!("{prefix}{name}")
+    }
+}
 
 const STAMPED_CONTEXT: &str = "KEYWARD_KMS_CONTEXT";
 const CACHE_TTL: &str = "KEYWARD_CACHE_TTL_SECS";
@@ -162,7 +178,7 @@ impl SecretsSettings {
         for (name, settings) in &self.secrets {
             if !is_guest_var(name) {
                 let reason = format!("{name} has settings of its own, but is not in KEYWARD_GUEST_ENV");
-                return Err(SettingError::new(format!("{SECRET_CONTEXT}{name}"), reason));
+                return Err(SettingError::new(settings.variable(name), reason));
             }
             if let Some(algorithm) = &settings.algorithm {
                 if !ASYMMETRIC_ALGORITHMS.contains(&algorithm.as_str()) {
@@ -348,7 +364,8 @@ mod tests {
                     secrets: vec![("NOT_B64".into(), SecretSettings::default())],
                     ..SecretsSettings::default()
                 },
-                "NOT_B64: its value is not base64 (invalid character '%' at offset 0), but it has settings of its own",
+                "KEYWARD_SECRET_CONTEXT_NOT_B64: NOT_B64's value is not base64 (invalid character '%' at offset 0), \
+                 so it cannot have settings of its own",
             ),
             (
                 SecretsSettings {

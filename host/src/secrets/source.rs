@@ -86,8 +86,9 @@ impl SecretTable {
             let blob = match table.sources.get(name) {
                 Some(Ok(SecretSource::EnvCiphertext(blob))) => blob.clone(),
                 Some(Err(reason)) if explicit => {
-                    let reason = format!("its value is not base64 ({reason}), but it has settings of its own");
-                    return Err(SettingError::new(name.as_str(), reason));
+                    let reason =
+                        format!("{name}'s value is not base64 ({reason}), so it cannot have settings of its own");
+                    return Err(SettingError::new(settings.variable(name), reason));
                 }
                 // Plain configuration (or, checked before, a name that is no guest variable).
                 _ => continue,

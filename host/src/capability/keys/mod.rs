@@ -313,7 +313,7 @@ mod tests {
         let encoded = base64::engine::general_purpose::STANDARD.encode(&ciphertext);
         let env = vec![("MAC_KEY".to_string(), encoded), ("PLAIN".to_string(), "not base64!".to_string())];
         let settings = SecretsSettings { max_decrypt_calls: 2, ..SecretsSettings::default() };
-        let gate = SecretGate::new(key, settings.check(&env.into()).unwrap());
+        let gate = Arc::new(SecretGate::new(key, settings.check(&env.into()).unwrap()));
         let mut session = gate.session();
         let mut instance = Instance::new(KeysSettings { max_operations: 2, max_input_bytes: 8 });
         let mut table = ResourceTable::new();

@@ -138,7 +138,7 @@ mod tests {
         let stamped = EncryptionContext::from_pairs([("function", "hello")]).unwrap();
         let ciphertext = key.encrypt(b"s3cret-capability", &stamped).unwrap();
         let settings = SecretsSettings { stamped_context: stamped, max_decrypt_calls: 3, ..SecretsSettings::default() };
-        let gate = SecretGate::new(Arc::new(key), settings.check(&Vec::new().into()).unwrap());
+        let gate = Arc::new(SecretGate::new(Arc::new(key), settings.check(&Vec::new().into()).unwrap()));
         let (mut instance, mut secrets) = (Instance::default(), gate.session());
         let mut kms = View::of(&mut instance, &mut secrets);
         let pairs = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
