@@ -155,36 +155,36 @@ async fn both_guests_and_the_host_read_base64_alike() {
         .map(|name| (name, keyward::precompile(&std::fs::read(guest(name)).unwrap(), &Default::default()).unwrap()))
         .collect();
     for (case, password, expected) in &cases {
-        let kms = SecretsSettings {
+        let prefetching = SecretsSettings {
             cache: CacheSettings { ttl: std::time::Duration::from_secs(60), ..CacheSettings::default() },
             prefetch: vec!["PASSWORD".into()],
             ..SecretsSettings::default()
         };
-        let config = HostSettings {
-            guest_env: vec![("PASSWORD".into(), password.clone())],
-            secrets: kms,
-            ..HostSettings::default()
-        };
+        let config = HostSettings { guest_env: vec![("PASSWORD".into(), password.clone())], ..HostSettings::default() };
+        let with_prefetch = HostSettings { secrets: prefetching, ..config.clone() };
         for (name, cwasm) in &compiled {
             let host = keyward::Host::new(cwasm, key.clone(), config.clone()).unwrap();
             let result = invoke(&host, json!({})).await.result;
+            let prefetching = keyward::Host::new(cwasm, key.clone(), with_prefetch.clone());
             match expected {
-                Ok(()) => assert!(
-                    result.as_ref().is_ok_and(|r| r.contains(&fingerprint(b"hunter2"))),
-                    "{name}, {case}: {result:?}"
-                ),
+                Ok(()) => {
+                    assert!(
+                        result.as_ref().is_ok_and(|r| r.contains(&fingerprint(b"hunter2"))),
+                        "{name}, {case}: {result:?}"
+                    );
+                    assert!(prefetching.unwrap().prefetch().await.is_ok(), "prefetch, {case}");
+                }
                 Err(reason) => {
                     let message = format!("guest returned an error: env var PASSWORD is not base64: {reason}");
                     assert!(
                         matches!(&result, Err(e) if e.to_string().starts_with(&message)),
                         "{name}, {case}: {result:?}"
                     );
+                    // A variable named for prefetching that holds no secret is a setting that cannot work.
+                    let refused = prefetching.unwrap_err().to_string();
+                    let expected = format!("KEYWARD_PREFETCH: names PASSWORD, whose value is not base64: {reason}");
+                    assert!(refused.starts_with(&expected), "prefetch, {case}: {refused}");
                 }
-            }
-            let prefetched = host.prefetch().await;
-            match expected {
-                Ok(()) => assert!(prefetched.is_ok(), "prefetch, {case}: {prefetched:?}"),
-                Err(reason) => assert!(prefetched.is_err_and(|e| e.to_string().contains(reason)), "prefetch, {case}"),
             }
         }
     }

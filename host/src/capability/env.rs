@@ -42,13 +42,13 @@ pub(crate) fn from_env(env: &Env<'_>) -> Result<Vec<(String, String)>, SettingEr
 /// The first name that is not a variable's, is given twice, or holds credentials.
 pub(crate) fn check(vars: Vec<(String, String)>) -> Result<GuestEnv, SettingError> {
     for (i, (name, _)) in vars.iter().enumerate() {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(SettingError::new(GUEST_ENV, format!("{name:?} is not a valid variable name")));
+        }
         // Two values under one name: the guest reads one, and the host would fetch and configure a secret by the
         // other.
         if vars[..i].iter().any(|(seen, _)| seen == name) {
-            return Err(SettingError::new(GUEST_ENV, format!("names {name} twice: give each variable once")));
-        }
-        if name.is_empty() || name.contains(['=', '\0']) {
-            return Err(SettingError::new(GUEST_ENV, format!("{name:?} is not a valid variable name")));
+            return Err(SettingError::new(GUEST_ENV, format!("names {name:?} twice: give each variable once")));
         }
         if CREDENTIAL_ENV_VARS.contains(&name.as_str()) {
             return Err(SettingError::new(GUEST_ENV, format!("{name} holds AWS credentials; guests never get them")));
@@ -78,7 +78,7 @@ mod tests {
         for bad in ["", "A=B", "A\0"] {
             assert!(refused(bad).ends_with("is not a valid variable name"), "{bad:?}");
         }
-        assert_eq!(refused("A"), "KEYWARD_GUEST_ENV: names A twice: give each variable once");
+        assert_eq!(refused("A"), "KEYWARD_GUEST_ENV: names \"A\" twice: give each variable once");
     }
 
     #[test]

@@ -18,6 +18,10 @@ use crate::logging::AUDIT_TARGET;
 /// Most time prefetching may take at init, for all secrets together (Lambda gives init 10 s in all).
 pub const PREFETCH_BUDGET: Duration = Duration::from_secs(3);
 
+/// The warning when the key service is unavailable at init.
+const PREFETCH_SKIPPED: &str =
+    "prefetch skipped: the key service is unavailable; invocations will decrypt these themselves";
+
 /// What the host remembers of one decrypt: enough to audit and to assert on, never the plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecryptRecord {
@@ -123,26 +127,18 @@ impl SecretGate {
         let deadline = Instant::now() + PREFETCH_BUDGET;
         async {
             for (i, name) in names.iter().enumerate() {
-            let fail = |reason: String| PrefetchError { name: name.clone(), reason };
-            let source = match self.source(name) {
-                Ok(source) => source,
-                Err(Unnamed::NotASecret(why)) => return Err(fail(format!("its value is not base64: {why}"))),
-                // The settings were checked: every name is a guest env var.
-                Err(Unnamed::NotAVariable) => return Err(fail("it is not one of the guest's env vars".into())),
-            };
-            match self.fetch(source, Some(deadline)).await.0 {
-                Ok(_) => {}
-                Err(KmsError::Unavailable(reason)) => {
-                    let skipped = names[i..].join(", ");
-                    tracing::warn!(
-                        skipped,
-                        reason,
-                        "prefetch skipped: the key service is unavailable; invocations will decrypt these themselves"
-                    );
-                    break;
+                let fail = |reason: String| PrefetchError { name: name.clone(), reason };
+                // The settings were checked: every name is a guest env var holding a secret.
+                let source = self.source(name).map_err(|_| fail("it holds no secret".into()))?;
+                match self.fetch(source, Some(deadline)).await.0 {
+                    Ok(_) => {}
+                    Err(KmsError::Unavailable(reason)) => {
+                        let skipped = names[i..].join(", ");
+                        tracing::warn!(skipped, reason, "{PREFETCH_SKIPPED}");
+                        break;
+                    }
+                    Err(refused) => return Err(fail(refused.to_string())),
                 }
-                Err(refused) => return Err(fail(refused.to_string())),
-            }
             }
             Ok(())
         }

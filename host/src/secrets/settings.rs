@@ -9,7 +9,7 @@ use std::cell::OnceCell;
 use std::path::Path;
 use std::time::Duration;
 
-use super::source::SecretTable;
+use super::source::{SecretTable, Unnamed};
 use crate::capability::env::GuestEnv;
 use crate::context::{EncryptionContext, Pair};
 use crate::sandbox::ComponentDigest;
@@ -196,6 +196,12 @@ impl SecretsSettings {
             }
         }
         let table = SecretTable::new(guest_env, &self.secrets)?;
+        for name in &self.prefetch {
+            if let Err(Unnamed::NotASecret(why)) = table.source(name) {
+                let reason = format!("names {name}, whose value is not base64: {why}");
+                return Err(SettingError::new(PREFETCH, reason));
+            }
+        }
         Ok(CheckedSecrets { settings: self, table })
     }
 }
@@ -384,6 +390,10 @@ mod tests {
                 // P_AGAIN has no settings of its own: it would be decrypted with P's, not the defaults.
                 secret(SecretSettings { key_ids: vec!["alias/other".into()], ..SecretSettings::default() }),
                 "KEYWARD_GUEST_ENV: secrets P and P_AGAIN hold the same ciphertext with different settings",
+            ),
+            (
+                SecretsSettings { prefetch: vec!["NOT_B64".into()], cache: cached, ..SecretsSettings::default() },
+                "KEYWARD_PREFETCH: names NOT_B64, whose value is not base64: invalid character '%' at offset 0",
             ),
             (
                 SecretsSettings { cache: CacheSettings { max_entries: 0, ..cached }, ..SecretsSettings::default() },

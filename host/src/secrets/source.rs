@@ -47,7 +47,7 @@ pub(crate) struct Configured {
 pub(crate) enum Unnamed {
     /// No guest env var has that name.
     NotAVariable,
-    /// The variable holds no secret: its value is not base64 (why, never the value).
+    /// The variable holds no secret: its value is not base64 (the decoder's reason, which gives a position).
     NotASecret(String),
 }
 
