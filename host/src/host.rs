@@ -1,6 +1,6 @@
 //! The host: one guest component, each capability's shared state, and the settings every invocation of the guest
-//! runs under. Built in one place from checked settings ([`HostSettings`]), whether by the command line, Lambda
-//! mode or the stub host.
+//! runs under. Built from settings checked once ([`HostSettings`]) by the same steps, whether by the command line,
+//! the stub host or Lambda mode (which overlaps loading the component with reaching the key service).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -82,13 +82,12 @@ pub fn main() -> std::process::ExitCode {
 /// then the prefetch's.
 pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
     let LambdaConfig { component, host, aws, kms, .. } = config;
-    let per_secret = host.secrets.secrets.clone();
     let checked = host.checked()?;
     let (limits, plaintext) = checked.sandbox();
     let loading =
         tokio::task::spawn_blocking(move || Sandbox::new(ComponentSource::File(&component), limits, plaintext));
     let kms = AwsKms::from_env(&aws, kms).await?;
-    kms.check_secret_keys(&per_secret)?;
+    kms.check_secret_keys(&checked.secrets.settings.secrets)?;
     let caps = checked.capabilities(Arc::new(kms));
     let prefetched = caps.secrets.prefetch().await;
     let sandbox = loading.await.map_err(|e| LoadError::Engine(format!("the component loader stopped: {e}")));

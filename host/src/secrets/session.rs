@@ -28,14 +28,12 @@ pub(crate) struct Session {
     /// When the key service must have answered, leaving the guest time to handle an `unavailable`; `None` until the
     /// invocation starts.
     deadline: Option<Instant>,
-    max_calls: u32,
     records: Vec<DecryptRecord>,
 }
 
 impl Session {
     pub(crate) fn new(gate: Arc<SecretGate>) -> Self {
-        let max_calls = gate.max_decrypt_calls();
-        Self { gate, deadline: None, max_calls, records: Vec::new() }
+        Self { gate, deadline: None, records: Vec::new() }
     }
 
     /// The invocation starts: the guest may ask, and the key service must have answered by `deadline`.
@@ -87,8 +85,9 @@ impl Session {
         let Some(deadline) = self.deadline else {
             return Err(wasmtime::Error::new(BeforeInvocation));
         };
-        if self.records.len() >= self.max_calls as usize {
-            return Err(wasmtime::Error::new(LimitExceeded::DecryptCalls { limit: self.max_calls }));
+        let limit = self.gate.max_decrypt_calls();
+        if self.records.len() >= limit as usize {
+            return Err(wasmtime::Error::new(LimitExceeded::DecryptCalls { limit }));
         }
         Ok(deadline)
     }
