@@ -10,6 +10,7 @@ use tracing::Instrument as _;
 
 use crate::bindings::HandlerContext;
 use crate::capability::Capabilities;
+use crate::capability::http::OutboundRecord;
 use crate::capability::keys::KeyOperationRecord;
 use crate::error::{InvokeError, check_event};
 use crate::sandbox::budget::Budget;
@@ -64,6 +65,8 @@ pub struct Invocation {
     pub decrypts: Vec<DecryptRecord>,
     /// Every operation the guest asked of a key handle, in order.
     pub key_operations: Vec<KeyOperationRecord>,
+    /// Every request the guest sent (or was refused), in order.
+    pub outbound: Vec<OutboundRecord>,
     /// Wall time from the event's arrival to the response.
     pub elapsed: Duration,
     /// Where that time went.
@@ -194,6 +197,7 @@ impl Host {
                 result: run.result,
                 decrypts: run.decrypts,
                 key_operations: run.key_operations,
+                outbound: run.outbound,
                 elapsed: started.elapsed(),
                 phases,
                 instance: run.instance,

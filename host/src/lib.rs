@@ -30,6 +30,7 @@ pub mod settings;
 #[cfg(feature = "compiler")]
 pub mod testing;
 pub mod text;
+mod tls;
 
 pub use capability::env::CREDENTIAL_ENV_VARS;
 pub use capability::keys::{KeyOperationRecord, KeysSettings};

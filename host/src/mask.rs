@@ -172,17 +172,24 @@ impl Masker {
     /// where it runs past its end (`input` should hold [`Masker::longest_form`] bytes more than the window, where
     /// it has them), and nothing past the window is shown.
     pub fn bytes_within<'b>(&self, input: &'b [u8], window: usize) -> Cow<'b, [u8]> {
-        let shown = &input[..window.min(input.len())];
+        self.mask_within(input, window).0
+    }
+
+    /// [`Masker::bytes_within`], and how far into `input` it went: the window's end, or past it to the end of a
+    /// form that started within the window.
+    fn mask_within<'b>(&self, input: &'b [u8], window: usize) -> (Cow<'b, [u8]>, usize) {
+        let window = window.min(input.len());
+        let shown = &input[..window];
         let matcher = match &self.matcher {
-            None => return Cow::Borrowed(shown),
+            None => return (Cow::Borrowed(shown), window),
             Some(Ok(matcher)) => matcher,
             // Fail closed: nothing is shown that could not be checked.
-            Some(Err(())) => return Cow::Borrowed(b"[output withheld: it could not be checked for secrets]"),
+            Some(Err(())) => return (Cow::Borrowed(WITHHELD), input.len()),
         };
         let mut found: Vec<(usize, usize)> =
             matcher.find_overlapping_iter(input).filter(|m| m.start() < window).map(|m| (m.start(), m.end())).collect();
         if found.is_empty() {
-            return Cow::Borrowed(shown);
+            return (Cow::Borrowed(shown), window);
         }
         found.sort_unstable();
         let mut spans: Vec<(usize, usize)> = Vec::with_capacity(found.len());
@@ -199,15 +206,55 @@ impl Masker {
             out.extend_from_slice(MASK.as_bytes());
             at = end;
         }
-        if at < shown.len() {
-            out.extend_from_slice(&input[at..shown.len()]);
+        if at < window {
+            out.extend_from_slice(&input[at..window]);
         }
-        Cow::Owned(out)
+        (Cow::Owned(out), at.max(window))
     }
 
     /// As [`Masker::bytes`], for text (bytes that are not UTF-8 are shown as `\u{FFFD}`).
     pub fn text(&self, input: &str) -> String {
         String::from_utf8_lossy(&self.bytes(input.as_bytes())).into_owned()
+    }
+}
+
+/// What is shown of input a masker that could not be built cannot check.
+const WITHHELD: &[u8] = b"[output withheld: it could not be checked for secrets]";
+
+/// Masks a stream (a response body) chunk by chunk, holding back the last [`Masker::longest_form`] bytes less one
+/// of what it was given, so that a form split across chunks is masked whole. What it holds is bounded by that.
+#[derive(Debug)]
+pub struct MaskStream {
+    masker: Arc<Masker>,
+    held: Vec<u8>,
+}
+
+impl MaskStream {
+    /// A stream masked with `masker`.
+    pub fn new(masker: Arc<Masker>) -> Self {
+        Self { masker, held: Vec::new() }
+    }
+
+    /// What can be shown of the stream once `chunk` is added, masked (maybe nothing yet).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.held.extend_from_slice(chunk);
+        let window = self.held.len().saturating_sub(self.masker.longest_form().saturating_sub(1));
+        self.take(window)
+    }
+
+    /// The rest of the stream, masked: what was held back.
+    pub fn finish(&mut self) -> Vec<u8> {
+        self.take(self.held.len())
+    }
+
+    fn take(&mut self, window: usize) -> Vec<u8> {
+        if window == 0 {
+            return Vec::new();
+        }
+        let (shown, consumed) = self.masker.mask_within(&self.held, window);
+        let shown = shown.into_owned();
+        self.held.drain(..consumed);
+        shown
     }
 }
 
@@ -352,6 +399,26 @@ mod tests {
         assert!(masker.memory_usage() < 2 << 20, "{} bytes", masker.memory_usage());
         let printed = format!("key: {}", base64::engine::general_purpose::STANDARD.encode(&secret));
         assert_eq!(masker.text(&printed), format!("key: {MASK}"));
+    }
+
+    /// A form split anywhere across chunks is masked as if the stream were one piece.
+    #[test]
+    fn streams_are_masked_across_chunk_boundaries() {
+        let masker = Arc::new(Masker::new([b"sk_live_0123456789".as_slice()]));
+        let body =
+            b"{\"headers\":{\"Authorization\":\"Bearer sk_live_0123456789\",\"b64\":\"c2tfbGl2ZV8wMTIzNDU2Nzg5\"}}";
+        let whole = masker.bytes(body).into_owned();
+        assert!(!String::from_utf8_lossy(&whole).contains("sk_live"), "{}", String::from_utf8_lossy(&whole));
+        for size in [1, 2, 3, 7, 13, 64] {
+            let mut stream = MaskStream::new(masker.clone());
+            let mut out = Vec::new();
+            for chunk in body.chunks(size) {
+                out.extend(stream.push(chunk));
+                assert!(stream.held.len() < masker.longest_form(), "holds less than a form");
+            }
+            out.extend(stream.finish());
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&whole), "chunks of {size}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::capability::Capabilities;
 use crate::capability::env::{self, GuestEnv};
+use crate::capability::http::{Bound, CheckedHttp, HttpSettings};
 use crate::capability::keys::KeysSettings;
 use crate::capability::kms::{GuestPlaintext, KmsSettings};
 use crate::sandbox::Limits;
@@ -51,6 +52,8 @@ pub struct HostSettings {
     pub kms: KmsSettings,
     /// The `keys` capability (secrets used in the host, never handed over).
     pub keys: KeysSettings,
+    /// Outgoing HTTP: the origins allowed (none by default), the secrets injected, the bounds.
+    pub http: HttpSettings,
 }
 
 impl HostSettings {
@@ -67,6 +70,7 @@ impl HostSettings {
             secrets: SecretsSettings::from_env(env, names, component)?,
             kms: KmsSettings::from_env(env)?,
             keys: KeysSettings::from_env(env)?,
+            http: HttpSettings::from_env(env, guest_env.iter().map(|(name, _)| name.as_str()))?,
             guest_env,
         })
     }
@@ -78,8 +82,9 @@ impl HostSettings {
     pub(crate) fn checked(self) -> Result<Checked, SettingError> {
         self.limits.check()?;
         let env = env::check(self.guest_env)?;
-        let secrets = self.secrets.check(&env)?;
-        Ok(Checked { limits: self.limits, env, secrets, kms: self.kms, keys: self.keys })
+        let mut secrets = self.secrets.check(&env)?;
+        let http = check_http(self.http, &mut secrets)?;
+        Ok(Checked { limits: self.limits, env, secrets, kms: self.kms, keys: self.keys, http })
     }
 
     /// Checks every setting, as building a host does, without building one.
@@ -99,6 +104,28 @@ pub(crate) struct Checked {
     pub(crate) secrets: CheckedSecrets,
     pub(crate) kms: KmsSettings,
     pub(crate) keys: KeysSettings,
+    pub(crate) http: CheckedHttp,
+}
+
+/// Checks outgoing HTTP's settings, binds each injected secret to its origin, and reads the extra roots.
+fn check_http(settings: HttpSettings, secrets: &mut CheckedSecrets) -> Result<CheckedHttp, SettingError> {
+    settings.check()?;
+    let mut bound = Vec::new();
+    for (name, injection) in &settings.inject {
+        let source = secrets
+            .inject(name, &injection.origin.to_string())
+            .map_err(|why| SettingError::new(format!("{}{name}", crate::capability::http::INJECT), why))?;
+        bound.push(Bound { name: name.clone(), injection: injection.clone(), source });
+    }
+    let extra_roots = match &settings.ca_bundle {
+        None => Vec::new(),
+        Some(path) => {
+            crate::tls::read_ca_bundle(path)
+                .map_err(|why| SettingError::new("KEYWARD_OUTBOUND_CA_BUNDLE", format!("{}: {why}", path.display())))?
+                .1
+        }
+    };
+    Ok(CheckedHttp { settings, bound, extra_roots })
 }
 
 impl Checked {
@@ -109,7 +136,7 @@ impl Checked {
 
     /// Each capability's shared state, fetching secrets from `backend`.
     pub(crate) fn capabilities(self, backend: Arc<dyn KmsBackend>) -> Capabilities {
-        Capabilities::new(self.env, self.secrets, self.keys, backend)
+        Capabilities::new(self.env, self.secrets, self.keys, self.http, backend)
     }
 }
 

@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject as _;
 
 pub use kms::{AwsKms, AwsKmsSettings};
 
@@ -143,21 +141,9 @@ pub fn https_client() -> aws_sdk_kms::config::SharedHttpClient {
 pub fn https_client_trusting(ca_bundle: Option<&Path>) -> Result<aws_sdk_kms::config::SharedHttpClient, AwsError> {
     let Some(path) = ca_bundle else { return Ok(https_client()) };
     let fail = |reason: String| AwsError::CaBundle { path: bounded(&path.display().to_string(), 256), reason };
-    let pem = crate::text::read_bounded(path, MAX_CA_BUNDLE_BYTES).map_err(|e| fail(e.to_string()))?;
-    // The HTTP client panics on a certificate it cannot parse: every one is checked here first.
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert = cert.map_err(|_| fail(format!("certificate {} is not valid PEM", i + 1)))?;
-        roots.add(cert).map_err(|e| fail(format!("certificate {} cannot be a trust root ({e})", i + 1)))?;
-    }
-    if roots.is_empty() {
-        return Err(fail("it holds no certificate".into()));
-    }
+    let (pem, _) = crate::tls::read_ca_bundle(path).map_err(fail)?;
     Ok(client_with(TrustStore::empty().with_native_roots(false).with_pem_certificate(pem)))
 }
-
-/// Most bytes of a CA bundle (the system's whole bundle is about 200 KiB).
-const MAX_CA_BUNDLE_BYTES: u64 = 1 << 20;
 
 fn client_with(trust_store: TrustStore) -> aws_sdk_kms::config::SharedHttpClient {
     // `build` cannot fail in aws-smithy-http-client 1.5 (it only moves its fields); were it to, the default
@@ -184,6 +170,9 @@ mod tests {
 
     #[test]
     fn every_built_in_root_is_a_usable_trust_anchor() {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject as _;
+
         let mut roots = rustls::RootCertStore::empty();
         let pem = built_in_roots().as_bytes();
         let (added, refused) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).map(Result::unwrap));

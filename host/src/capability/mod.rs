@@ -5,17 +5,19 @@
 //! - [`env`]: the guest's environment (`wasi:cli/environment`).
 //! - [`kms`]: `keyward:lambda/kms`, plaintext handed to the guest.
 //! - [`keys`]: `keyward:lambda/keys`, secrets used in the host through handles.
+//! - [`http`]: `wasi:http/outgoing-handler`, requests under the egress policy, with secrets the host injects.
 //!
-//! Both secret capabilities fetch through the one [`SecretGate`] and count against the invocation's one
+//! The secret capabilities (and injection) fetch through the one [`SecretGate`] and count against the invocation's one
 //! [`Session`] of secret uses. A new capability adds a module here, a field to [`Capabilities`] and to
 //! [`Instance`], and its line in [`GRANTED`], the one import table: the list links each granted interface (and
-//! nothing else: no sockets, no HTTP), checks every component's imports at load, and words the refusal;
+//! nothing else: no sockets), checks every component's imports at load, and words the refusal;
 //! docs/guests.md's list is tested against it.
 //!
 //! Every WASI interface is granted empty: no preopened directories, no environment beyond what is configured, no
 //! stdin, stdout and stderr captured by the host.
 
 pub mod env;
+pub mod http;
 pub mod keys;
 pub mod kms;
 
@@ -32,6 +34,7 @@ use wasmtime_wasi::random::WasiRandom;
 use crate::sandbox::GuestState;
 use crate::secrets::{CheckedSecrets, DecryptRecord, KmsBackend, SecretGate, Session};
 use env::GuestEnv;
+use http::{CheckedHttp, OutboundRecord};
 use keys::{KeyOperationRecord, KeysSettings};
 
 /// Every capability's shared state: built once per host, from its checked settings.
@@ -42,6 +45,7 @@ pub(crate) struct Capabilities {
     /// Where every secret a guest asks for is fetched: policy, cache, audit.
     pub(crate) secrets: Arc<SecretGate>,
     keys: KeysSettings,
+    http: Arc<http::Outbound>,
 }
 
 impl Capabilities {
@@ -51,15 +55,19 @@ impl Capabilities {
         env: GuestEnv,
         secrets: CheckedSecrets,
         keys: KeysSettings,
+        http: CheckedHttp,
         backend: Arc<dyn KmsBackend>,
     ) -> Self {
-        Self { env, secrets: Arc::new(SecretGate::new(backend, secrets)), keys }
+        let secrets = Arc::new(SecretGate::new(backend, secrets));
+        Self { env, secrets, keys, http: Arc::new(http::Outbound::new(http)) }
     }
 
     /// Each capability's state for one invocation's store.
     pub(crate) fn instance(&self) -> Instance {
+        let secrets = self.secrets.session();
         Instance {
-            secrets: self.secrets.session(),
+            http: self.http.instance(secrets.clone()),
+            secrets,
             kms: kms::Instance::default(),
             keys: keys::Instance::new(self.keys),
         }
@@ -73,6 +81,7 @@ pub(crate) struct Instance {
     secrets: Session,
     kms: kms::Instance,
     keys: keys::Instance,
+    http: http::Instance,
 }
 
 /// What an invocation's capabilities kept of it.
@@ -84,6 +93,8 @@ pub(crate) struct Finished {
     pub(crate) key_operations: Vec<KeyOperationRecord>,
     /// The plaintexts handed to the guest: masked out of its output and error, zeroized when dropped.
     pub(crate) handed_out: kms::HandedOutAll,
+    /// Every outgoing request, in order.
+    pub(crate) outbound: Vec<OutboundRecord>,
 }
 
 impl Instance {
@@ -95,7 +106,12 @@ impl Instance {
 
     /// The invocation's records, and what must outlive its response, taken out.
     pub(crate) fn finish(&mut self) -> Finished {
-        Finished { decrypts: self.secrets.finish(), key_operations: self.keys.finish(), handed_out: self.kms.finish() }
+        Finished {
+            decrypts: self.secrets.finish(),
+            key_operations: self.keys.finish(),
+            handed_out: self.kms.finish(),
+            outbound: self.http.finish(),
+        }
     }
 }
 
@@ -177,6 +193,14 @@ pub(crate) const GRANTED: &[Grant] = &[
         name: "wasi:filesystem/types",
         link: |l| filesystem::types::add_to_linker::<_, WasiFilesystem>(l, GuestState::filesystem),
     },
+    Grant {
+        name: "wasi:http/outgoing-handler",
+        link: |l| http::add_outgoing_handler(l, |s: &mut GuestState| s.caps.http.view(&mut s.table)),
+    },
+    Grant {
+        name: "wasi:http/types",
+        link: |l| http::add_types(l, |s: &mut GuestState| s.caps.http.view(&mut s.table)),
+    },
     Grant { name: "wasi:io/error", link: |l| io::error::add_to_linker::<_, Table>(l, table) },
     Grant { name: "wasi:io/poll", link: |l| io::poll::add_to_linker::<_, Table>(l, table) },
     Grant { name: "wasi:io/streams", link: |l| io::streams::add_to_linker::<_, Table>(l, table) },
@@ -240,9 +264,10 @@ mod tests {
         assert!(is_granted("wasi:cli/stdout@0.2.3"));
         assert!(is_granted("wasi:cli/stdout@0.2.12"));
         assert!(is_granted("keyward:lambda/kms@0.1.0"));
+        assert!(is_granted("wasi:http/outgoing-handler@0.2.0"));
         let refused = [
             "wasi:sockets/tcp@0.2.0",
-            "wasi:http/outgoing-handler@0.2.0",
+            "wasi:http/incoming-handler@0.2.0",
             "wasi:cli/run@0.2.0",
             "x",
             "wasi:cli/environment@0.3.0",

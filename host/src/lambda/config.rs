@@ -345,6 +345,7 @@ mod tests {
             ("P", "x"),
             ("KEYWARD_PREFETCH", "P"),
             ("KEYWARD_KMS_CONTEXT", "a=b"),
+            ("KEYWARD_ALLOW_OUTBOUND", "https://api.example.com"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -33,6 +33,7 @@ pub use limits::{LAMBDA_PAYLOAD_LIMIT, LimitExceeded, Limits};
 use output::GuestOutput;
 
 use crate::bindings::{HandlerContext, SecretHandler, SecretHandlerPre};
+use crate::capability::http::OutboundRecord;
 use crate::capability::keys::KeyOperationRecord;
 use crate::capability::kms::GuestPlaintext;
 use crate::capability::{self, Capabilities};
@@ -90,12 +91,13 @@ impl std::fmt::Debug for FreshInstance {
     }
 }
 
-/// What one guest run gave: the checked response or why there is none, every decrypt and key operation the guest
-/// asked for (also when it failed), the instance to tear down, and where the time went.
+/// What one guest run gave: the checked response or why there is none, every decrypt, key operation and outgoing
+/// request the guest asked for (also when it failed), the instance to tear down, and where the time went.
 pub(crate) struct Run {
     pub(crate) result: Result<String, InvokeError>,
     pub(crate) decrypts: Vec<DecryptRecord>,
     pub(crate) key_operations: Vec<KeyOperationRecord>,
+    pub(crate) outbound: Vec<OutboundRecord>,
     pub(crate) instance: UsedInstance,
     /// From a free instance to the guest's instance, ready.
     pub(crate) instantiate: Duration,
@@ -129,6 +131,7 @@ impl Run {
             result: Err(error),
             decrypts: Vec::new(),
             key_operations: Vec::new(),
+            outbound: Vec::new(),
             instance,
             instantiate: zero,
             guest: zero,
@@ -274,7 +277,7 @@ impl Sandbox {
         [instantiate, guest]: [Duration; 2],
         returned: Instant,
     ) -> Run {
-        let capability::Finished { decrypts, key_operations, handed_out } = store.data_mut().caps.finish();
+        let capability::Finished { decrypts, key_operations, handed_out, outbound } = store.data_mut().caps.finish();
         let masker = LazyCell::new(|| handed_out.masker());
         for stream in output {
             stream.flush_to_log(&masker);
@@ -283,6 +286,7 @@ impl Sandbox {
             result: outcome.map_err(|e| e.scrubbed(&masker)),
             decrypts,
             key_operations,
+            outbound,
             instance: UsedInstance { _store: Some(store), _permit: Some(permit), _handed_out: Some(handed_out) },
             instantiate,
             guest,

@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 use super::cache::{Answer, CacheKey, CacheUse, PlaintextCache};
 use super::session::Session;
 use super::settings::CheckedSecrets;
-use super::source::{SecretSource, SecretTable, Unnamed};
+use super::source::{SecretSource, SecretTable, Unnamed, User};
 use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::{COMPONENT_KEY, EncryptionContext};
 use crate::logging::AUDIT_TARGET;
@@ -98,14 +98,16 @@ impl SecretGate {
         self.table.source(name)
     }
 
-    /// Fetches a named secret from where it lives, as [`SecretGate::decrypt`] does a guest's ciphertext.
+    /// Fetches a named secret from where it lives for `user`, as [`SecretGate::decrypt`] does a guest's
+    /// ciphertext.
     pub(crate) async fn fetch(
         &self,
         source: &SecretSource,
         deadline: Option<Instant>,
+        user: User,
     ) -> (Result<Plaintext, KmsError>, DecryptRecord) {
         match source {
-            SecretSource::EnvCiphertext(blob) => self.decrypt(blob, Vec::new(), deadline).await,
+            SecretSource::EnvCiphertext(blob) => self.decrypt_for(blob, Vec::new(), deadline, user).await,
         }
     }
 
@@ -130,7 +132,7 @@ impl SecretGate {
                 let fail = |reason: String| PrefetchError { name: name.clone(), reason };
                 // The settings were checked: every name is a guest env var holding a secret.
                 let source = self.source(name).map_err(|_| fail("it holds no secret".into()))?;
-                match self.fetch(source, Some(deadline)).await.0 {
+                match self.fetch(source, Some(deadline), User::Host).await.0 {
                     Ok(_) => {}
                     Err(KmsError::Unavailable(reason)) => {
                         let skipped = names[i..].join(", ");
@@ -159,28 +161,45 @@ impl SecretGate {
         guest_context: Vec<(String, String)>,
         deadline: Option<Instant>,
     ) -> (Result<Plaintext, KmsError>, DecryptRecord) {
+        self.decrypt_for(ciphertext, guest_context, deadline, User::Guest).await
+    }
+
+    /// [`SecretGate::decrypt`] for `user`: a secret the host injects into requests is `denied` to the guest.
+    async fn decrypt_for(
+        &self,
+        ciphertext: &[u8],
+        guest_context: Vec<(String, String)>,
+        deadline: Option<Instant>,
+        user: User,
+    ) -> (Result<Plaintext, KmsError>, DecryptRecord) {
         let digest: [u8; 32] = Sha256::digest(ciphertext).into();
         let ciphertext_id = hex(&digest[..8]);
         let configured = self.table.settings(&digest);
         let settings = configured.map(|c| &c.settings);
         let stamped = settings.and_then(|s| s.stamped_context.as_ref()).unwrap_or(&self.stamped);
-        let context = match settings.and_then(|s| s.algorithm.as_ref()) {
+        let injected =
+            configured.filter(|_| user == User::Guest).and_then(|c| Some((&c.name, c.injected_into.as_ref()?)));
+        let context = match (injected, settings.and_then(|s| s.algorithm.as_ref())) {
+            // The guest must not hold what the host injects: it could send it anywhere its code (or a dependency)
+            // chooses, where the host sends it only to its origin.
+            (Some((name, origin)), _) => Err(injected_denial(name, origin)),
             // KMS takes no context for an asymmetric key: none is stamped, and a guest may give none.
-            Some(_) if !guest_context.is_empty() => Err(KmsError::Denied(
+            (None, Some(_)) if !guest_context.is_empty() => Err(KmsError::Denied(
                 "this secret is under an asymmetric KMS key, which takes no encryption context".into(),
             )),
-            Some(_) => Ok(EncryptionContext::new()),
+            (None, Some(_)) => Ok(EncryptionContext::new()),
             // The build pair is the host's alone: a guest naming a build (the digest is public) must not open a
             // secret bound to it on a host that does not stamp one.
-            None if guest_context.iter().any(|(key, _)| key == COMPONENT_KEY)
-                && stamped.iter().all(|(key, _)| key != COMPONENT_KEY) =>
+            (None, None)
+                if guest_context.iter().any(|(key, _)| key == COMPONENT_KEY)
+                    && stamped.iter().all(|(key, _)| key != COMPONENT_KEY) =>
             {
                 Err(KmsError::Denied(format!(
                     "the encryption context key {COMPONENT_KEY:?} is the host's to stamp (component={{component}}), \
                      and a guest may not give it"
                 )))
             }
-            None => EncryptionContext::from_pairs(guest_context)
+            (None, None) => EncryptionContext::from_pairs(guest_context)
                 .and_then(|guest| guest.stamped_with(stamped))
                 .map_err(|e| KmsError::Denied(e.to_string())),
         };
@@ -274,6 +293,14 @@ fn audit(record: &DecryptRecord) {
             outcome = e.kind(), error = %e, "kms decrypt"
         ),
     }
+}
+
+/// The refusal of a secret the host injects, to the guest.
+fn injected_denial(name: &str, origin: &str) -> KmsError {
+    KmsError::Denied(format!(
+        "{name} is injected by the host into requests to {origin}, so it is never handed to the guest: send the \
+         request, and the host adds it"
+    ))
 }
 
 /// A ciphertext the key service refuses under a context stamped with the guest's build (`component=sha256:…`) may

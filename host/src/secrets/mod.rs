@@ -37,6 +37,7 @@ pub(crate) use session::{BeforeInvocation, Opened, Session};
 pub(crate) use settings::CheckedSecrets;
 pub use settings::{CacheSettings, SecretSettings, SecretsSettings};
 pub use source::SecretSource;
+pub(crate) use source::User;
 
 /// Decrypted bytes. Zeroized on drop, and redacted in `Debug`; read with [`secrecy::ExposeSecret`].
 pub type Plaintext = SecretSlice<u8>;

@@ -1,10 +1,10 @@
 //! One invocation's use of the gate, shared by the `kms` and `keys` capabilities: the secrets it may ask for (one
 //! quota for decrypts and key handles opened), the deadline they must come by, and the record of each.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::source::{SecretSource, Unnamed};
+use super::source::{SecretSource, Unnamed, User};
 use super::{DecryptRecord, KmsError, Plaintext, SecretGate};
 use crate::sandbox::LimitExceeded;
 
@@ -22,33 +22,47 @@ pub(crate) type Opened = (Plaintext, Option<String>);
 /// One invocation's secrets. Until it starts ([`Session::start`]: a start function of the guest's runs as its
 /// instance is made, maybe ahead of the invocation) a call traps: secrets are handed out only within an
 /// invocation, audited with its request id.
-#[derive(Debug)]
+///
+/// Clones share the invocation's ledger (its deadline, quota and records): the `kms` and `keys` imports use it from
+/// the store, and outgoing HTTP from the tasks that send its requests, which outlive a borrow of the store.
+#[derive(Debug, Clone)]
 pub(crate) struct Session {
     gate: Arc<SecretGate>,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
     /// When the key service must have answered, leaving the guest time to handle an `unavailable`; `None` until the
     /// invocation starts.
     deadline: Option<Instant>,
+    /// Secrets asked for and admitted under the quota; each is recorded once it is answered.
+    admitted: u32,
     records: Vec<DecryptRecord>,
 }
 
 impl Session {
     pub(crate) fn new(gate: Arc<SecretGate>) -> Self {
-        Self { gate, deadline: None, records: Vec::new() }
+        Self { gate, ledger: Arc::default() }
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The invocation starts: the guest may ask, and the key service must have answered by `deadline`.
-    pub(crate) fn start(&mut self, deadline: Instant) {
-        self.deadline = Some(deadline);
+    pub(crate) fn start(&self, deadline: Instant) {
+        self.ledger().deadline = Some(deadline);
     }
 
     /// When the key service, and any host-side work a guest asks for, must be done; `None` before the invocation.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.ledger().deadline
     }
 
     /// The record of every secret asked for, taken out.
-    pub(crate) fn finish(&mut self) -> Vec<DecryptRecord> {
-        std::mem::take(&mut self.records)
+    pub(crate) fn finish(&self) -> Vec<DecryptRecord> {
+        std::mem::take(&mut self.ledger().records)
     }
 
     /// Where the secret `name` lives.
@@ -61,7 +75,7 @@ impl Session {
     /// # Errors
     /// A trap: before the invocation, or over the quota (a guest looping on secrets must not get to carry on).
     pub(crate) async fn decrypt(
-        &mut self,
+        &self,
         ciphertext: &[u8],
         encryption_context: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Opened, KmsError>> {
@@ -70,31 +84,33 @@ impl Session {
         Ok(self.record(result, record))
     }
 
-    /// Fetches a named secret from where it lives.
+    /// Fetches a named secret from where it lives, for `user`.
     ///
     /// # Errors
     /// As [`Session::decrypt`].
-    pub(crate) async fn fetch(&mut self, source: &SecretSource) -> wasmtime::Result<Result<Opened, KmsError>> {
+    pub(crate) async fn fetch(&self, source: &SecretSource, user: User) -> wasmtime::Result<Result<Opened, KmsError>> {
         let deadline = self.admit()?;
-        let (result, record) = self.gate.fetch(source, Some(deadline)).await;
+        let (result, record) = self.gate.fetch(source, Some(deadline), user).await;
         Ok(self.record(result, record))
     }
 
     /// The deadline of one more secret, if the invocation has started and has quota left.
     fn admit(&self) -> wasmtime::Result<Instant> {
-        let Some(deadline) = self.deadline else {
+        let mut ledger = self.ledger();
+        let Some(deadline) = ledger.deadline else {
             return Err(wasmtime::Error::new(BeforeInvocation));
         };
         let limit = self.gate.max_decrypt_calls();
-        if self.records.len() >= limit as usize {
+        if ledger.admitted >= limit {
             return Err(wasmtime::Error::new(LimitExceeded::DecryptCalls { limit }));
         }
+        ledger.admitted += 1;
         Ok(deadline)
     }
 
-    fn record(&mut self, result: Result<Plaintext, KmsError>, record: DecryptRecord) -> Result<Opened, KmsError> {
+    fn record(&self, result: Result<Plaintext, KmsError>, record: DecryptRecord) -> Result<Opened, KmsError> {
         let key_id = record.key_id.clone();
-        self.records.push(record);
+        self.ledger().records.push(record);
         result.map(|plaintext| (plaintext, key_id))
     }
 }
@@ -122,7 +138,7 @@ mod tests {
         ];
         let settings = SecretsSettings { max_decrypt_calls: 2, ..SecretsSettings::default() };
         let gate = Arc::new(SecretGate::new(key, settings.check(&env.into()).unwrap()));
-        let mut session = gate.session();
+        let session = gate.session();
 
         let early = session.decrypt(&ciphertext, Vec::new()).await.unwrap_err();
         assert!(early.downcast_ref::<BeforeInvocation>().is_some(), "{early}");
@@ -134,10 +150,10 @@ mod tests {
         );
         assert_eq!(session.source("NONE").unwrap_err(), Unnamed::NotAVariable);
         let source = session.source("SECRET").unwrap();
-        let (plaintext, _) = session.fetch(&source).await.unwrap().unwrap();
+        let (plaintext, _) = session.fetch(&source, User::Guest).await.unwrap().unwrap();
         assert_eq!(plaintext.expose_secret(), b"s3cret-session");
         assert!(session.decrypt(&ciphertext, Vec::new()).await.unwrap().is_ok());
-        let over = session.fetch(&source).await.unwrap_err();
+        let over = session.fetch(&source, User::Guest).await.unwrap_err();
         assert_eq!(over.downcast_ref::<LimitExceeded>(), Some(&LimitExceeded::DecryptCalls { limit: 2 }));
         assert_eq!(session.finish().len(), 2, "the trapped call is not recorded");
     }

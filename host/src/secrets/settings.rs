@@ -213,6 +213,17 @@ pub(crate) struct CheckedSecrets {
     pub(crate) table: SecretTable,
 }
 
+impl CheckedSecrets {
+    /// Binds the secret `name` to injection into requests to `origin`: its ciphertext is the host's alone from
+    /// now on (`kms.decrypt` and `keys` on it are `denied`). Returns where it lives.
+    ///
+    /// # Errors
+    /// Why `name` holds no secret, in words.
+    pub(crate) fn inject(&mut self, name: &str, origin: &str) -> Result<super::SecretSource, String> {
+        self.table.inject(name, origin)
+    }
+}
+
 /// Reads encryption contexts `K=V,K=V` from variables, their values' `{placeholders}` filled in.
 struct Contexts<'e, 'a> {
     env: &'e Env<'a>,

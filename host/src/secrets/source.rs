@@ -40,6 +40,18 @@ pub(crate) struct Configured {
     /// The guest env var it came from, for the audit line.
     pub(crate) name: String,
     pub(crate) settings: SecretSettings,
+    /// The origin the host injects it into requests to (`https://api.example.com`), if it does: such a secret is
+    /// the host's alone, never handed to the guest.
+    pub(crate) injected_into: Option<String>,
+}
+
+/// Who a secret is fetched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum User {
+    /// The guest: `kms.decrypt`, `keys.open`, and the fetches by name behind them.
+    Guest,
+    /// The host itself: prefetching, and injecting a secret into outgoing requests.
+    Host,
 }
 
 /// Why a name is not a secret the host can fetch.
@@ -113,10 +125,30 @@ impl SecretTable {
             Entry::Occupied(held) if held.get().settings != settings => Err(held.get().name.clone()),
             Entry::Occupied(_) => Ok(()),
             Entry::Vacant(slot) => {
-                slot.insert(Configured { name: name.to_string(), settings });
+                slot.insert(Configured { name: name.to_string(), settings, injected_into: None });
                 Ok(())
             }
         }
+    }
+
+    /// Binds the secret `name` to injection into requests to `origin`: from now on its ciphertext is the host's
+    /// alone. Returns where it lives.
+    ///
+    /// # Errors
+    /// Why `name` is no secret ([`Unnamed`]), in words.
+    pub(crate) fn inject(&mut self, name: &str, origin: &str) -> Result<SecretSource, String> {
+        let source = match self.source(name) {
+            Ok(source) => source.clone(),
+            Err(Unnamed::NotAVariable) => return Err(format!("{name} is not in KEYWARD_GUEST_ENV")),
+            Err(Unnamed::NotASecret(why)) => return Err(format!("{name}'s value is not base64 ({why})")),
+        };
+        let SecretSource::EnvCiphertext(blob) = &source;
+        let digest: [u8; 32] = Sha256::digest(blob).into();
+        // Every base64 guest variable has settings (its own, or the defaults) once the table is built.
+        if let Some(configured) = self.settings.get_mut(&digest) {
+            configured.injected_into = Some(origin.to_string());
+        }
+        Ok(source)
     }
 
     /// The settings of the ciphertext whose SHA-256 is `digest`, if it has any.

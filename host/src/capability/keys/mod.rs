@@ -19,7 +19,7 @@ use crate::logging::AUDIT_TARGET;
 use crate::mask;
 use crate::sandbox::LimitExceeded;
 use crate::secrets::source::Unnamed;
-use crate::secrets::{KmsError, Session};
+use crate::secrets::{KmsError, Session, User};
 use key as key_ops;
 
 /// A key handle's host side: the key, which KMS key opened it, and its plaintext kept in the log mask.
@@ -188,7 +188,7 @@ impl keys::HostKey for View<'_> {
                 return Ok(Err(Error::InvalidCiphertext(format!("env var {name} is not base64: {why}"))));
             }
         };
-        let fetched = self.secrets.fetch(&source).await?;
+        let fetched = self.secrets.fetch(&source, User::Guest).await?;
         self.keep(fetched)
     }
 

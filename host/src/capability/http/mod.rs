@@ -1,0 +1,487 @@
+//! `wasi:http/outgoing-handler`: requests a guest sends with an ordinary client (the `wasip2` bindings, `wstd`,
+//! JavaScript's `fetch`), served by wasmtime-wasi-http's types and sent by keyward: checked against the egress
+//! policy before anything leaves ([`policy`]), with the secrets the host injects ([`Injection`]) added on the way
+//! out, over connections to checked addresses ([`client`]), the response masked of those secrets on the way back
+//! ([`body`]), bounded, and audited, one line per request.
+//!
+//! Shared state ([`Outbound`]): the policy, the injections bound to their secrets, the pooled client (built at the
+//! first request, so that a function that sends none parses no trust roots). Per instance ([`Instance`]): the
+//! requests sent, in flight, and recorded, and the injected values fetched this invocation (each secret once).
+
+mod body;
+mod client;
+pub(crate) mod policy;
+mod settings;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http::{HeaderValue, Request};
+use http_body_util::BodyExt as _;
+use rustls_pki_types::CertificateDer;
+use secrecy::ExposeSecret as _;
+use tracing::Instrument as _;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi_http::p2::bindings::http::{outgoing_handler, types};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks};
+use zeroize::Zeroizing;
+
+#[cfg(feature = "cli")]
+pub use settings::HttpFlags;
+pub(crate) use settings::INJECT;
+pub use settings::{Host, HostPattern, HttpSettings, Injection, Origin, Placeholder, Scheme};
+
+use crate::logging::AUDIT_TARGET;
+use crate::mask::{self, MaskStream, Masker};
+use crate::secrets::{SecretSource, Session, User};
+use client::{Client, ConnectError};
+use policy::{Code, Policy, Refusal};
+
+/// Most time from sending a request to its response's headers, unless the guest's request options say less (and
+/// never past the invocation's deadline).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most time between two frames of a response body, unless the guest's request options say less.
+const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One outgoing request, as its audit line and the invocation's records tell it: never a header value, a query
+/// string or a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRecord {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The origin as the request named it (`https://api.example.com`).
+    pub origin: String,
+    /// The path, without the query string.
+    pub path: String,
+    /// The response's status, once it came.
+    pub status: Option<u16>,
+    /// Bytes of the response body the guest read (before masking).
+    pub bytes: u64,
+    /// Time to the response's headers (or to the failure).
+    pub latency: Duration,
+    /// The secrets injected into it, by name.
+    pub injected: Vec<String>,
+    /// `Ok`, or the `wasi:http` error the guest got.
+    pub outcome: Result<(), String>,
+    /// For a refused request: the rule that refused it.
+    pub refused_by: Option<String>,
+}
+
+/// A secret bound to its origin when the settings were checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Bound {
+    /// The guest env var holding its ciphertext.
+    pub(crate) name: String,
+    pub(crate) injection: Injection,
+    pub(crate) source: SecretSource,
+}
+
+/// The settings, checked: the injections bound to their secrets, the extra roots read.
+#[derive(Debug)]
+pub(crate) struct CheckedHttp {
+    pub(crate) settings: HttpSettings,
+    pub(crate) bound: Vec<Bound>,
+    pub(crate) extra_roots: Vec<CertificateDer<'static>>,
+}
+
+/// The shared state of outgoing HTTP.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    policy: Policy,
+    settings: HttpSettings,
+    bound: Vec<Bound>,
+    extra_roots: Vec<CertificateDer<'static>>,
+    client: OnceLock<Result<Client, String>>,
+}
+
+impl Outbound {
+    pub(crate) fn new(checked: CheckedHttp) -> Self {
+        let CheckedHttp { settings, bound, extra_roots } = checked;
+        Self { policy: Policy::new(settings.allow.clone()), settings, bound, extra_roots, client: OnceLock::new() }
+    }
+
+    /// The state of one store, fetching injected secrets through the invocation's `session`.
+    pub(crate) fn instance(self: &Arc<Self>, session: Session) -> Instance {
+        Instance {
+            ctx: WasiHttpCtx::new(),
+            hooks: Hooks {
+                shared: self.clone(),
+                session,
+                sent: 0,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(self.settings.max_concurrent as usize)),
+                records: Vec::new(),
+                injected: Arc::default(),
+            },
+        }
+    }
+
+    fn client(&self) -> Result<Client, Error> {
+        let built = self.client.get_or_init(|| Client::new(&self.extra_roots).map_err(|e| e.to_string()));
+        built.clone().map_err(|e| Error::InternalError(Some(format!("keyward: no TLS client: {e}"))))
+    }
+}
+
+/// The capability's state in one store.
+pub(crate) struct Instance {
+    ctx: WasiHttpCtx,
+    hooks: Hooks,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").field("sent", &self.hooks.sent).finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// What wasi:http's host functions reach: this state and the store's resource table.
+    pub(crate) fn view<'a>(&'a mut self, table: &'a mut ResourceTable) -> WasiHttpCtxView<'a> {
+        WasiHttpCtxView { ctx: &mut self.ctx, table, hooks: &mut self.hooks }
+    }
+
+    /// The invocation's requests, in order, each audited in one line (in the invocation's span, which carries the
+    /// request id); taken out.
+    pub(crate) fn finish(&mut self) -> Vec<OutboundRecord> {
+        let records: Vec<OutboundRecord> = self
+            .hooks
+            .records
+            .drain(..)
+            .map(|record| record.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .collect();
+        records.iter().for_each(audit);
+        records
+    }
+}
+
+/// A secret's header value, made once per invocation: held in the log masker's set while the instance lives, and
+/// the masker of every form of it a response could echo.
+struct Injected {
+    /// The secret, the header value, and for Basic auth the base64 of `user:secret`: what a response may echo.
+    forms: [Zeroizing<Vec<u8>>; 3],
+    masker: Arc<Masker>,
+    _held: [mask::Held; 3],
+}
+
+impl Injected {
+    /// The header value of `injection` for `secret`.
+    ///
+    /// # Errors
+    /// A secret that cannot be in a header value (a line break, a control character), in words that do not quote
+    /// it.
+    fn new(injection: &Injection, secret: &[u8]) -> Result<Self, String> {
+        let basic = match &injection.placeholder {
+            Placeholder::Secret => Zeroizing::new(Vec::new()),
+            Placeholder::Basic(user) => {
+                let mut pair = Zeroizing::new(format!("{user}:").into_bytes());
+                pair.extend_from_slice(secret);
+                Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*pair).into_bytes())
+            }
+        };
+        let carried = if basic.is_empty() { secret } else { &basic[..] };
+        let mut value = Zeroizing::new(injection.prefix.clone().into_bytes());
+        value.extend_from_slice(carried);
+        value.extend_from_slice(injection.suffix.as_bytes());
+        if HeaderValue::from_bytes(&value).is_err() {
+            return Err("its value cannot be in a header (it holds a line break or a control character)".into());
+        }
+        let forms = [Zeroizing::new(secret.to_vec()), value, basic];
+        let masker = Arc::new(Masker::new(forms.iter().map(|form| &form[..])));
+        let held = forms.each_ref().map(|form| mask::hold(form));
+        Ok(Self { forms, masker, _held: held })
+    }
+
+    fn header_value(&self) -> HeaderValue {
+        let mut value = HeaderValue::from_bytes(&self.forms[1]).unwrap_or_else(|_| HeaderValue::from_static(""));
+        // HTTP/2 sends a sensitive value without adding it to the compression table.
+        value.set_sensitive(true);
+        value
+    }
+}
+
+/// What a request's future needs of the instance, which it outlives.
+struct Hooks {
+    shared: Arc<Outbound>,
+    session: Session,
+    sent: u32,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    records: Vec<Arc<Mutex<OutboundRecord>>>,
+    /// Each bound secret's value, by its index in [`Outbound::bound`], fetched at its first use this invocation.
+    injected: Arc<tokio::sync::Mutex<HashMap<usize, Arc<Injected>>>>,
+}
+
+/// What a request's future resolves to, in wasmtime-wasi-http's terms.
+type Sent = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>;
+
+impl Hooks {
+    fn record(&mut self, record: OutboundRecord) -> Arc<Mutex<OutboundRecord>> {
+        let record = Arc::new(Mutex::new(record));
+        self.records.push(record.clone());
+        record
+    }
+
+    /// Refuses a request before anything is sent: recorded, and the guest gets `error`.
+    fn refuse(
+        &mut self,
+        mut record: OutboundRecord,
+        rule: String,
+        error: Error,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        record.outcome = Err(error.to_string());
+        record.refused_by = Some(rule);
+        self.record(record);
+        Box::new(std::future::ready(Err(error)))
+    }
+}
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        mut request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_errors: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        let started = Instant::now();
+        let uri = request.uri();
+        let mut record = OutboundRecord {
+            method: request.method().to_string(),
+            origin: format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or_default(),
+                uri.authority().map_or("", |a| a.as_str())
+            ),
+            path: uri.path().to_string(),
+            status: None,
+            bytes: 0,
+            latency: Duration::ZERO,
+            injected: Vec::new(),
+            outcome: Ok(()),
+            refused_by: None,
+        };
+        let target = match self.shared.policy.check(&request) {
+            Ok(target) => target,
+            Err(Refusal { origin, rule, code }) => {
+                record.origin = origin;
+                let error = match code {
+                    Code::Denied => Error::HttpRequestDenied,
+                    Code::UriInvalid => Error::HttpRequestUriInvalid,
+                };
+                return self.refuse(record, rule, error);
+            }
+        };
+        record.origin = target.origin.to_string();
+        let settings = &self.shared.settings;
+        if self.sent >= settings.max_requests {
+            let rule = format!(
+                "KEYWARD_MAX_OUTBOUND_REQUESTS: this invocation has sent its {} requests",
+                settings.max_requests
+            );
+            return self.refuse(record, rule.clone(), Error::InternalError(Some(rule)));
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            let rule = format!("KEYWARD_MAX_CONCURRENT_OUTBOUND: {} requests are in flight", settings.max_concurrent);
+            return self.refuse(record, rule, Error::ConnectionLimitReached);
+        };
+        let Some(deadline) = self.session.deadline() else {
+            let rule = "a request before the invocation started (in a start function)".to_string();
+            return self.refuse(record, rule.clone(), Error::InternalError(Some(rule)));
+        };
+        let client = match self.shared.client() {
+            Ok(client) => client,
+            Err(e) => return self.refuse(record, "no TLS client".into(), e),
+        };
+        self.sent += 1;
+        let bound: Vec<usize> =
+            (0..self.shared.bound.len()).filter(|&i| self.shared.bound[i].injection.origin == target.origin).collect();
+        record.injected = bound.iter().map(|&i| self.shared.bound[i].name.clone()).collect();
+        // hyper sets Host from the URI (the policy checked that the guest's agreed), once.
+        request.headers_mut().remove(http::header::HOST);
+        let record = self.record(record);
+        let (shared, session, injected) = (self.shared.clone(), self.session.clone(), self.injected.clone());
+        let options = options.unwrap_or_default();
+        let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT).min(FIRST_BYTE_TIMEOUT);
+        let between = options.between_bytes_timeout.unwrap_or(BETWEEN_BYTES_TIMEOUT).min(BETWEEN_BYTES_TIMEOUT);
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let limit = shared.settings.max_response_bytes;
+        let send = async move {
+            let _permit = permit;
+            let sent = async {
+                let mut values = Vec::new();
+                for i in bound {
+                    let value = injection(&shared, &session, &injected, i).await?;
+                    // Replaces whatever the guest set under that name: never joined to it.
+                    request.headers_mut().insert(shared.bound[i].injection.header.clone(), value.header_value());
+                    values.push(value);
+                }
+                let response = tokio::time::timeout(first_byte, client.send(request))
+                    .await
+                    .map_err(|_| Error::ConnectionReadTimeout)?
+                    .map_err(|e| client_error(&e))?;
+                Ok::<_, Error>((response, values))
+            };
+            let outcome = tokio::time::timeout_at(deadline, sent).await.unwrap_or(Err(Error::HttpResponseTimeout));
+            let mut held = record.lock().unwrap_or_else(PoisonError::into_inner);
+            held.latency = started.elapsed();
+            let (response, values) = match outcome {
+                Ok(sent) => sent,
+                Err(error) => {
+                    held.outcome = Err(error.to_string());
+                    if let Error::DestinationIpProhibited = error {
+                        held.refused_by = Some("a host name may not resolve to an internal address".into());
+                    }
+                    return Err(error);
+                }
+            };
+            held.status = Some(response.status().as_u16());
+            drop(held);
+            let (mut parts, incoming) = response.into_parts();
+            let masker = match values.as_slice() {
+                [] => None,
+                [one] => Some(one.masker.clone()),
+                many => Some(Arc::new(Masker::new(many.iter().flat_map(|v| v.forms.iter().map(|f| &f[..]))))),
+            };
+            if let Some(masker) = &masker {
+                mask_headers(&mut parts.headers, masker);
+            }
+            let body = body::ResponseBody::new(
+                incoming,
+                masker.map(MaskStream::new),
+                body::Bounds { limit, deadline, between },
+                record,
+            );
+            let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(std::future::ready(Ok(())));
+            Ok((http::Response::from_parts(parts, body.boxed_unsync()), io))
+        };
+        Box::new(send.instrument(tracing::Span::current()))
+    }
+}
+
+/// The value of the bound secret `i` for this invocation: fetched through the session at its first use (the gate,
+/// cache, quota and audit of every secret), then reused.
+async fn injection(
+    shared: &Outbound,
+    session: &Session,
+    injected: &tokio::sync::Mutex<HashMap<usize, Arc<Injected>>>,
+    i: usize,
+) -> Result<Arc<Injected>, Error> {
+    // Held while fetching: two requests at once fetch a secret once.
+    let mut injected = injected.lock().await;
+    if let Some(value) = injected.get(&i) {
+        return Ok(value.clone());
+    }
+    let bound = &shared.bound[i];
+    let fail = |why: String| {
+        Error::InternalError(Some(format!(
+            "keyward: cannot inject {} into requests to {}: {why}",
+            bound.name, bound.injection.origin
+        )))
+    };
+    let (plaintext, _) = match session.fetch(&bound.source, User::Host).await {
+        Err(trap) => return Err(fail(trap.to_string())),
+        Ok(Err(refused)) => return Err(fail(refused.to_string())),
+        Ok(Ok(opened)) => opened,
+    };
+    let value = Arc::new(Injected::new(&bound.injection, plaintext.expose_secret()).map_err(fail)?);
+    injected.insert(i, value.clone());
+    Ok(value)
+}
+
+/// Masks every response header value.
+fn mask_headers(headers: &mut http::HeaderMap, masker: &Masker) {
+    for value in headers.values_mut() {
+        if let std::borrow::Cow::Owned(masked) = masker.bytes(value.as_bytes()) {
+            *value = HeaderValue::from_bytes(&masked).unwrap_or_else(|_| HeaderValue::from_static(mask::MASK));
+        }
+    }
+}
+
+/// The wasi:http error of a failed send.
+fn client_error(error: &hyper_util::client::legacy::Error) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
+            tracing::debug!(error = %connect, "outbound connection failed");
+            return match connect {
+                ConnectError::Prohibited { .. } => Error::DestinationIpProhibited,
+                ConnectError::Dns { reason, .. } => Error::DnsError { rcode: Some(reason.clone()), info_code: None },
+                ConnectError::Timeout { .. } => Error::ConnectionTimeout,
+                ConnectError::Refused { .. } => Error::ConnectionRefused,
+            };
+        }
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return match tls {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    Error::TlsCertificateError
+                }
+                rustls::Error::AlertReceived(alert) => Error::TlsAlertReceived {
+                    alert_id: Some(u8::from(*alert)),
+                    alert_message: Some(format!("{alert:?}")),
+                },
+                _ => Error::TlsProtocolError,
+            };
+        }
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            return hyper_error(hyper);
+        }
+        source = cause.source();
+    }
+    if error.is_connect() { Error::ConnectionRefused } else { Error::HttpProtocolError }
+}
+
+/// The wasi:http error of a failed exchange.
+fn hyper_error(error: &hyper::Error) -> Error {
+    if error.is_timeout() {
+        Error::HttpResponseTimeout
+    } else if error.is_incomplete_message() {
+        Error::HttpResponseIncomplete
+    } else if error.is_closed() || error.is_canceled() {
+        Error::ConnectionTerminated
+    } else {
+        let reset = std::error::Error::source(error)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset);
+        if reset { Error::ConnectionTerminated } else { Error::HttpProtocolError }
+    }
+}
+
+/// One line per request on the `keyward::audit` target: method, origin, path (no query), status, bytes, latency,
+/// the secrets injected (names), and for a refusal its rule.
+fn audit(record: &OutboundRecord) {
+    let OutboundRecord { method, origin, path, status, bytes, latency, injected, outcome, refused_by } = record;
+    let status = status.map_or_else(|| "-".to_string(), |s| s.to_string());
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    let injected = injected.join(",");
+    match (outcome, refused_by) {
+        (Ok(()), _) => tracing::info!(
+            target: AUDIT_TARGET, method, origin, path, status, bytes, latency_us, injected, outcome = "ok",
+            "outbound request"
+        ),
+        (Err(error), Some(rule)) => tracing::warn!(
+            target: AUDIT_TARGET, method, origin, path, injected, outcome = "refused", error, rule,
+            "outbound request refused"
+        ),
+        (Err(error), None) => tracing::warn!(
+            target: AUDIT_TARGET, method, origin, path, status, bytes, latency_us, injected, outcome = "failed",
+            error, "outbound request"
+        ),
+    }
+}
+
+/// Links `wasi:http/outgoing-handler`.
+pub(crate) fn add_outgoing_handler<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> WasiHttpCtxView<'_>,
+) -> wasmtime::Result<()> {
+    outgoing_handler::add_to_linker::<T, WasiHttp>(linker, get)
+}
+
+/// Links `wasi:http/types`.
+pub(crate) fn add_types<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> WasiHttpCtxView<'_>,
+) -> wasmtime::Result<()> {
+    let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
+    types::add_to_linker::<T, WasiHttp>(linker, &options.into(), get)
+}
