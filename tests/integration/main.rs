@@ -12,6 +12,8 @@ mod keys;
 mod kms;
 mod lambda;
 mod lambda_edge;
+mod origin;
+mod outbound;
 mod runtime_api_server;
 mod sandbox;
 mod scaffold;

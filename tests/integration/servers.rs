@@ -77,10 +77,15 @@ pub fn start_moto() -> Server {
 /// Its URL is `https://127.0.0.1:PORT`.
 pub fn start_moto_tls(dir: &Path) -> (Server, PathBuf) {
     let (ca, cert, key) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
-    let made = Command::new("python3").arg("-c").arg(MAKE_CERTIFICATES).args([&ca, &cert, &key]).status().unwrap();
-    assert!(made.success(), "cannot make test certificates (Python's cryptography, installed with moto)");
+    make_certificates(&ca, &cert, &key);
     let server = start_moto_with(&["--ssl".as_ref(), "-c".as_ref(), cert.as_os_str(), "-k".as_ref(), key.as_os_str()]);
     (server, ca)
+}
+
+/// Makes the test CA's certificate, and a server certificate and key for 127.0.0.1 it issued, at the three paths.
+pub fn make_certificates(ca: &Path, cert: &Path, key: &Path) {
+    let made = Command::new("python3").arg("-c").arg(MAKE_CERTIFICATES).args([ca, cert, key]).status().unwrap();
+    assert!(made.success(), "cannot make test certificates (Python's cryptography, installed with moto)");
 }
 
 /// Writes a CA certificate, and a server certificate and key for 127.0.0.1 it issued, to argv[1..4].

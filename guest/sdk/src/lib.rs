@@ -43,6 +43,7 @@ pub mod bindings {
     });
 }
 
+pub mod fetch;
 pub mod http;
 
 /// Facts about the invocation: request id, function ARN, deadline (ms since the Unix epoch).

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use keyward::capability::http::HttpFlags;
 use keyward::capability::kms::KmsFlags;
 use keyward::context::Pair;
 use keyward::sandbox::LimitFlags;
@@ -32,6 +33,8 @@ pub(crate) struct Invoke {
     limits: LimitFlags,
     #[command(flatten)]
     kms: KmsFlags,
+    #[command(flatten)]
+    http: HttpFlags,
     /// The function ARN the guest is told. Default: a local ARN named after the component file.
     #[arg(long, value_name = "ARN")]
     function_arn: Option<String>,
@@ -46,6 +49,7 @@ impl Invoke {
             guest_env: self.env.into_iter().map(Into::into).collect(),
             secrets: self.secrets.settings(&self.component)?,
             kms: self.kms.into(),
+            http: self.http.into(),
             ..HostSettings::default()
         };
         let host = Host::from_file(&self.component, Arc::new(key), settings).map_err(|e| match e {

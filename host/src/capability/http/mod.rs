@@ -425,7 +425,12 @@ fn client_error(error: &hyper_util::client::legacy::Error) -> Error {
         if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
             return hyper_error(hyper);
         }
-        source = cause.source();
+        // An io::Error's `source` skips the error it wraps (rustls's, from the handshake, wrapped twice over by
+        // hyper-rustls): step into it instead.
+        source = match cause.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => cause.source(),
+        };
     }
     if error.is_connect() { Error::ConnectionRefused } else { Error::HttpProtocolError }
 }

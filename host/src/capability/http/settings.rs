@@ -253,12 +253,12 @@ impl FromStr for Injection {
     fn from_str(spec: &str) -> Result<Self, String> {
         let spec = spec.trim();
         let shape = "write it as '<origin> <Header-Name>: <template with {secret}>'";
-        let (origin, header) = spec.split_once(char::is_whitespace).ok_or_else(|| format!("{shape}"))?;
+        let (origin, header) = spec.split_once(char::is_whitespace).ok_or_else(|| shape.to_string())?;
         let origin: Origin = origin.parse()?;
         if matches!(origin.host, HostPattern::Subdomains(_)) {
             return Err(format!("{origin}: a secret is injected into requests to one origin, not a wildcard"));
         }
-        let (name, template) = header.trim_start().split_once(':').ok_or_else(|| format!("{shape}"))?;
+        let (name, template) = header.trim_start().split_once(':').ok_or_else(|| shape.to_string())?;
         let header = http::HeaderName::from_bytes(name.trim().as_bytes())
             .map_err(|_| format!("{:?} is not a header name", name.trim()))?;
         if NOT_INJECTABLE.contains(&header.as_str()) {

@@ -29,6 +29,25 @@ use keyward_guest::bindings::keyward::lambda::kms;
 
 struct Probe;
 
+/// One request of the `fetch` action, and what came of it.
+fn fetch(request: &Value) -> Value {
+    let text = |name: &str| request.get(name).and_then(Value::as_str).unwrap_or_default();
+    let mut outgoing =
+        keyward_guest::fetch::Request::new(request.get("method").and_then(Value::as_str).unwrap_or("GET"), text("url"));
+    for pair in request.get("headers").and_then(Value::as_array).into_iter().flatten() {
+        let (name, value) = (pair[0].as_str().unwrap_or_default(), pair[1].as_str().unwrap_or_default());
+        outgoing = outgoing.header(name, value);
+    }
+    match outgoing.body(text("body")).send() {
+        Ok(response) => {
+            let headers: Vec<Value> =
+                response.headers.iter().map(|(name, value)| json!([name, String::from_utf8_lossy(value)])).collect();
+            json!({ "status": response.status, "headers": headers, "body": response.text() })
+        }
+        Err(e) => json!({ "error": e.code() }),
+    }
+}
+
 impl Guest for Probe {
     fn handle(event: String, ctx: Context) -> Result<String, String> {
         let event: Value = serde_json::from_str(&event).map_err(|e| format!("event is not JSON: {e}"))?;
@@ -185,6 +204,13 @@ impl Guest for Probe {
                 static SERVED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 Ok(json!({ "served": served }).to_string())
+            }
+            // Send `requests` (each `{method, url, headers: [[name, value]], body}`) in turn; answer each one's
+            // status, headers and body (text), or its error.
+            "fetch" => {
+                let requests = arg("requests").as_array().cloned().unwrap_or_default();
+                let answers: Vec<Value> = requests.iter().map(fetch).collect();
+                Ok(json!({ "responses": answers }).to_string())
             }
             "trap" => panic!("probe asked to trap"),
             "exit" => std::process::exit(3),

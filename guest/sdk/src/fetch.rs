@@ -1,0 +1,201 @@
+//! Outgoing HTTP requests from a handler, blocking, over the standard `wasi:http/outgoing-handler` import.
+//!
+//! The host checks every request against its egress policy (`KEYWARD_ALLOW_OUTBOUND`; by default nothing is
+//! allowed) and may add a credential on the way out (`KEYWARD_INJECT_<NAME>`) that this guest never sees: send
+//! the request without it, and the host sets the header for that origin only.
+//!
+//! ```no_run
+//! let response = keyward_guest::fetch::Request::post("https://api.example.com/charges")
+//!     .header("content-type", "application/json")
+//!     .body(br#"{"amount":100}"#.to_vec())
+//!     .send()?;
+//! assert_eq!(response.status, 200);
+//! # Ok::<(), keyward_guest::fetch::FetchError>(())
+//! ```
+//!
+//! Any other `wasi:http` client works the same way (`wstd`, `waki`, the `wasip2` bindings this wraps).
+
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme};
+use wasip2::io::streams::StreamError;
+
+/// Bytes written or read per stream call.
+const CHUNK: usize = 64 * 1024;
+
+/// A request to send.
+#[derive(Debug, Clone)]
+pub struct Request {
+    method: Method,
+    url: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+/// A response, its body read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// Every header, in order, names lower-cased.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body's bytes.
+    pub body: Vec<u8>,
+}
+
+/// Why a request got no response: the `wasi:http` error code the host gave (`HttpRequestDenied` when the egress
+/// policy refused it: the host's log says which rule), or a URL or header this client could not send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchError(String);
+
+impl FetchError {
+    /// The error in words: `HttpRequestDenied`, `DestinationIpProhibited`, `InternalError(Some("..."))`, ...
+    pub fn code(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+impl From<ErrorCode> for FetchError {
+    fn from(code: ErrorCode) -> Self {
+        let code = format!("{code:?}");
+        Self(code.strip_prefix("ErrorCode::").map(str::to_string).unwrap_or(code))
+    }
+}
+
+impl Request {
+    /// A request of `method` (`GET`, `POST`, any token) to `url` (`https://host[:port]/path?query`).
+    pub fn new(method: &str, url: &str) -> Self {
+        let method = match method {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "CONNECT" => Method::Connect,
+            "OPTIONS" => Method::Options,
+            "TRACE" => Method::Trace,
+            "PATCH" => Method::Patch,
+            other => Method::Other(other.to_string()),
+        };
+        Self { method, url: url.to_string(), headers: Vec::new(), body: Vec::new() }
+    }
+
+    /// A `GET` request.
+    pub fn get(url: &str) -> Self {
+        Self::new("GET", url)
+    }
+
+    /// A `POST` request.
+    pub fn post(url: &str) -> Self {
+        Self::new("POST", url)
+    }
+
+    /// Adds a header (repeatable: values of one name are sent in order).
+    pub fn header(mut self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.headers.push((name.to_string(), value.as_ref().to_vec()));
+        self
+    }
+
+    /// The body to send.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sends the request and reads the response whole.
+    ///
+    /// # Errors
+    /// A [`FetchError`]: the URL is not `http(s)://authority/path`, a header is refused (a forbidden name such as
+    /// `host`, or a line break in a value), or the host's error for the request or its response body.
+    pub fn send(self) -> Result<Response, FetchError> {
+        let (scheme, rest) = match self.url.split_once("://") {
+            Some(("https", rest)) => (Scheme::Https, rest),
+            Some(("http", rest)) => (Scheme::Http, rest),
+            Some((other, rest)) => (Scheme::Other(other.to_string()), rest),
+            None => return Err(FetchError(format!("{:?} is not an http(s) URL", self.url))),
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        let fields = Fields::new();
+        for (name, value) in &self.headers {
+            fields.append(name, value).map_err(|e| FetchError(format!("header {name:?} refused: {e:?}")))?;
+        }
+        let request = OutgoingRequest::new(fields);
+        let invalid = |what: &str| FetchError(format!("{what} of {:?} refused", self.url));
+        request.set_method(&self.method).map_err(|()| invalid("the method"))?;
+        request.set_scheme(Some(&scheme)).map_err(|()| invalid("the scheme"))?;
+        request.set_authority(Some(authority)).map_err(|()| invalid("the authority"))?;
+        request.set_path_with_query(Some(&path)).map_err(|()| invalid("the path"))?;
+        let body = request.body().map_err(|()| invalid("the body"))?;
+        let pending = outgoing_handler::handle(request, None)?;
+        write_body(body, &self.body)?;
+        pending.subscribe().block();
+        let response = match pending.get() {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(code))) => return Err(code.into()),
+            Some(Err(())) | None => return Err(FetchError("the response was already taken".into())),
+        };
+        let status = response.status();
+        let headers = response.headers().entries();
+        let incoming = response.consume().map_err(|()| FetchError("the body was already taken".into()))?;
+        let body = read_body(&incoming)?;
+        IncomingBody::finish(incoming);
+        Ok(Response { status, headers, body })
+    }
+}
+
+fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), FetchError> {
+    {
+        let stream = body.write().map_err(|()| FetchError("the request body was already taken".into()))?;
+        for chunk in bytes.chunks(CHUNK) {
+            stream.blocking_write_and_flush(chunk).map_err(stream_error)?;
+        }
+    }
+    OutgoingBody::finish(body, None)?;
+    Ok(())
+}
+
+fn read_body(body: &IncomingBody) -> Result<Vec<u8>, FetchError> {
+    let stream = body.stream().map_err(|()| FetchError("the response body was already taken".into()))?;
+    let mut bytes = Vec::new();
+    loop {
+        match stream.blocking_read(CHUNK as u64) {
+            Ok(chunk) => bytes.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => return Ok(bytes),
+            Err(e) => return Err(stream_error(e)),
+        }
+    }
+}
+
+/// A stream's failure: the HTTP error behind it when there is one.
+fn stream_error(error: StreamError) -> FetchError {
+    match error {
+        StreamError::Closed => FetchError("the stream closed early".into()),
+        StreamError::LastOperationFailed(e) => match wasip2::http::types::http_error_code(&e) {
+            Some(code) => code.into(),
+            None => FetchError(e.to_debug_string()),
+        },
+    }
+}
+
+impl Response {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    }
+
+    /// The body as text (bytes that are not UTF-8 as `\u{FFFD}`).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}

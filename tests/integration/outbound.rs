@@ -1,0 +1,254 @@
+//! Outgoing HTTP through a real component (the probe's `fetch`) to origin servers of the suite's own: the egress
+//! policy (default deny, origins, every SSRF form), credentials injected on the way out and masked on the way back,
+//! redirects, the bounds, TLS, and the connection pool across invocations.
+
+use keyward::capability::http::{HttpSettings, OutboundRecord};
+use keyward::{EncryptionContext, HostSettings, Invocation};
+use serde_json::{Value, json};
+
+use crate::origin::{Origin, reset_server, test_ca};
+use crate::support::*;
+
+const SECRET: &[u8] = b"sk_live_51Hx9Fq2eZvKYlo2C";
+
+/// A host running the probe with these outgoing-HTTP settings, and `TOKEN` holding [`SECRET`]'s ciphertext.
+fn host_for(http: HttpSettings) -> keyward::Host {
+    let key = new_key();
+    let token = key.encrypt(SECRET, &EncryptionContext::new()).unwrap();
+    let settings = HostSettings { guest_env: vec![("TOKEN".into(), b64(&token))], http, ..HostSettings::default() };
+    host_with("probe", &key, settings)
+}
+
+fn allowing(origins: &[&str]) -> HttpSettings {
+    HttpSettings { allow: origins.iter().map(|o| o.parse().unwrap()).collect(), ..HttpSettings::default() }
+}
+
+fn injecting(mut http: HttpSettings, spec: &str) -> HttpSettings {
+    http.inject.push(("TOKEN".into(), spec.parse().unwrap()));
+    http
+}
+
+/// Sends `requests` (each a URL, or a full request object) and returns each answer.
+async fn fetch(host: &keyward::Host, requests: Vec<Value>) -> (Vec<Value>, Invocation) {
+    let requests: Vec<Value> =
+        requests.into_iter().map(|r| if r.is_string() { json!({ "url": r }) } else { r }).collect();
+    let invocation = invoke(host, json!({ "action": "fetch", "requests": requests })).await;
+    let answers = response(&invocation)["responses"].as_array().unwrap().clone();
+    (answers, invocation)
+}
+
+fn error(answer: &Value) -> &str {
+    answer["error"].as_str().unwrap_or_else(|| panic!("expected an error, got {answer}"))
+}
+
+#[tokio::test]
+async fn nothing_is_reachable_by_default() {
+    let origin = Origin::http();
+    let host = host_for(HttpSettings::default());
+    let (answers, invocation) = fetch(&host, vec![json!(origin.url("/"))]).await;
+    assert_eq!(error(&answers[0]), "HttpRequestDenied");
+    assert_eq!(origin.connections(), 0, "nothing reached the server");
+    let record = &invocation.outbound[0];
+    assert_eq!(record.origin, origin.origin());
+    assert_eq!(record.refused_by.as_deref(), Some("no origin is allowed (KEYWARD_ALLOW_OUTBOUND is empty)"));
+}
+
+#[tokio::test]
+async fn an_allowed_origin_is_reached_and_audited_others_are_not() {
+    let (allowed, other) = (Origin::http(), Origin::http());
+    let host = host_for(allowing(&[&allowed.origin()]));
+    let (answers, invocation) =
+        fetch(&host, vec![json!(allowed.url("/v1/charges?secret=no")), json!(other.url("/"))]).await;
+    assert_eq!(answers[0]["status"], 200);
+    assert_eq!(answers[0]["body"], "hello");
+    assert_eq!(error(&answers[1]), "HttpRequestDenied");
+    assert_eq!(other.connections(), 0);
+    let record = &invocation.outbound[0];
+    let expected = OutboundRecord {
+        method: "GET".into(),
+        origin: allowed.origin(),
+        path: "/v1/charges".into(),
+        status: Some(200),
+        bytes: 5,
+        latency: record.latency,
+        injected: vec![],
+        outcome: Ok(()),
+        refused_by: None,
+    };
+    assert_eq!(record, &expected, "the path without its query");
+    assert_eq!(allowed.seen()[0].target, "/v1/charges?secret=no", "the origin got the query");
+    assert_eq!(invocation.outbound[1].refused_by.as_deref(), Some("not an origin KEYWARD_ALLOW_OUTBOUND allows"));
+}
+
+#[tokio::test]
+async fn an_injected_secret_reaches_its_origin_and_never_the_guest() {
+    let echo = Origin::http();
+    let host = host_for(injecting(
+        allowing(&[&echo.origin()]),
+        &format!("{} Authorization: Bearer {{secret}}", echo.origin()),
+    ));
+    let secret = std::str::from_utf8(SECRET).unwrap();
+    // The guest sets its own Authorization: replaced, never joined.
+    let request = json!({ "url": echo.url("/headers"), "headers": [["authorization", "Bearer guest-made"]] });
+    let (answers, invocation) = fetch(&host, vec![request, json!(echo.url("/drip-headers"))]).await;
+    let seen = echo.seen();
+    assert_eq!(seen[0].values("authorization"), vec![format!("Bearer {secret}")]);
+    for answer in &answers {
+        let body = answer["body"].as_str().unwrap();
+        assert!(!body.contains(secret) && !body.contains("sk_live"), "echoed to the guest: {body}");
+        assert!(body.contains("[REDACTED]"), "{body}");
+    }
+    assert_eq!(invocation.outbound[0].injected, vec!["TOKEN".to_string()]);
+    assert_eq!(invocation.decrypts.len(), 1, "one fetch of the secret per invocation, however many requests");
+    assert!(!response(&invocation).to_string().contains(secret));
+}
+
+#[tokio::test]
+async fn basic_auth_is_injected_and_its_base64_masked() {
+    let echo = Origin::http();
+    let host = host_for(injecting(
+        allowing(&[&echo.origin()]),
+        &format!("{} Authorization: Basic {{basic:svc}}", echo.origin()),
+    ));
+    let (answers, _) = fetch(&host, vec![json!(echo.url("/headers"))]).await;
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode([b"svc:".as_slice(), SECRET].concat());
+    assert_eq!(echo.seen()[0].values("authorization"), vec![format!("Basic {basic}")]);
+    let body = answers[0]["body"].as_str().unwrap();
+    assert!(!body.contains(&basic), "{body}");
+    assert!(body.contains("[REDACTED]"), "{body}");
+}
+
+#[tokio::test]
+async fn an_injected_secret_goes_to_its_origin_only_and_follows_no_redirect() {
+    let (bound, other) = (Origin::http(), Origin::http());
+    let http = allowing(&[&bound.origin(), &other.origin()]);
+    let host = host_for(injecting(http, &format!("{} X-Api-Key: {{secret}}", bound.origin())));
+    let to_other = bound.url(&format!("/redirect?to={}", other.url("/headers")));
+    let (answers, _) = fetch(&host, vec![json!(to_other), json!(other.url("/headers"))]).await;
+    assert_eq!(answers[0]["status"], 302, "the host follows no redirect");
+    assert_eq!(answers[1]["status"], 200);
+    assert_eq!(bound.seen()[0].values("x-api-key").len(), 1);
+    assert!(other.seen()[0].values("x-api-key").is_empty(), "the other origin never sees it");
+}
+
+#[tokio::test]
+async fn the_guest_is_denied_an_injected_secret() {
+    let echo = Origin::http();
+    let key = new_key();
+    let token = key.encrypt(SECRET, &EncryptionContext::new()).unwrap();
+    let mut http = allowing(&[&echo.origin()]);
+    http.inject.push(("TOKEN".into(), format!("{} Authorization: Bearer {{secret}}", echo.origin()).parse().unwrap()));
+    let settings = HostSettings { guest_env: vec![("TOKEN".into(), b64(&token))], http, ..HostSettings::default() };
+    let host = host_with("probe", &key, settings);
+    for event in [
+        json!({ "action": "decrypt", "ciphertext": b64(&token) }),
+        json!({ "action": "key", "env": "TOKEN", "ops": [{ "op": "hmac", "alg": "sha256", "message": "x" }] }),
+    ] {
+        let invocation = invoke(&host, event).await;
+        let answer = match &invocation.result {
+            Ok(response) => response.clone(),
+            Err(e) => e.to_string(),
+        };
+        assert!(answer.contains("TOKEN is injected by the host into requests to"), "{answer}");
+        assert!(!answer.contains("sk_live"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn every_ssrf_form_is_refused() {
+    let origin = Origin::http();
+    let port = origin.port;
+    // The IP literal is allowed (and localhost by name), so that only the form of each request is what refuses it.
+    let allowed = [format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")];
+    let host = host_for(allowing(&allowed.iter().map(String::as_str).collect::<Vec<_>>()));
+    let requests = vec![
+        json!(format!("http://localhost:{port}/")),
+        json!(format!("http://2130706433:{port}/")),
+        json!(format!("http://0x7f.1:{port}/")),
+        json!(format!("http://127.1:{port}/")),
+        json!(format!("http://[::ffff:127.0.0.1]:{port}/")),
+        json!("http://169.254.169.254/latest/meta-data/"),
+        json!({ "method": "CONNECT", "url": format!("http://127.0.0.1:{port}/") }),
+        json!({ "url": format!("http://127.0.0.1:{port}/"), "headers": [["host", "169.254.169.254"]] }),
+        json!({ "url": format!("http://127.0.0.1:{port}/"), "headers": [["x-a", "b\r\nhost: evil"]] }),
+    ];
+    let (answers, _) = fetch(&host, requests).await;
+    let errors: Vec<&str> = answers.iter().map(error).collect();
+    assert_eq!(errors[0], "DestinationIpProhibited", "an allowed name resolving to loopback");
+    for (i, odd) in ["2130706433", "0x7f.1", "127.1"].iter().enumerate() {
+        assert_eq!(errors[1 + i], "HttpRequestUriInvalid", "{odd}");
+    }
+    assert_eq!(errors[4], "HttpRequestDenied", "a mapped address is not the allowed literal");
+    assert_eq!(errors[5], "HttpRequestDenied", "the metadata service, unless an entry names its address");
+    assert_eq!(errors[6], "HttpRequestDenied", "CONNECT");
+    assert!(errors[7].contains("Forbidden"), "a guest may not set Host: {}", errors[7]);
+    assert!(errors[8].contains("InvalidSyntax"), "no CR/LF in a value: {}", errors[8]);
+    assert_eq!(origin.connections(), 0, "none of them reached the server");
+}
+
+#[tokio::test]
+async fn the_request_quota_holds() {
+    let origin = Origin::http();
+    let mut http = allowing(&[&origin.origin()]);
+    http.max_requests = 3;
+    let host = host_for(http);
+    let (answers, invocation) = fetch(&host, vec![json!(origin.url("/")); 4]).await;
+    assert!(answers[..3].iter().all(|a| a["status"] == 200));
+    assert!(error(&answers[3]).contains("KEYWARD_MAX_OUTBOUND_REQUESTS"), "{}", answers[3]);
+    assert_eq!(origin.seen().len(), 3);
+    assert_eq!(invocation.outbound.len(), 4);
+}
+
+#[tokio::test]
+async fn slow_huge_and_resetting_servers_each_get_their_error() {
+    let origin = Origin::http();
+    let reset = reset_server();
+    let mut http = allowing(&[&origin.origin(), &format!("http://127.0.0.1:{reset}")]);
+    http.max_response_bytes = 4 << 20;
+    let host = host_for(http);
+    let (answers, invocation) = fetch(
+        &host,
+        vec![
+            json!(origin.url("/huge?mb=200")),
+            json!(format!("http://127.0.0.1:{reset}/")),
+            json!(origin.url("/slow?ms=60000")),
+        ],
+    )
+    .await;
+    // wasmtime-wasi-http 48 hands a body's error to the guest as text, not as an error code.
+    assert_eq!(error(&answers[0]), "HTTP response body size exceeds limit: 4194304 bytes");
+    assert!(
+        invocation.outbound[0].bytes <= (4 << 20) + (1 << 20),
+        "stopped at the limit: {:?}",
+        invocation.outbound[0]
+    );
+    let reset_error = error(&answers[1]);
+    assert!(
+        ["ConnectionTerminated", "HttpResponseIncomplete", "HttpProtocolError"].contains(&reset_error),
+        "{reset_error}"
+    );
+    assert_eq!(error(&answers[2]), "HttpResponseTimeout", "cut at the invocation's deadline");
+    assert!(invocation.elapsed < std::time::Duration::from_secs(4), "{:?}", invocation.elapsed);
+}
+
+#[tokio::test]
+async fn https_needs_a_trusted_ca_and_reuses_its_connection_across_invocations() {
+    let dir = TempDir::new("outbound-tls");
+    let origin = Origin::https(&dir.0);
+    let untrusting = host_for(allowing(&[&origin.origin()]));
+    let (answers, _) = fetch(&untrusting, vec![json!(origin.url("/"))]).await;
+    assert_eq!(error(&answers[0]), "TlsCertificateError");
+
+    let (ca, _, _) = test_ca(&dir.0);
+    let mut http = allowing(&[&origin.origin()]);
+    http.ca_bundle = Some(ca);
+    let trusting = host_for(http);
+    let before = origin.connections();
+    for _ in 0..2 {
+        let (answers, _) = fetch(&trusting, vec![json!(origin.url("/"))]).await;
+        assert_eq!(answers[0]["status"], 200, "{}", answers[0]);
+    }
+    assert_eq!(origin.connections() - before, 1, "the second invocation reused the first one's connection");
+    assert!(origin.seen().iter().all(|seen| seen.version == "HTTP/2.0"), "HTTP/2 by ALPN: {:?}", origin.seen());
+}
