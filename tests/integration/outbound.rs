@@ -252,3 +252,95 @@ async fn https_needs_a_trusted_ca_and_reuses_its_connection_across_invocations()
     assert_eq!(origin.connections() - before, 1, "the second invocation reused the first one's connection");
     assert!(origin.seen().iter().all(|seen| seen.version == "HTTP/2.0"), "HTTP/2 by ALPN: {:?}", origin.seen());
 }
+
+/// The Lambda side: the function's variables configure egress and injection; a warm invocation reuses the last
+/// one's connection; the audit lines name the injected secret, never its value; a misconfigured injection fails
+/// init with one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lambda_injects_from_kms_and_keeps_its_connection_warm() {
+    use crate::lambda::Function;
+    use crate::servers::{create_key, encrypt, moto_sdk_config, start_emulator, start_moto};
+
+    let dir = TempDir::new("lambda-outbound");
+    let moto = start_moto();
+    let kms = aws_sdk_kms::Client::new(&moto_sdk_config(&moto));
+    let key = create_key(&kms).await;
+    let token = b64(&encrypt(&kms, &key, SECRET, &[("function", "api")]).await);
+    let echo = Origin::http();
+    let emulator = start_emulator(&dir.0, &["api", "misrouted"]);
+    let env = |inject: String| {
+        vec![
+            ("KEYWARD_COMPONENT", guest("probe").display().to_string()),
+            ("KEYWARD_GUEST_ENV", "TOKEN".to_string()),
+            ("TOKEN", token.clone()),
+            ("KEYWARD_KMS_KEY_ID", key.clone()),
+            ("KEYWARD_KMS_ENDPOINT", moto.url()),
+            ("KEYWARD_KMS_CONTEXT", "function=api".to_string()),
+            ("KEYWARD_ALLOW_OUTBOUND", echo.origin()),
+            ("KEYWARD_INJECT_TOKEN", inject),
+        ]
+    };
+    let function = Function::start(
+        &emulator.runtime_api("api"),
+        &dir,
+        "api",
+        &env(format!("{} Authorization: Bearer {{secret}}", echo.origin())),
+    );
+    let event = json!({ "action": "fetch", "requests": [{ "url": echo.url("/headers") }] });
+    for _ in 0..2 {
+        let response = function.invoke(&emulator, &event).unwrap_or_else(|e| panic!("{e}; {}", function.log_text()));
+        let body = response["responses"][0]["body"].as_str().unwrap();
+        assert!(body.contains("\"authorization\":\"[REDACTED]\""), "the header value as sent, masked: {body}");
+    }
+    let secret = std::str::from_utf8(SECRET).unwrap();
+    assert!(echo.seen().iter().all(|seen| seen.values("authorization") == vec![format!("Bearer {secret}")]));
+    assert_eq!(echo.connections(), 1, "the warm invocation reused the connection");
+    let log = function.log_when(|log| log.matches("outbound request").count() >= 2);
+    assert!(log.contains("injected=\"TOKEN\""), "{log}");
+    assert!(!log.contains(secret), "{log}");
+
+    // An injection into an origin the function may not reach does not start.
+    let mut misrouted = Function::start(
+        &emulator.runtime_api("misrouted"),
+        &dir,
+        "misrouted",
+        &env("https://evil.example X-Key: {secret}".into()),
+    );
+    assert!(!misrouted.child.wait().unwrap().success());
+    let log = misrouted.log_text();
+    assert!(
+        log.contains("KEYWARD_INJECT_TOKEN: injects into requests to https://evil.example, which KEYWARD_ALLOW_OUTBOUND does not allow"),
+        "{log}"
+    );
+}
+
+/// `keyward invoke` takes the same settings as flags.
+#[test]
+fn invoke_takes_the_egress_and_injection_flags() {
+    let (dir, key) = dir_with_key("outbound-cli");
+    let echo = Origin::http();
+    let token = keyward::LocalKey::load(std::path::Path::new(&key))
+        .unwrap()
+        .encrypt(SECRET, &EncryptionContext::new())
+        .unwrap();
+    let event = dir.0.join("event.json");
+    std::fs::write(&event, json!({ "action": "fetch", "requests": [{ "url": echo.url("/headers") }] }).to_string())
+        .unwrap();
+    let probe = guest("probe").display().to_string();
+    let base = ["invoke", &probe, "--key", &key, "--event", event.to_str().unwrap()];
+    let denied = keyward(&base);
+    assert!(stdout(&denied).contains("HttpRequestDenied"), "{}", stderr(&denied));
+
+    let env = format!("TOKEN={}", b64(&token));
+    let inject = format!("TOKEN={} X-Api-Key: {{secret}}", echo.origin());
+    let origin = echo.origin();
+    let args = [&base[..], &["--env", &env, "--allow-outbound", &origin, "--inject", &inject]].concat();
+    let sent = keyward(&args);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(stdout(&sent).contains("[REDACTED]"), "{}", stdout(&sent));
+    assert_eq!(echo.seen()[0].values("x-api-key"), vec![std::str::from_utf8(SECRET).unwrap().to_string()]);
+
+    let bad = keyward(&[&base[..], &["--allow-outbound", "ftp://x"]].concat());
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("the scheme \"ftp\" is neither http nor https"), "{}", stderr(&bad));
+}
