@@ -102,7 +102,17 @@ impl Host {
     /// [`HostError::Setting`] naming a setting that cannot work, [`HostError::Load`] for a component that cannot
     /// run here.
     pub fn new(component: &[u8], backend: Arc<dyn KmsBackend>, settings: HostSettings) -> Result<Self, HostError> {
-        Self::build(ComponentSource::Bytes(component), backend, settings)
+        Self::build(ComponentSource::Bytes(component), backend, settings, None)
+    }
+
+    /// [`Host::new`], with outgoing requests going to `router` instead of the network: the stub host's.
+    pub(crate) fn routed(
+        component: &[u8],
+        backend: Arc<dyn KmsBackend>,
+        settings: HostSettings,
+        router: Arc<dyn crate::capability::http::Router>,
+    ) -> Result<Self, HostError> {
+        Self::build(ComponentSource::Bytes(component), backend, settings, Some(router))
     }
 
     /// Like [`Host::new`], reading the component from a file.
@@ -111,7 +121,7 @@ impl Host {
     /// As [`Host::new`], and [`LoadError::Io`] when the file cannot be read. A precompiled component is mapped
     /// into memory, not read.
     pub fn from_file(path: &Path, backend: Arc<dyn KmsBackend>, settings: HostSettings) -> Result<Self, HostError> {
-        Self::build(ComponentSource::File(path), backend, settings)
+        Self::build(ComponentSource::File(path), backend, settings, None)
     }
 
     /// The settings checked (once), the component loaded, each capability's shared state made. Lambda mode does
@@ -120,8 +130,10 @@ impl Host {
         component: ComponentSource<'_>,
         backend: Arc<dyn KmsBackend>,
         settings: HostSettings,
+        router: Option<Arc<dyn crate::capability::http::Router>>,
     ) -> Result<Self, HostError> {
-        let checked = settings.checked()?;
+        let mut checked = settings.checked()?;
+        checked.http.router = router;
         let (limits, plaintext) = checked.sandbox();
         let sandbox = Sandbox::new(component, limits, plaintext)?;
         Ok(Self::assemble(sandbox, checked.capabilities(backend)))

@@ -125,7 +125,7 @@ fn check_http(settings: HttpSettings, secrets: &mut CheckedSecrets) -> Result<Ch
                 .1
         }
     };
-    Ok(CheckedHttp { settings, bound, extra_roots })
+    Ok(CheckedHttp { settings, bound, extra_roots, router: None })
 }
 
 impl Checked {

@@ -13,6 +13,23 @@
 //! # Ok::<(), keyward::testing::StubError>(())
 //! ```
 //!
+//! Outgoing HTTP runs under the same egress policy and injection as in production; requests the policy lets through
+//! go to the network, unless a [`Route`] matches them: a canned response, a local server, or a fault. Every
+//! request is recorded as it was sent ([`StubHost::sent_requests`]), an injected value shown as its secret's name:
+//!
+//! ```no_run
+//! use keyward::testing::{Route, StubHost};
+//!
+//! let host = StubHost::load("target/wasm32-wasip2/release/api_client.wasm")?
+//!     .secret("API_KEY", "sk_test_123")
+//!     .allow_outbound("https://api.example.com")
+//!     .inject("API_KEY", "https://api.example.com Authorization: Bearer {secret}")
+//!     .route("https://api.example.com/v1/", Route::respond(200, r#"{"ok":true}"#));
+//! host.invoke(serde_json::json!({}))?;
+//! assert_eq!(host.sent_requests()[0].header_values("authorization"), ["Bearer {API_KEY}"]);
+//! # Ok::<(), keyward::testing::StubError>(())
+//! ```
+//!
 //! `invoke` runs on a runtime of its own; from async code, use [`StubHost::invoke_async`].
 
 use std::collections::VecDeque;
@@ -24,6 +41,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
+use crate::capability::http::{HttpSettings, Routed, Router};
+pub use crate::capability::http::{RoutedFault as OutboundFault, SentRequest};
 use crate::capability::keys::KeyOperationRecord;
 use crate::capability::kms::{GuestPlaintext, KmsSettings};
 use crate::secrets::{DecryptRecord, DecryptRequest, Decrypted, KmsBackend, KmsError, LocalKey, SecretsSettings};
@@ -70,6 +89,70 @@ impl KmsBackend for StubKms {
     }
 }
 
+/// What the stub host does with a request whose URL starts with a route's prefix.
+#[derive(Debug, Clone)]
+pub struct Route(Routed);
+
+impl Route {
+    /// Answers with `status` and `body` (add headers with [`Route::header`]).
+    pub fn respond(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        let mut response = http::Response::new(bytes::Bytes::from(body.into()));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+        Self(Routed::Respond(response))
+    }
+
+    /// A response header of a canned response (ignored by other routes).
+    #[must_use]
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        if let Routed::Respond(response) = &mut self.0 {
+            if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name), http::HeaderValue::try_from(value)) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        self
+    }
+
+    /// Sends the request to `origin` (`http://127.0.0.1:8080`) instead: a local server of the test's. An origin
+    /// that is not an absolute URL fails the requests it routes, as refused.
+    pub fn forward(origin: &str) -> Self {
+        match origin.parse::<http::Uri>() {
+            Ok(uri) if uri.authority().is_some() => Self(Routed::Forward(uri)),
+            _ => Self(Routed::Fail(OutboundFault::Refused)),
+        }
+    }
+
+    /// Fails the request as the network would.
+    pub fn fail(fault: OutboundFault) -> Self {
+        Self(Routed::Fail(fault))
+    }
+}
+
+/// The stub's routes, and the requests they saw.
+#[derive(Debug, Default)]
+struct Routes {
+    routes: Mutex<Vec<(String, Route)>>,
+    sent: Mutex<Vec<SentRequest>>,
+}
+
+impl Router for Routes {
+    fn route(&self, request: SentRequest) -> Routed {
+        let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        // The longest prefix that matches, as a router picks the most specific path.
+        let matched =
+            routes.iter().filter(|(prefix, _)| request.url.starts_with(prefix.as_str())).max_by_key(|(p, _)| p.len());
+        let routed = match matched {
+            Some((_, Route(routed))) => routed.clone(),
+            None => match request.url.parse::<http::Uri>() {
+                // Unrouted: to the network, as in production.
+                Ok(uri) => Routed::Forward(uri),
+                Err(_) => Routed::Fail(OutboundFault::Refused),
+            },
+        };
+        self.sent.lock().unwrap_or_else(PoisonError::into_inner).push(request);
+        routed
+    }
+}
+
 /// A guest under test. Configure it with the builder methods, then [`invoke`](StubHost::invoke) it.
 #[derive(Debug)]
 pub struct StubHost {
@@ -85,6 +168,10 @@ pub struct StubHost {
     plaintext: GuestPlaintext,
     calls: Mutex<Vec<DecryptRecord>>,
     key_operations: Mutex<Vec<KeyOperationRecord>>,
+    /// Allowed origins and injections, as written (checked when the host is built).
+    allow_outbound: Vec<String>,
+    inject: Vec<(String, String)>,
+    routes: Arc<Routes>,
 }
 
 impl StubHost {
@@ -107,6 +194,9 @@ impl StubHost {
             plaintext: GuestPlaintext::Allow,
             calls: Mutex::default(),
             key_operations: Mutex::default(),
+            allow_outbound: Vec::new(),
+            inject: Vec::new(),
+            routes: Arc::default(),
         })
     }
 
@@ -149,6 +239,37 @@ impl StubHost {
     pub fn deny_plaintext(mut self) -> Self {
         self.plaintext = GuestPlaintext::Deny;
         self.reset()
+    }
+
+    /// Lets the guest send requests to `origin`, as `KEYWARD_ALLOW_OUTBOUND` does (`https://api.example.com`,
+    /// `https://*.example.com`, `http://127.0.0.1:8080`). By default it reaches nothing.
+    #[must_use]
+    pub fn allow_outbound(mut self, origin: impl Into<String>) -> Self {
+        self.allow_outbound.push(origin.into());
+        self.reset()
+    }
+
+    /// Injects the secret `name` into requests, as `KEYWARD_INJECT_<NAME>` does: `spec` is
+    /// `<origin> <Header-Name>: <template>`. The guest is denied that secret.
+    #[must_use]
+    pub fn inject(mut self, name: impl Into<String>, spec: impl Into<String>) -> Self {
+        self.inject.push((name.into(), spec.into()));
+        self.reset()
+    }
+
+    /// Routes the requests whose URL starts with `prefix` (`https://api.example.com/v1/`); the longest matching
+    /// prefix wins, and an unrouted request goes to the network. Routes apply after the egress policy and
+    /// injection, as the network would see the request.
+    #[must_use]
+    pub fn route(self, prefix: impl Into<String>, route: Route) -> Self {
+        self.routes.routes.lock().unwrap_or_else(PoisonError::into_inner).push((prefix.into(), route));
+        self
+    }
+
+    /// Every request the guest sent so far (the policy let it through), as sent: an injected header's value is its
+    /// template with the secret's name in place of the secret (`Bearer {API_KEY}`).
+    pub fn sent_requests(&self) -> Vec<SentRequest> {
+        self.routes.sent.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Whatever the guest env var `name` held, secret or plain.
@@ -260,8 +381,22 @@ impl StubHost {
             guest_env,
             secrets: SecretsSettings { stamped_context: stamped, ..SecretsSettings::default() },
             kms: KmsSettings { guest_plaintext: self.plaintext },
+            http: self.http_settings()?,
             ..HostSettings::default()
         };
-        Ok(Host::new(&self.compiled, self.kms.clone(), settings)?)
+        Ok(Host::routed(&self.compiled, self.kms.clone(), settings, self.routes.clone())?)
+    }
+
+    fn http_settings(&self) -> Result<HttpSettings, StubError> {
+        let fail = |what: &str, why: String| StubError::Stub(format!("{what}: {why}"));
+        let allow = self.allow_outbound.iter().map(|o| o.parse().map_err(|why| fail("allow_outbound", why)));
+        let inject = self.inject.iter().map(|(name, spec)| {
+            spec.parse().map(|injection| (name.clone(), injection)).map_err(|why| fail(&format!("inject {name}"), why))
+        });
+        Ok(HttpSettings {
+            allow: allow.collect::<Result<_, _>>()?,
+            inject: inject.collect::<Result<_, _>>()?,
+            ..HttpSettings::default()
+        })
     }
 }

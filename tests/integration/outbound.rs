@@ -344,3 +344,44 @@ fn invoke_takes_the_egress_and_injection_flags() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("the scheme \"ftp\" is neither http nor https"), "{}", stderr(&bad));
 }
+
+/// The stub host's routes: applied after the policy and injection, the longest prefix first; a local server, each
+/// fault, and the network for what no route matches.
+#[tokio::test]
+async fn the_stub_host_routes_after_the_policy() {
+    use keyward::testing::{OutboundFault, Route, StubHost};
+
+    let local = Origin::http();
+    let real = Origin::http();
+    let host = StubHost::load(guest("probe"))
+        .unwrap()
+        .secret("TOKEN", SECRET)
+        .allow_outbound("https://api.example.com")
+        .allow_outbound(real.origin())
+        .inject("TOKEN", "https://api.example.com X-Api-Key: {secret}")
+        .route("https://api.example.com/", Route::forward(&local.origin()))
+        .route("https://api.example.com/refused", Route::fail(OutboundFault::Refused))
+        .route("https://api.example.com/timeout", Route::fail(OutboundFault::Timeout))
+        .route("https://api.example.com/tls", Route::fail(OutboundFault::Tls))
+        .route("https://api.example.com/reset", Route::fail(OutboundFault::Reset))
+        .route("https://denied.example.com/", Route::respond(200, "never"));
+    let urls =
+        ["/headers", "/refused", "/timeout", "/tls", "/reset"].map(|p| json!(format!("https://api.example.com{p}")));
+    let mut requests = urls.to_vec();
+    requests.push(json!("https://denied.example.com/"));
+    requests.push(json!(real.url("/")));
+    let event =
+        json!({ "action": "fetch", "requests": requests.into_iter().map(|u| json!({ "url": u })).collect::<Vec<_>>() });
+    let answers = host.invoke_async(event).await.unwrap()["responses"].as_array().unwrap().clone();
+    assert_eq!(answers[0]["status"], 200, "forwarded to the local server");
+    assert!(answers[0]["body"].as_str().unwrap().contains("[REDACTED]"));
+    assert_eq!(local.seen()[0].values("x-api-key"), vec![std::str::from_utf8(SECRET).unwrap()]);
+    let errors: Vec<&str> = answers[1..5].iter().map(error).collect();
+    assert_eq!(errors, ["ConnectionRefused", "ConnectionTimeout", "TlsCertificateError", "ConnectionTerminated"]);
+    assert_eq!(error(&answers[5]), "HttpRequestDenied", "the policy comes first");
+    assert_eq!(answers[6]["body"], "hello", "an unrouted request goes to the network");
+    let sent = host.sent_requests();
+    assert_eq!(sent.len(), 6, "the denied request was never sent");
+    assert_eq!(sent[0].header_values("x-api-key"), ["{TOKEN}"]);
+    assert!(sent.iter().all(|s| !format!("{s:?}").contains("sk_live")));
+}

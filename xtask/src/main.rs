@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 /// Guest components, by package name: the examples users run and the test guests the host's tests load.
-const GUESTS: &[&str] = &["hello", "signer", "jwt", "probe", "netprobe"];
+const GUESTS: &[&str] = &["hello", "signer", "jwt", "api-client", "probe", "netprobe"];
 /// JavaScript guests: one npm project, its sources, and the components its build.mjs makes (with componentize-js,
 /// from npm) into the same folder as the Rust ones.
 const JS_GUESTS: (&str, &[&str], &[&str]) =

@@ -9,14 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
-use wasmtime_wasi_http::Error;
+use wasmtime_wasi_http::{Error, WasiBody};
 
 use super::OutboundRecord;
 use crate::mask::MaskStream;
 
 /// The body of one response.
 pub(crate) struct ResponseBody {
-    incoming: hyper::body::Incoming,
+    incoming: WasiBody,
     /// `None` when nothing was injected into the request: nothing of the host's can come back.
     mask: Option<MaskStream>,
     read: u64,
@@ -46,7 +46,7 @@ pub(crate) struct Bounds {
 
 impl ResponseBody {
     pub(crate) fn new(
-        incoming: hyper::body::Incoming,
+        incoming: WasiBody,
         mask: Option<MaskStream>,
         bounds: Bounds,
         record: Arc<Mutex<OutboundRecord>>,
@@ -99,7 +99,7 @@ impl Body for ResponseBody {
                     let rest = this.mask.as_mut().map(MaskStream::finish).unwrap_or_default();
                     return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest.into()))));
                 }
-                Some(Err(e)) => return this.fail(super::hyper_error(&e)),
+                Some(Err(e)) => return this.fail(e),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         this.read += data.len() as u64;

@@ -11,6 +11,7 @@
 mod body;
 mod client;
 pub(crate) mod policy;
+mod route;
 mod settings;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt as _;
 use rustls_pki_types::CertificateDer;
@@ -29,6 +31,7 @@ use wasmtime_wasi_http::p2::bindings::http::{outgoing_handler, types};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks};
 use zeroize::Zeroizing;
 
+pub use route::{Routed, RoutedFault, Router, SentRequest};
 #[cfg(feature = "cli")]
 pub use settings::HttpFlags;
 pub(crate) use settings::INJECT;
@@ -85,6 +88,8 @@ pub(crate) struct CheckedHttp {
     pub(crate) settings: HttpSettings,
     pub(crate) bound: Vec<Bound>,
     pub(crate) extra_roots: Vec<CertificateDer<'static>>,
+    /// The stub host's routes, in place of the network.
+    pub(crate) router: Option<Arc<dyn Router>>,
 }
 
 /// The shared state of outgoing HTTP.
@@ -95,12 +100,14 @@ pub(crate) struct Outbound {
     bound: Vec<Bound>,
     extra_roots: Vec<CertificateDer<'static>>,
     client: OnceLock<Result<Client, String>>,
+    router: Option<Arc<dyn Router>>,
 }
 
 impl Outbound {
     pub(crate) fn new(checked: CheckedHttp) -> Self {
-        let CheckedHttp { settings, bound, extra_roots } = checked;
-        Self { policy: Policy::new(settings.allow.clone()), settings, bound, extra_roots, client: OnceLock::new() }
+        let CheckedHttp { settings, bound, extra_roots, router } = checked;
+        let policy = Policy::new(settings.allow.clone());
+        Self { policy, settings, bound, extra_roots, client: OnceLock::new(), router }
     }
 
     /// The state of one store, fetching injected secrets through the invocation's `session`.
@@ -309,16 +316,19 @@ impl WasiHttpHooks for Hooks {
             let _permit = permit;
             let sent = async {
                 let mut values = Vec::new();
-                for i in bound {
+                for &i in &bound {
                     let value = injection(&shared, &session, &injected, i).await?;
                     // Replaces whatever the guest set under that name: never joined to it.
                     request.headers_mut().insert(shared.bound[i].injection.header.clone(), value.header_value());
                     values.push(value);
                 }
-                let response = tokio::time::timeout(first_byte, client.send(request))
-                    .await
-                    .map_err(|_| Error::ConnectionReadTimeout)?
-                    .map_err(|e| client_error(&e))?;
+                let response = match &shared.router {
+                    None => send(&client, request, first_byte).await?,
+                    Some(router) => {
+                        let injected = bound.iter().map(|&i| &shared.bound[i]).collect::<Vec<_>>();
+                        routed(router.as_ref(), &client, request, &injected, first_byte).await?
+                    }
+                };
                 Ok::<_, Error>((response, values))
             };
             let outcome = tokio::time::timeout_at(deadline, sent).await.unwrap_or(Err(Error::HttpResponseTimeout));
@@ -355,6 +365,67 @@ impl WasiHttpHooks for Hooks {
             Ok((http::Response::from_parts(parts, body.boxed_unsync()), io))
         };
         Box::new(send.instrument(tracing::Span::current()))
+    }
+}
+
+/// Sends `request` over the network, waiting at most `first_byte` for the response's headers.
+async fn send(
+    client: &Client,
+    request: Request<WasiBody>,
+    first_byte: Duration,
+) -> Result<http::Response<WasiBody>, Error> {
+    let response = tokio::time::timeout(first_byte, client.send(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)?
+        .map_err(|e| client_error(&e))?;
+    Ok(response.map(|body| body.map_err(|e| hyper_error(&e)).boxed_unsync()))
+}
+
+/// Hands `request` to the stub host's router (its body read whole, its injected values shown as their names), and
+/// does what it says.
+async fn routed(
+    router: &dyn Router,
+    client: &Client,
+    request: Request<WasiBody>,
+    injected: &[&Bound],
+    first_byte: Duration,
+) -> Result<http::Response<WasiBody>, Error> {
+    let (mut parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = match injected.iter().find(|bound| bound.injection.header == name) {
+                Some(Bound { name, injection, .. }) => {
+                    let placeholder = match &injection.placeholder {
+                        Placeholder::Secret => format!("{{{name}}}"),
+                        Placeholder::Basic(user) => format!("{{basic:{user}:{name}}}"),
+                    };
+                    format!("{}{placeholder}{}", injection.prefix, injection.suffix)
+                }
+                None => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            };
+            (name.as_str().to_string(), shown)
+        })
+        .collect();
+    let sent =
+        SentRequest { method: parts.method.to_string(), url: parts.uri.to_string(), headers, body: body.to_vec() };
+    let full = |bytes: Bytes| http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync();
+    match router.route(sent) {
+        Routed::Respond(response) => Ok(response.map(full)),
+        Routed::Fail(fault) => Err(match fault {
+            RoutedFault::Refused => Error::ConnectionRefused,
+            RoutedFault::Timeout => Error::ConnectionTimeout,
+            RoutedFault::Tls => Error::TlsCertificateError,
+            RoutedFault::Reset => Error::ConnectionTerminated,
+        }),
+        Routed::Forward(origin) => {
+            let mut uri = http::uri::Parts::from(origin);
+            uri.path_and_query = parts.uri.path_and_query().cloned();
+            parts.uri = http::Uri::from_parts(uri).map_err(|_| Error::HttpRequestUriInvalid)?;
+            send(client, Request::from_parts(parts, full(body)), first_byte).await
+        }
     }
 }
 
