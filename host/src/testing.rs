@@ -104,10 +104,10 @@ impl Route {
     /// A response header of a canned response (ignored by other routes).
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        if let Routed::Respond(response) = &mut self.0 {
-            if let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name), http::HeaderValue::try_from(value)) {
-                response.headers_mut().append(name, value);
-            }
+        if let Routed::Respond(response) = &mut self.0
+            && let (Ok(name), Ok(value)) = (http::HeaderName::try_from(name), http::HeaderValue::try_from(value))
+        {
+            response.headers_mut().append(name, value);
         }
         self
     }
