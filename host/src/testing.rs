@@ -258,11 +258,15 @@ impl StubHost {
     }
 
     /// Routes the requests whose URL starts with `prefix` (`https://api.example.com/v1/`); the longest matching
-    /// prefix wins, and an unrouted request goes to the network. Routes apply after the egress policy and
-    /// injection, as the network would see the request.
+    /// prefix wins (a route for a prefix already routed replaces it), and an unrouted request goes to the
+    /// network. Routes apply after the egress policy and injection, as the network would see the request.
     #[must_use]
     pub fn route(self, prefix: impl Into<String>, route: Route) -> Self {
-        self.routes.routes.lock().unwrap_or_else(PoisonError::into_inner).push((prefix.into(), route));
+        let prefix = prefix.into();
+        let mut routes = self.routes.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        routes.retain(|(p, _)| *p != prefix);
+        routes.push((prefix, route));
+        drop(routes);
         self
     }
 

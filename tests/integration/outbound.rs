@@ -385,3 +385,39 @@ async fn the_stub_host_routes_after_the_policy() {
     assert_eq!(sent[0].header_values("x-api-key"), ["{TOKEN}"]);
     assert!(sent.iter().all(|s| !format!("{s:?}").contains("sk_live")));
 }
+
+/// The JavaScript api-client (componentize-js's `fetch`, over wasi:http) and the Rust one answer alike, on a host
+/// that denies guests plaintext: injection needs no `kms` import. Each request is as the other's.
+#[test]
+fn the_javascript_and_rust_api_clients_fetch_alike_in_the_sealed_world() {
+    use keyward::testing::{OutboundFault, Route, StubHost};
+
+    let load = |name: &str| {
+        StubHost::load(guest(name))
+            .unwrap()
+            .secret("API_KEY", SECRET)
+            .deny_plaintext()
+            .allow_outbound("https://api.example.com")
+            .inject("API_KEY", "https://api.example.com Authorization: Bearer {secret}")
+            .route("https://api.example.com/v1/charges", Route::respond(200, r#"{"id":"ch_1","status":"sk_live_51Hx9Fq2eZvKYlo2C"}"#))
+    };
+    let run = |host: &StubHost| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let result = runtime.block_on(host.invoke_raw(r#"{"amount":100,"currency":"eur"}"#)).unwrap().result;
+        result.map(|text| serde_json::from_str::<Value>(&text).unwrap()).map_err(|e| e.to_string())
+    };
+    let (js, rust) = (load("api-client-js"), load("api_client"));
+    let answer = run(&js);
+    assert_eq!(answer, run(&rust));
+    assert_eq!(answer.unwrap(), json!({ "charge": "ch_1", "status": "[REDACTED]" }), "the echoed key masked");
+    let (js_sent, rust_sent) = (js.sent_requests(), rust.sent_requests());
+    assert_eq!(js_sent[0].method, "POST");
+    assert_eq!(js_sent[0].header_values("authorization"), ["Bearer {API_KEY}"]);
+    assert_eq!(js_sent[0].header_values("authorization"), rust_sent[0].header_values("authorization"));
+    assert_eq!(js_sent[0].body, rust_sent[0].body);
+    assert_eq!(js_sent[0].header_values("content-type"), ["application/json"]);
+
+    let js = js.route("https://api.example.com/v1/charges", Route::fail(OutboundFault::Refused));
+    let error = run(&js).unwrap_err();
+    assert!(error.starts_with("guest returned an error: payment API unreachable: "), "{error}");
+}

@@ -9,7 +9,7 @@ const GUESTS: &[&str] = &["hello", "signer", "jwt", "api-client", "probe", "netp
 /// JavaScript guests: one npm project, its sources, and the components its build.mjs makes (with componentize-js,
 /// from npm) into the same folder as the Rust ones.
 const JS_GUESTS: (&str, &[&str], &[&str]) =
-    ("guest/examples/js", &["hello.js", "signer.js"], &["hello-js", "signer-js"]);
+    ("guest/examples/js", &["hello.js", "signer.js", "api-client.js"], &["hello-js", "signer-js", "api-client-js"]);
 /// Guests that only exist as components: nothing of theirs to test natively.
 const WASM_ONLY: &[&str] = &["probe", "netprobe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
