@@ -163,6 +163,15 @@ impl Masker {
         self.longest
     }
 
+    /// Whether `input` holds a form of a secret (or could not be checked: then it is treated as holding one).
+    pub fn finds(&self, input: &[u8]) -> bool {
+        match &self.matcher {
+            None => false,
+            Some(Ok(matcher)) => matcher.is_match(input),
+            Some(Err(())) => true,
+        }
+    }
+
     /// `input` with every form of every secret replaced by [`MASK`].
     pub fn bytes<'b>(&self, input: &'b [u8]) -> Cow<'b, [u8]> {
         self.bytes_within(input, input.len())
@@ -175,21 +184,21 @@ impl Masker {
         self.mask_within(input, window).0
     }
 
-    /// [`Masker::bytes_within`], and how far into `input` it went: the window's end, or past it to the end of a
-    /// form that started within the window.
-    fn mask_within<'b>(&self, input: &'b [u8], window: usize) -> (Cow<'b, [u8]>, usize) {
+    /// [`Masker::bytes_within`], how far into `input` it went (the window's end, or past it to the end of a form
+    /// that started within the window), and where the last masked run starts if it runs past the window.
+    fn mask_within<'b>(&self, input: &'b [u8], window: usize) -> (Cow<'b, [u8]>, usize, Option<usize>) {
         let window = window.min(input.len());
         let shown = &input[..window];
         let matcher = match &self.matcher {
-            None => return (Cow::Borrowed(shown), window),
+            None => return (Cow::Borrowed(shown), window, None),
             Some(Ok(matcher)) => matcher,
             // Fail closed: nothing is shown that could not be checked.
-            Some(Err(())) => return (Cow::Borrowed(WITHHELD), input.len()),
+            Some(Err(())) => return (Cow::Borrowed(WITHHELD), input.len(), None),
         };
         let mut found: Vec<(usize, usize)> =
             matcher.find_overlapping_iter(input).filter(|m| m.start() < window).map(|m| (m.start(), m.end())).collect();
         if found.is_empty() {
-            return (Cow::Borrowed(shown), window);
+            return (Cow::Borrowed(shown), window, None);
         }
         found.sort_unstable();
         let mut spans: Vec<(usize, usize)> = Vec::with_capacity(found.len());
@@ -199,6 +208,7 @@ impl Masker {
                 _ => spans.push((start, end)),
             }
         }
+        let crossing = spans.last().filter(|(_, end)| *end > window).map(|(start, _)| *start);
         let mut out = Vec::with_capacity(shown.len());
         let mut at = 0;
         for (start, end) in spans {
@@ -209,7 +219,7 @@ impl Masker {
         if at < window {
             out.extend_from_slice(&input[at..window]);
         }
-        (Cow::Owned(out), at.max(window))
+        (Cow::Owned(out), at.max(window), crossing)
     }
 
     /// As [`Masker::bytes`], for text (bytes that are not UTF-8 are shown as `\u{FFFD}`).
@@ -251,7 +261,15 @@ impl MaskStream {
         if window == 0 {
             return Vec::new();
         }
-        let (shown, consumed) = self.masker.mask_within(&self.held, window);
+        let (shown, consumed, crossing) = self.masker.mask_within(&self.held, window);
+        // A masked run that ends past the window may be followed by a form overlapping it whose end has not come
+        // yet: hold the run back whole, to be masked with it (up to a bound, past which the run is shown masked).
+        let bound = 4 * self.masker.longest_form().max(1024);
+        if let Some(start) = crossing.filter(|&start| window < self.held.len() && self.held.len() - start <= bound) {
+            let shown = self.masker.mask_within(&self.held, start).0.into_owned();
+            self.held.drain(..start);
+            return shown;
+        }
         let shown = shown.into_owned();
         self.held.drain(..consumed);
         shown
@@ -414,10 +432,26 @@ mod tests {
             let mut out = Vec::new();
             for chunk in body.chunks(size) {
                 out.extend(stream.push(chunk));
-                assert!(stream.held.len() < masker.longest_form(), "holds less than a form");
+                assert!(stream.held.len() <= 4 * 1024, "holds a bounded tail");
             }
             out.extend(stream.finish());
             assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&whole), "chunks of {size}");
+        }
+    }
+
+    /// Two secrets printed overlapping, the second's end in a later chunk, are masked as one, as whole text is.
+    #[test]
+    fn overlapping_secrets_split_across_chunks_are_masked_as_one() {
+        let masker = Arc::new(Masker::new([b"tok-1234-XYZW".as_slice(), b"XYZW-5678-end"]));
+        let body = b"before tok-1234-XYZW-5678-end after";
+        let whole = masker.bytes(body).into_owned();
+        assert_eq!(String::from_utf8_lossy(&whole), "before [REDACTED] after");
+        for split in 1..body.len() {
+            let mut stream = MaskStream::new(masker.clone());
+            let mut out = stream.push(&body[..split]);
+            out.extend(stream.push(&body[split..]));
+            out.extend(stream.finish());
+            assert_eq!(String::from_utf8_lossy(&out), "before [REDACTED] after", "split at {split}");
         }
     }
 

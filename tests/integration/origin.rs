@@ -3,7 +3,8 @@
 //! recording every request as it arrived.
 //!
 //! Routes: `/headers` echoes the request's headers as JSON (httpbin's); `/drip-headers` echoes them a few bytes per
-//! frame (a secret split across frames); `/redirect?to=URL` answers 302; `/slow?ms=N` answers after N ms;
+//! frame (a secret split across frames); `/gzip` answers compressed, whatever was asked; `/name-echo` echoes the
+//! request's header values as response header names; `/redirect?to=URL` answers 302; `/slow?ms=N` answers after N ms;
 //! `/drip?ms=N` sends its body a byte every N ms; `/huge?mb=N` streams N MiB; anything else answers `hello`.
 //! [`reset_server`] accepts connections and resets them.
 
@@ -224,6 +225,21 @@ async fn route(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Respon
             let body = echo().into_bytes();
             let chunks = body.chunks(3).map(Bytes::copy_from_slice).collect();
             Response::builder().body(dripped(chunks, Duration::from_millis(1))).unwrap()
+        }
+        // Compressed whatever the request asked for.
+        "/gzip" => Response::builder()
+            .header("content-encoding", "gzip")
+            .body(Full::new(Bytes::from_static(b"\x1f\x8b not really")).boxed())
+            .unwrap(),
+        // Each request header's value that can be a header name comes back as one.
+        "/name-echo" => {
+            let mut response = Response::builder();
+            for (_, value) in &headers {
+                if let Ok(name) = hyper::header::HeaderName::from_bytes(format!("x-echo-{value}").as_bytes()) {
+                    response = response.header(name, "1");
+                }
+            }
+            response.body(Full::new(Bytes::from_static(b"named")).boxed()).unwrap()
         }
         "/redirect" => Response::builder()
             .status(302)

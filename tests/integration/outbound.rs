@@ -99,6 +99,8 @@ async fn an_injected_secret_reaches_its_origin_and_never_the_guest() {
         assert!(body.contains("[REDACTED]"), "{body}");
     }
     assert_eq!(invocation.outbound[0].injected, vec!["TOKEN".to_string()]);
+    let headers = answers[0]["headers"].as_array().unwrap();
+    assert!(!headers.iter().any(|h| h[0] == "content-length"), "the length of a masked body is not the server's");
     assert_eq!(invocation.decrypts.len(), 1, "one fetch of the secret per invocation, however many requests");
     assert!(!response(&invocation).to_string().contains(secret));
 }
@@ -185,6 +187,43 @@ async fn every_ssrf_form_is_refused() {
     assert!(errors[7].contains("Forbidden"), "a guest may not set Host: {}", errors[7]);
     assert!(errors[8].contains("InvalidSyntax"), "no CR/LF in a value: {}", errors[8]);
     assert_eq!(origin.connections(), 0, "none of them reached the server");
+}
+
+/// A response the masker cannot read as sent is refused, not passed on: the host asks for no compression on a
+/// request carrying a secret, and fails a compressed answer; a header named after the secret is dropped.
+#[tokio::test]
+async fn what_the_masker_cannot_see_does_not_reach_the_guest() {
+    let origin = Origin::http();
+    let host =
+        host_for(injecting(allowing(&[&origin.origin()]), &format!("{} X-Api-Key: {{secret}}", origin.origin())));
+    let gzip =
+        json!({ "url": origin.url("/gzip"), "headers": [["accept-encoding", "gzip, br"], ["range", "bytes=0-3"]] });
+    let (answers, _) = fetch(&host, vec![gzip, json!(origin.url("/name-echo"))]).await;
+    assert_eq!(origin.seen()[0].values("accept-encoding"), vec!["identity"]);
+    assert!(origin.seen()[0].values("range").is_empty());
+    assert!(error(&answers[0]).contains("HttpResponseContentCoding"), "{}", answers[0]);
+    let names: Vec<&str> = answers[1]["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.contains("sk_live")), "{names:?}");
+    assert!(origin.seen()[1].values("x-api-key")[0].starts_with("sk_live"), "the origin did get it");
+}
+
+/// The audit never names an authority's user part, and refused requests count against the quota, each past it
+/// unrecorded: a guest looping on refusals costs the host one record per allowed request.
+#[tokio::test]
+async fn refusals_are_bounded_and_credentials_in_the_authority_never_audited() {
+    let origin = Origin::http();
+    let mut http = allowing(&[&origin.origin()]);
+    http.max_requests = 3;
+    let host = host_for(http);
+    let with_user = format!("http://svc:p4ssw0rd@127.0.0.1:{}/", origin.port);
+    let mut requests = vec![json!(with_user)];
+    requests.extend((0..50).map(|_| json!("https://denied.example/")));
+    let (answers, invocation) = fetch(&host, requests).await;
+    assert_eq!(answers.len(), 51);
+    assert_eq!(invocation.outbound.len(), 4, "{:?}", invocation.outbound);
+    assert!(format!("{:?}", invocation.outbound).find("p4ssw0rd").is_none());
+    assert_eq!(invocation.outbound[0].origin, format!("http://127.0.0.1:{}", origin.port));
+    assert!(error(&answers[50]).contains("KEYWARD_MAX_OUTBOUND_REQUESTS"), "{}", answers[50]);
 }
 
 #[tokio::test]
@@ -399,7 +438,10 @@ fn the_javascript_and_rust_api_clients_fetch_alike_in_the_sealed_world() {
             .deny_plaintext()
             .allow_outbound("https://api.example.com")
             .inject("API_KEY", "https://api.example.com Authorization: Bearer {secret}")
-            .route("https://api.example.com/v1/charges", Route::respond(200, r#"{"id":"ch_1","status":"sk_live_51Hx9Fq2eZvKYlo2C"}"#))
+            .route(
+                "https://api.example.com/v1/charges",
+                Route::respond(200, r#"{"id":"ch_1","status":"sk_live_51Hx9Fq2eZvKYlo2C"}"#),
+            )
     };
     let run = |host: &StubHost| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -14,7 +14,6 @@ pub(crate) mod policy;
 mod route;
 mod settings;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -117,10 +116,11 @@ impl Outbound {
             hooks: Hooks {
                 shared: self.clone(),
                 session,
-                sent: 0,
+                asked: 0,
                 in_flight: Arc::new(tokio::sync::Semaphore::new(self.settings.max_concurrent as usize)),
                 records: Vec::new(),
-                injected: Arc::default(),
+                injected: self.bound.iter().map(|_| tokio::sync::OnceCell::new()).collect(),
+                ended: tokio::sync::watch::channel(false).0,
             },
         }
     }
@@ -139,7 +139,7 @@ pub(crate) struct Instance {
 
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instance").field("sent", &self.hooks.sent).finish_non_exhaustive()
+        f.debug_struct("Instance").field("asked", &self.hooks.asked).finish_non_exhaustive()
     }
 }
 
@@ -149,16 +149,24 @@ impl Instance {
         WasiHttpCtxView { ctx: &mut self.ctx, table, hooks: &mut self.hooks }
     }
 
-    /// The invocation's requests, in order, each audited in one line (in the invocation's span, which carries the
-    /// request id); taken out.
+    /// The invocation ends: requests still in flight are cancelled (they fetch nothing more, send nothing more),
+    /// and its requests, in order, are audited one line each (in the invocation's span, which carries the request
+    /// id) and taken out. A request asked for past the quota costs no record: one line counts them.
     pub(crate) fn finish(&mut self) -> Vec<OutboundRecord> {
-        let records: Vec<OutboundRecord> = self
-            .hooks
+        let hooks = &mut self.hooks;
+        hooks.ended.send_replace(true);
+        hooks.in_flight.close();
+        let records: Vec<OutboundRecord> = hooks
             .records
             .drain(..)
             .map(|record| record.lock().unwrap_or_else(PoisonError::into_inner).clone())
             .collect();
         records.iter().for_each(audit);
+        let over = hooks.asked.saturating_sub(records.len() as u64);
+        if over > 0 {
+            let limit = hooks.shared.settings.max_requests;
+            tracing::warn!(target: AUDIT_TARGET, refused = over, limit, "outbound requests refused past KEYWARD_MAX_OUTBOUND_REQUESTS, unrecorded");
+        }
         records
     }
 }
@@ -176,9 +184,16 @@ impl Injected {
     /// The header value of `injection` for `secret`.
     ///
     /// # Errors
-    /// A secret that cannot be in a header value (a line break, a control character), in words that do not quote
-    /// it.
+    /// A secret that cannot be in a header value (a line break, a control character), or that is too short to be
+    /// masked, in words that do not quote it.
     fn new(injection: &Injection, secret: &[u8]) -> Result<Self, String> {
+        // A response could echo it, and a shorter secret is not masked (it would mask ordinary text).
+        if secret.len() < mask::MIN_MASKED_LEN {
+            return Err(format!(
+                "it is shorter than {} bytes, too short to be masked in responses",
+                mask::MIN_MASKED_LEN
+            ));
+        }
         let basic = match &injection.placeholder {
             Placeholder::Secret => Zeroizing::new(Vec::new()),
             Placeholder::Basic(user) => {
@@ -212,11 +227,16 @@ impl Injected {
 struct Hooks {
     shared: Arc<Outbound>,
     session: Session,
-    sent: u32,
+    /// Requests asked for, refused ones too: the quota counts them all.
+    asked: u64,
+    /// Held by a request from its sending to its body's end.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// One per request, up to the quota and the one that went past it.
     records: Vec<Arc<Mutex<OutboundRecord>>>,
-    /// Each bound secret's value, by its index in [`Outbound::bound`], fetched at its first use this invocation.
-    injected: Arc<tokio::sync::Mutex<HashMap<usize, Arc<Injected>>>>,
+    /// Each bound secret's value (as [`Outbound::bound`] orders them), fetched at its first use this invocation.
+    injected: Arc<[tokio::sync::OnceCell<Arc<Injected>>]>,
+    /// Set when the invocation ends: its requests still in flight stop.
+    ended: tokio::sync::watch::Sender<bool>,
 }
 
 /// What a request's future resolves to, in wasmtime-wasi-http's terms.
@@ -229,7 +249,7 @@ impl Hooks {
         record
     }
 
-    /// Refuses a request before anything is sent: recorded, and the guest gets `error`.
+    /// Refuses a request before anything is sent: recorded (within the quota), and the guest gets `error`.
     fn refuse(
         &mut self,
         mut record: OutboundRecord,
@@ -238,7 +258,9 @@ impl Hooks {
     ) -> Box<dyn Future<Output = Sent> + Send> {
         record.outcome = Err(error.to_string());
         record.refused_by = Some(rule);
-        self.record(record);
+        if self.records.len() as u64 <= u64::from(self.shared.settings.max_requests) {
+            self.record(record);
+        }
         Box::new(std::future::ready(Err(error)))
     }
 }
@@ -251,22 +273,30 @@ impl WasiHttpHooks for Hooks {
         _response_errors: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
         let started = Instant::now();
+        self.asked += 1;
         let uri = request.uri();
+        // Host and port only: an authority's user part (refused below) must not reach the audit.
+        let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
         let mut record = OutboundRecord {
             method: request.method().to_string(),
-            origin: format!(
-                "{}://{}",
-                uri.scheme_str().unwrap_or_default(),
-                uri.authority().map_or("", |a| a.as_str())
-            ),
+            origin: format!("{}://{}{port}", uri.scheme_str().unwrap_or_default(), uri.host().unwrap_or_default()),
             path: uri.path().to_string(),
             status: None,
             bytes: 0,
             latency: Duration::ZERO,
             injected: Vec::new(),
-            outcome: Ok(()),
+            outcome: Err(UNFINISHED.into()),
             refused_by: None,
         };
+        let settings = &self.shared.settings;
+        // Counted before anything else: a guest asking again and again for what is refused is bounded too.
+        if self.asked > u64::from(settings.max_requests) {
+            let rule = format!(
+                "KEYWARD_MAX_OUTBOUND_REQUESTS: this invocation has asked for its {} requests",
+                settings.max_requests
+            );
+            return self.refuse(record, rule.clone(), Error::InternalError(Some(rule)));
+        }
         let target = match self.shared.policy.check(&request) {
             Ok(target) => target,
             Err(Refusal { origin, rule, code }) => {
@@ -279,14 +309,6 @@ impl WasiHttpHooks for Hooks {
             }
         };
         record.origin = target.origin.to_string();
-        let settings = &self.shared.settings;
-        if self.sent >= settings.max_requests {
-            let rule = format!(
-                "KEYWARD_MAX_OUTBOUND_REQUESTS: this invocation has sent its {} requests",
-                settings.max_requests
-            );
-            return self.refuse(record, rule.clone(), Error::InternalError(Some(rule)));
-        }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             let rule = format!("KEYWARD_MAX_CONCURRENT_OUTBOUND: {} requests are in flight", settings.max_concurrent);
             return self.refuse(record, rule, Error::ConnectionLimitReached);
@@ -299,21 +321,26 @@ impl WasiHttpHooks for Hooks {
             Ok(client) => client,
             Err(e) => return self.refuse(record, "no TLS client".into(), e),
         };
-        self.sent += 1;
         let bound: Vec<usize> =
             (0..self.shared.bound.len()).filter(|&i| self.shared.bound[i].injection.origin == target.origin).collect();
         record.injected = bound.iter().map(|&i| self.shared.bound[i].name.clone()).collect();
         // hyper sets Host from the URI (the policy checked that the guest's agreed), once.
         request.headers_mut().remove(http::header::HOST);
+        if !bound.is_empty() {
+            // A response is masked as it streams, which only works on the bytes as sent: no compression (a
+            // gzipped echo would hide the secret from the masker), no ranges (a slice of it).
+            request.headers_mut().insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            request.headers_mut().remove(http::header::RANGE);
+        }
         let record = self.record(record);
         let (shared, session, injected) = (self.shared.clone(), self.session.clone(), self.injected.clone());
+        let mut ended = self.ended.subscribe();
         let options = options.unwrap_or_default();
         let first_byte = options.first_byte_timeout.unwrap_or(FIRST_BYTE_TIMEOUT).min(FIRST_BYTE_TIMEOUT);
         let between = options.between_bytes_timeout.unwrap_or(BETWEEN_BYTES_TIMEOUT).min(BETWEEN_BYTES_TIMEOUT);
         let deadline = tokio::time::Instant::from_std(deadline);
         let limit = shared.settings.max_response_bytes;
         let send = async move {
-            let _permit = permit;
             let sent = async {
                 let mut values = Vec::new();
                 for &i in &bound {
@@ -331,6 +358,12 @@ impl WasiHttpHooks for Hooks {
                 };
                 Ok::<_, Error>((response, values))
             };
+            let sent = async {
+                tokio::select! {
+                    sent = sent => sent,
+                    _ = ended.wait_for(|ended| *ended) => Err(Error::InternalError(Some(UNFINISHED.into()))),
+                }
+            };
             let outcome = tokio::time::timeout_at(deadline, sent).await.unwrap_or(Err(Error::HttpResponseTimeout));
             let mut held = record.lock().unwrap_or_else(PoisonError::into_inner);
             held.latency = started.elapsed();
@@ -345,7 +378,6 @@ impl WasiHttpHooks for Hooks {
                 }
             };
             held.status = Some(response.status().as_u16());
-            drop(held);
             let (mut parts, incoming) = response.into_parts();
             let masker = match values.as_slice() {
                 [] => None,
@@ -353,13 +385,20 @@ impl WasiHttpHooks for Hooks {
                 many => Some(Arc::new(Masker::new(many.iter().flat_map(|v| v.forms.iter().map(|f| &f[..]))))),
             };
             if let Some(masker) = &masker {
-                mask_headers(&mut parts.headers, masker);
+                if let Err(why) = maskable(&parts) {
+                    held.outcome = Err(why.to_string());
+                    return Err(why);
+                }
+                mask_headers(&mut parts.headers, masker, &values);
             }
+            held.outcome = Ok(());
+            drop(held);
             let body = body::ResponseBody::new(
                 incoming,
                 masker.map(MaskStream::new),
                 body::Bounds { limit, deadline, between },
                 record,
+                permit,
             );
             let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(std::future::ready(Ok(())));
             Ok((http::Response::from_parts(parts, body.boxed_unsync()), io))
@@ -430,18 +469,13 @@ async fn routed(
 }
 
 /// The value of the bound secret `i` for this invocation: fetched through the session at its first use (the gate,
-/// cache, quota and audit of every secret), then reused.
+/// cache, quota and audit of every secret), then reused; two requests at once fetch it once.
 async fn injection(
     shared: &Outbound,
     session: &Session,
-    injected: &tokio::sync::Mutex<HashMap<usize, Arc<Injected>>>,
+    injected: &[tokio::sync::OnceCell<Arc<Injected>>],
     i: usize,
 ) -> Result<Arc<Injected>, Error> {
-    // Held while fetching: two requests at once fetch a secret once.
-    let mut injected = injected.lock().await;
-    if let Some(value) = injected.get(&i) {
-        return Ok(value.clone());
-    }
     let bound = &shared.bound[i];
     let fail = |why: String| {
         Error::InternalError(Some(format!(
@@ -449,18 +483,55 @@ async fn injection(
             bound.name, bound.injection.origin
         )))
     };
-    let (plaintext, _) = match session.fetch(&bound.source, User::Host).await {
-        Err(trap) => return Err(fail(trap.to_string())),
-        Ok(Err(refused)) => return Err(fail(refused.to_string())),
-        Ok(Ok(opened)) => opened,
+    let fetch = || async {
+        let (plaintext, _) = match session.fetch(&bound.source, User::Host).await {
+            Err(trap) => return Err(fail(trap.to_string())),
+            Ok(Err(refused)) => return Err(fail(refused.to_string())),
+            Ok(Ok(opened)) => opened,
+        };
+        Ok(Arc::new(Injected::new(&bound.injection, plaintext.expose_secret()).map_err(fail)?))
     };
-    let value = Arc::new(Injected::new(&bound.injection, plaintext.expose_secret()).map_err(fail)?);
-    injected.insert(i, value.clone());
-    Ok(value)
+    injected[i].get_or_try_init(fetch).await.cloned()
 }
 
-/// Masks every response header value.
-fn mask_headers(headers: &mut http::HeaderMap, masker: &Masker) {
+/// What a request that did not finish is recorded as (and the guest told, when its invocation ends first).
+const UNFINISHED: &str = "keyward: the request did not finish before its invocation ended";
+
+/// Whether a response to a request carrying an injected secret can be masked as it streams: its bytes are the
+/// bytes the origin sent (not compressed, whatever it was asked), and whole (not a range).
+fn maskable(response: &http::response::Parts) -> Result<(), Error> {
+    let encoding = response.headers.get(http::header::CONTENT_ENCODING).map(|v| v.as_bytes());
+    if let Some(coding) = encoding.filter(|c| !c.eq_ignore_ascii_case(b"identity")) {
+        return Err(Error::HttpResponseContentCoding(Some(String::from_utf8_lossy(coding).into_owned())));
+    }
+    if response.status == http::StatusCode::PARTIAL_CONTENT {
+        return Err(Error::HttpResponseIncomplete);
+    }
+    Ok(())
+}
+
+/// Masks every response header: a value holding a form of an injected secret is masked; a name holding one drops
+/// its header (names arrive lower-cased, so they are compared without case). The length no longer holds once the
+/// body is masked.
+fn mask_headers(headers: &mut http::HeaderMap, masker: &Masker, injected: &[Arc<Injected>]) {
+    headers.remove(http::header::CONTENT_LENGTH);
+    let forms: Vec<Zeroizing<Vec<u8>>> = injected
+        .iter()
+        .flat_map(|i| i.forms.iter())
+        .filter(|form| form.len() >= mask::MIN_MASKED_LEN)
+        .map(|form| Zeroizing::new(form.to_ascii_lowercase()))
+        .collect();
+    let named: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str().as_bytes();
+            masker.finds(name) || forms.iter().any(|form| name.windows(form.len()).any(|w| w == &form[..]))
+        })
+        .cloned()
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
     for value in headers.values_mut() {
         if let std::borrow::Cow::Owned(masked) = masker.bytes(value.as_bytes()) {
             *value = HeaderValue::from_bytes(&masked).unwrap_or_else(|_| HeaderValue::from_static(mask::MASK));

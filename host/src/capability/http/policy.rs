@@ -68,7 +68,9 @@ impl Policy {
     pub(crate) fn check<B>(&self, request: &http::Request<B>) -> Result<Target, Refusal> {
         let uri = request.uri();
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let named = format!("{}://{authority}", uri.scheme_str().unwrap_or_default());
+        // Host and port only: a user part (refused below) may hold a password, which the audit must not.
+        let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let named = format!("{}://{}{port}", uri.scheme_str().unwrap_or_default(), uri.host().unwrap_or_default());
         if request.method() == Method::CONNECT {
             return Err(Refusal::new(named, Code::Denied, "CONNECT is not sent: requests go to their origin only"));
         }
@@ -148,6 +150,14 @@ fn v6_range(ip: Ipv6Addr) -> Option<&'static str> {
         // IPv4-compatible (deprecated), NAT64 and 6to4 addresses carry an IPv4 address a router may reach.
         [0, 0, 0, 0, 0, 0, hi, lo] if v4_range(embedded(hi, lo)).is_some() => "an IPv4-compatible internal address",
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] if v4_range(embedded(hi, lo)).is_some() => "a NAT64 internal address",
+        // Local-use NAT64 (RFC 8215) embeds its IPv4 address where the operator chose: refused whole.
+        [0x64, 0xff9b, 1, ..] => "local-use NAT64 (64:ff9b:1::/48)",
+        // SIIT's IPv4-translated form.
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] if v4_range(embedded(hi, lo)).is_some() => {
+            "an IPv4-translated internal address"
+        }
+        // Teredo carries its server's IPv4 address in clear, and tunnels past the host's view.
+        [0x2001, 0, ..] => "Teredo (2001::/32)",
         [0x2002, hi, lo, ..] if v4_range(embedded(hi, lo)).is_some() => "a 6to4 internal address (2002::/16)",
         [first, ..] if first & 0xfe00 == 0xfc00 => "unique-local (fc00::/7: fd00:ec2::254 is instance metadata)",
         [first, ..] if first & 0xffc0 == 0xfe80 => "link-local (fe80::/10)",

@@ -374,9 +374,14 @@ impl HttpSettings {
             let variable = format!("{INJECT}{name}");
             let origin = &injection.origin;
             let target = match &origin.host {
-                HostPattern::Name(n) => Host::Name(n.clone()),
-                HostPattern::Ip(ip) => Host::Ip(*ip),
-                HostPattern::Subdomains(_) => unreachable!("refused when parsed"),
+                HostPattern::Name(n) => Some(Host::Name(n.clone())),
+                HostPattern::Ip(ip) => Some(Host::Ip(*ip)),
+                // Refused when parsed; a library caller may still build one.
+                HostPattern::Subdomains(_) => None,
+            };
+            let Some(target) = target else {
+                let reason = format!("{origin}: a secret is injected into requests to one origin, not a wildcard");
+                return Err(SettingError::new(variable, reason));
             };
             if !self.allow.iter().any(|allowed| allowed.allows(origin.scheme, &target, origin.port)) {
                 let reason = format!("injects into requests to {origin}, which {ALLOW} does not allow: add it there");
