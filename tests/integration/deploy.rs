@@ -5,6 +5,8 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde_json::json;
+
 use crate::support::*;
 
 fn repo(path: &str) -> PathBuf {
@@ -164,7 +166,11 @@ fn cfn_lint_accepts_the_sam_template() {
     assert_eq!(function["Handler"], "bootstrap");
     assert!(function["KmsKeyArn"].is_object(), "the function's environment is encrypted with the key");
     let env = &function["Environment"]["Variables"];
-    assert_eq!(env["KEYWARD_GUEST_ENV"], "PASSWORD");
+    assert_eq!(env["KEYWARD_GUEST_ENV"]["Fn::If"], json!(["InjectsApiKey", "PASSWORD,API_KEY", "PASSWORD"]));
+    // Outgoing HTTP is off unless ApiOrigin names one, and the API key is injected only with both.
+    assert_eq!(env["KEYWARD_ALLOW_OUTBOUND"]["Fn::If"][0], "CallsApi");
+    assert_eq!(env["KEYWARD_INJECT_API_KEY"]["Fn::If"][0], "InjectsApiKey");
+    assert_eq!(env["KEYWARD_INJECT_API_KEY"]["Fn::If"][1]["Fn::Sub"], "${ApiOrigin} Authorization: Bearer {secret}");
     assert!(env["KEYWARD_KMS_KEY_ID"].is_object());
     // The first deploy, before any ciphertext exists, must start: the prefetch is set only with a ciphertext.
     assert_eq!(env["KEYWARD_PREFETCH"]["Fn::If"][0], "HasPassword", "{}", env["KEYWARD_PREFETCH"]);
