@@ -271,6 +271,23 @@ async fn slow_huge_and_resetting_servers_each_get_their_error() {
     assert!(invocation.elapsed < std::time::Duration::from_secs(4), "{:?}", invocation.elapsed);
 }
 
+/// A body larger than the guest's whole memory streams through it: the host holds a frame at a time, the guest
+/// reads and drops.
+#[tokio::test]
+async fn a_body_larger_than_the_guest_streams_through() {
+    let origin = Origin::http();
+    let mut http = allowing(&[&origin.origin()]);
+    http.max_response_bytes = 200 << 20;
+    let key = new_key();
+    let limits = keyward::Limits { timeout: std::time::Duration::from_secs(30), ..keyward::Limits::default() };
+    let host = host_with("probe", &key, HostSettings { http, limits, ..HostSettings::default() });
+    let request = json!({ "url": origin.url("/huge?mb=100"), "discard": true });
+    let (answers, invocation) = fetch(&host, vec![request]).await;
+    assert_eq!(answers[0]["bytes"], 100 << 20, "{}", answers[0]);
+    assert_eq!(invocation.outbound[0].bytes, 100 << 20);
+    assert!(keyward::Limits::default().memory_bytes < 100 << 20, "more than the guest could hold");
+}
+
 #[tokio::test]
 async fn https_needs_a_trusted_ca_and_reuses_its_connection_across_invocations() {
     let dir = TempDir::new("outbound-tls");

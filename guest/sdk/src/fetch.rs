@@ -62,6 +62,17 @@ impl std::fmt::Display for FetchError {
 
 impl std::error::Error for FetchError {}
 
+impl FetchError {
+    /// The error a [`BodyReader`]'s read returned.
+    fn from_io(error: std::io::Error) -> Self {
+        let text = error.to_string();
+        match error.into_inner().map(|inner| inner.downcast::<Self>()) {
+            Some(Ok(fetch)) => *fetch,
+            _ => Self(text),
+        }
+    }
+}
+
 impl From<ErrorCode> for FetchError {
     fn from(code: ErrorCode) -> Self {
         let code = format!("{code:?}");
@@ -115,6 +126,18 @@ impl Request {
     /// A [`FetchError`]: the URL is not `http(s)://authority/path`, a header is refused (a forbidden name such as
     /// `host`, or a line break in a value), or the host's error for the request or its response body.
     pub fn send(self) -> Result<Response, FetchError> {
+        let mut streaming = self.send_streaming()?;
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut streaming.body, &mut body).map_err(FetchError::from_io)?;
+        Ok(Response { status: streaming.status, headers: std::mem::take(&mut streaming.headers), body })
+    }
+
+    /// Sends the request and returns the response with its body still to read, as a [`std::io::Read`]: for a body
+    /// too large to hold.
+    ///
+    /// # Errors
+    /// As [`Request::send`], but for the body's own errors, which its reads return.
+    pub fn send_streaming(self) -> Result<StreamingResponse, FetchError> {
         let (scheme, rest) = match self.url.split_once("://") {
             Some(("https", rest)) => (Scheme::Https, rest),
             Some(("http", rest)) => (Scheme::Http, rest),
@@ -148,9 +171,49 @@ impl Request {
         let status = response.status();
         let headers = response.headers().entries();
         let incoming = response.consume().map_err(|()| FetchError("the body was already taken".into()))?;
-        let body = read_body(&incoming)?;
-        IncomingBody::finish(incoming);
-        Ok(Response { status, headers, body })
+        let stream = incoming.stream().map_err(|()| FetchError("the response body was already taken".into()))?;
+        let body = BodyReader { stream: Some(stream), body: Some(incoming), _response: response };
+        Ok(StreamingResponse { status, headers, body })
+    }
+}
+
+/// A response whose body is read as it comes.
+#[derive(Debug)]
+pub struct StreamingResponse {
+    /// The status code.
+    pub status: u16,
+    /// Every header, in order, names lower-cased.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body, read as it comes (`read` returns 0 at its end).
+    pub body: BodyReader,
+}
+
+/// A response body as a [`std::io::Read`]; an error of the host's (a limit, a timeout) is a read's error.
+#[derive(Debug)]
+pub struct BodyReader {
+    // Dropped in this order: a WASI child resource before its parent.
+    stream: Option<wasip2::io::streams::InputStream>,
+    body: Option<IncomingBody>,
+    _response: wasip2::http::types::IncomingResponse,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(stream) = &self.stream else { return Ok(0) };
+        match stream.blocking_read(buf.len().min(CHUNK) as u64) {
+            Ok(chunk) => {
+                buf[..chunk.len()].copy_from_slice(&chunk);
+                Ok(chunk.len())
+            }
+            Err(StreamError::Closed) => {
+                self.stream = None;
+                if let Some(body) = self.body.take() {
+                    IncomingBody::finish(body);
+                }
+                Ok(0)
+            }
+            Err(e) => Err(std::io::Error::other(stream_error(e))),
+        }
     }
 }
 
@@ -163,18 +226,6 @@ fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), FetchError> {
     }
     OutgoingBody::finish(body, None)?;
     Ok(())
-}
-
-fn read_body(body: &IncomingBody) -> Result<Vec<u8>, FetchError> {
-    let stream = body.stream().map_err(|()| FetchError("the response body was already taken".into()))?;
-    let mut bytes = Vec::new();
-    loop {
-        match stream.blocking_read(CHUNK as u64) {
-            Ok(chunk) => bytes.extend_from_slice(&chunk),
-            Err(StreamError::Closed) => return Ok(bytes),
-            Err(e) => return Err(stream_error(e)),
-        }
-    }
 }
 
 /// A stream's failure: the HTTP error behind it when there is one.

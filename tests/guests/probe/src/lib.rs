@@ -38,6 +38,16 @@ fn fetch(request: &Value) -> Value {
         let (name, value) = (pair[0].as_str().unwrap_or_default(), pair[1].as_str().unwrap_or_default());
         outgoing = outgoing.header(name, value);
     }
+    // Read and drop the body as it comes, counting its bytes: for a body larger than the guest's memory.
+    if request.get("discard").and_then(Value::as_bool).unwrap_or(false) {
+        return match outgoing.body(text("body")).send_streaming() {
+            Ok(mut response) => match std::io::copy(&mut response.body, &mut std::io::sink()) {
+                Ok(bytes) => json!({ "status": response.status, "bytes": bytes }),
+                Err(e) => json!({ "error": e.to_string() }),
+            },
+            Err(e) => json!({ "error": e.code() }),
+        };
+    }
     match outgoing.body(text("body")).send() {
         Ok(response) => {
             let headers: Vec<Value> =
@@ -205,8 +215,8 @@ impl Guest for Probe {
                 let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 Ok(json!({ "served": served }).to_string())
             }
-            // Send `requests` (each `{method, url, headers: [[name, value]], body}`) in turn; answer each one's
-            // status, headers and body (text), or its error.
+            // Send `requests` (each `{method, url, headers: [[name, value]], body, discard}`) in turn; answer each
+            // one's status, headers and body (text; with `discard`, the body's length only), or its error.
             "fetch" => {
                 let requests = arg("requests").as_array().cloned().unwrap_or_default();
                 let answers: Vec<Value> = requests.iter().map(fetch).collect();
