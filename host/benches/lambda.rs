@@ -7,7 +7,10 @@
 //! - cold start: from spawning the process to its first response, as it is and less the KMS call itself (the
 //!   median of Decrypt calls from a fresh client, timed between the cold starts), so that moto's speed does not count;
 //! - warm invoke: the round trip of one invocation through the emulator, over 10,000 invocations;
-//! - the resident set after those 10,000 invocations, and the size of the stripped binary.
+//! - the resident set after those 10,000 invocations, and the size of the stripped binary;
+//! - outgoing HTTP: a warm invocation making one HTTPS request to a local server (keyward's probe guest against the
+//!   native function sending the same request with hyper and rustls, both pooling), the cold start of hello with
+//!   egress configured against without, and the host's memory while a guest streams a 200 MiB body.
 //!
 //! In process, per guest: where an invocation's time goes (instantiate, guest, response path) and the teardown of
 //! its instance; Lambda mode instantiates before it asks for the invocation, and tears down after the response.
@@ -16,6 +19,9 @@
 
 #![allow(clippy::unwrap_used, missing_debug_implementations)]
 
+#[path = "../../tests/integration/origin.rs"]
+#[allow(dead_code)]
+mod origin;
 #[path = "../../tests/integration/servers.rs"]
 #[allow(dead_code)]
 mod servers;
@@ -35,11 +41,14 @@ const COLD_RUNS: usize = 20;
 const WARM_RUNS: usize = 10_000;
 const IN_PROCESS_RUNS: usize = 1_000;
 
-/// A function as Lambda would run it: a program and its environment.
+/// A function as Lambda would run it: a program and its environment, and the event it is invoked with and a part
+/// of its answer.
 struct Function {
     name: &'static str,
     program: PathBuf,
     env: Vec<(&'static str, String)>,
+    event: String,
+    answer: &'static str,
 }
 
 /// What one function measured through the emulator.
@@ -83,6 +92,8 @@ fn main() {
     let key = runtime.block_on(create_key(&kms));
     let ciphertext = runtime.block_on(encrypt(&kms, &key, b"bench-secret", &[("function", "hello")]));
     let password = base64::engine::general_purpose::STANDARD.encode(&ciphertext);
+    let api_key = runtime.block_on(encrypt(&kms, &key, b"bench-api-key", &[("function", "hello")]));
+    let api_key = base64::engine::general_purpose::STANDARD.encode(&api_key);
     // The KMS call each cold start makes, timed between the cold starts: moto's speed drifts within a run.
     let mut kms_calls = Vec::new();
     let mut kms_call = || {
@@ -102,26 +113,65 @@ fn main() {
             ("KEYWARD_KMS_ENDPOINT", moto.url()),
             ("KEYWARD_KMS_CONTEXT", "function=hello".into()),
         ],
+        event: "{}".into(),
+        answer: "secret_sha256_prefix",
     };
-    let functions = [
-        Function {
-            name: "native",
-            program: native,
-            env: vec![("PASSWORD", password.clone()), ("AWS_ENDPOINT_URL_KMS", moto.url())],
-        },
+    let native_function = |name| Function {
+        name,
+        program: native.clone(),
+        env: vec![("PASSWORD", password.clone()), ("AWS_ENDPOINT_URL_KMS", moto.url())],
+        event: "{}".into(),
+        answer: "secret_sha256_prefix",
+    };
+    // One HTTPS request per invocation, to a local server with a certificate of the test CA's.
+    let api = origin::Origin::https(&dir);
+    let (ca, _, _) = origin::test_ca(&dir);
+    let mut native_fetch = native_function("native-fetch");
+    native_fetch.env.extend([("FETCH_URL", api.url("/")), ("FETCH_CA", ca.display().to_string())]);
+    native_fetch.answer = r#"\"status\":200"#;
+    let mut keyward_fetch = keyward("keyward-fetch", &probe);
+    keyward_fetch
+        .env
+        .extend([("KEYWARD_ALLOW_OUTBOUND", api.origin()), ("KEYWARD_OUTBOUND_CA_BUNDLE", ca.display().to_string())]);
+    keyward_fetch.event = json!({ "action": "fetch", "requests": [{ "url": api.url("/") }] }).to_string();
+    keyward_fetch.answer = r#""status":200"#;
+    // hello, with an origin allowed and a secret injected into it: what configuring egress costs a cold start.
+    let mut keyward_egress = keyward("keyward-egress", &hello);
+    keyward_egress.env.retain(|(name, _)| *name != "KEYWARD_GUEST_ENV");
+    keyward_egress.env.extend([
+        ("KEYWARD_GUEST_ENV", "PASSWORD,API_KEY".into()),
+        ("API_KEY", api_key),
+        ("KEYWARD_ALLOW_OUTBOUND", api.origin()),
+        ("KEYWARD_INJECT_API_KEY", format!("{} Authorization: Bearer {{secret}}", api.origin())),
+    ]);
+    let mut functions = vec![
+        native_function("native"),
         keyward("keyward", &hello),
         keyward("keyward-js", &hello_js),
+        native_fetch,
+        keyward_fetch,
+        keyward_egress,
     ];
+    // Another build of the bootstrap (an earlier commit's, say) running hello beside this one: a change's cost
+    // measured in one run, on one machine.
+    let baseline = std::env::var_os("KEYWARD_BENCH_BASELINE").map(PathBuf::from);
+    if let Some(program) = &baseline {
+        functions.push(Function { program: program.clone(), ..keyward("baseline", &hello) });
+    }
     let names: Vec<String> = functions
         .iter()
         .flat_map(|f| (0..COLD_RUNS).map(move |i| format!("{}-cold-{i}", f.name)).chain([format!("{}-warm", f.name)]))
         .collect();
     let emulator = start_emulator(&dir, &names.iter().map(String::as_str).collect::<Vec<_>>());
-    let [native, keyward, keyward_js] = measure(&emulator, &functions, &mut kms_call);
+    let mut measured = measure(&emulator, &functions, &mut kms_call).into_iter();
+    let mut next = || measured.next().unwrap();
+    let (native, keyward, keyward_js, native_fetch, keyward_fetch, keyward_egress) =
+        (next(), next(), next(), next(), next(), next());
+    let baseline = baseline.map(|_| next());
     let kms_call = median(&mut kms_calls);
     let less_kms = |times: &[Duration]| times.iter().map(|t| t.saturating_sub(kms_call)).collect::<Vec<_>>();
-    let (native_cold, keyward_cold, js_cold) =
-        (less_kms(&native.cold), less_kms(&keyward.cold), less_kms(&keyward_js.cold));
+    let (native_cold, keyward_cold, js_cold, egress_cold) =
+        (less_kms(&native.cold), less_kms(&keyward.cold), less_kms(&keyward_js.cold), less_kms(&keyward_egress.cold));
     let in_process =
         [("hello", &hello), ("hello-js", &hello_js)].map(|(guest, cwasm)| (guest, phases(&runtime, cwasm)));
 
@@ -140,6 +190,64 @@ fn main() {
         k <= 1.1 * n
     });
     table.pair("warm invoke through the emulator, p99", &native.warm, &keyward.warm, 99, "", |_, _| true);
+    table.pair(
+        "warm invoke with one HTTPS request (pooled), median",
+        &native_fetch.warm,
+        &keyward_fetch.warm,
+        50,
+        "≤ 1.15×",
+        |n, k| k <= 1.15 * n,
+    );
+    table.pair(
+        "warm invoke with one HTTPS request (pooled), p99",
+        &native_fetch.warm,
+        &keyward_fetch.warm,
+        99,
+        "",
+        |_, _| true,
+    );
+    let (without, with) = (percentile(&keyward_cold, 50), percentile(&egress_cold, 50));
+    table.row(
+        "keyward cold start, less KMS, median: without egress (left), with an origin and an injection (right)",
+        fmt(without),
+        fmt(with),
+        "≤ +1.5 ms",
+        ms(with) <= ms(without) + 1.5,
+    );
+    if let Some(baseline) = &baseline {
+        let (cold, warm) = (less_kms(&baseline.cold), &baseline.warm);
+        table.pair(
+            "KEYWARD_BENCH_BASELINE (left) vs this bootstrap: cold start, less KMS, median",
+            &cold,
+            &keyward_cold,
+            50,
+            "±5%",
+            |b, k| (k - b).abs() <= 0.05 * b,
+        );
+        table.pair(
+            "KEYWARD_BENCH_BASELINE (left) vs this bootstrap: warm invoke, median",
+            warm,
+            &keyward.warm,
+            50,
+            "",
+            |_, _| true,
+        );
+        table.row(
+            "KEYWARD_BENCH_BASELINE (left) vs this bootstrap: size",
+            mib(baseline.size),
+            mib(keyward.size),
+            "",
+            true,
+        );
+    }
+    let (before, peak) = streamed_memory(&runtime, &probe);
+    table.row(
+        "host RSS while a guest streams a 200 MiB body (64 MiB guest): before (left), peak (right)",
+        mib(before),
+        mib(peak),
+        "≤ +80 MiB",
+        peak <= before + (80 << 20),
+    );
     table.row("RSS after 10,000 invocations", mib(native.rss_kib << 10), mib(keyward.rss_kib << 10), "≤ 16 MB", {
         keyward.rss_kib << 10 <= 16_000_000
     });
@@ -194,15 +302,15 @@ async fn kms_call(moto: &Server, ciphertext: &[u8]) -> Duration {
 /// Cold starts, then warm invocations of one process of each function, and its resident set after them, and the
 /// binary's size. The functions take turns, run by run and invocation by invocation, so that whatever else the
 /// machine does weighs on each alike.
-fn measure<const N: usize>(emulator: &Server, functions: &[Function; N], kms_call: &mut dyn FnMut()) -> [Measured; N] {
-    let mut cold: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+fn measure(emulator: &Server, functions: &[Function], kms_call: &mut dyn FnMut()) -> Vec<Measured> {
+    let mut cold: Vec<Vec<Duration>> = functions.iter().map(|_| Vec::new()).collect();
     for i in 0..COLD_RUNS {
         kms_call();
         for (function, times) in functions.iter().zip(&mut cold) {
             let name = format!("{}-cold-{i}", function.name);
             let started = Instant::now();
             let mut process = spawn(emulator, &name, function);
-            invoke(emulator, &name);
+            invoke(emulator, &name, function);
             times.push(started.elapsed());
             let _ = process.kill();
             let _ = process.wait();
@@ -213,32 +321,29 @@ fn measure<const N: usize>(emulator: &Server, functions: &[Function; N], kms_cal
         .map(|function| {
             let name = format!("{}-warm", function.name);
             let process = spawn(emulator, &name, function);
-            invoke(emulator, &name);
+            invoke(emulator, &name, function);
             (name, process)
         })
         .collect();
-    let mut warm: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
+    let mut warm: Vec<Vec<Duration>> = functions.iter().map(|_| Vec::new()).collect();
     for _ in 0..WARM_RUNS {
-        for ((name, _), times) in processes.iter().zip(&mut warm) {
+        for (((name, _), times), function) in processes.iter().zip(&mut warm).zip(functions) {
             let started = Instant::now();
-            invoke(emulator, name);
+            invoke(emulator, name, function);
             times.push(started.elapsed());
         }
     }
-    let mut cold = cold.into_iter();
-    let mut warm = warm.into_iter();
-    std::array::from_fn(|i| {
-        let (_, process) = &mut processes[i];
-        let rss_kib = rss_kib(process.id());
-        let _ = process.kill();
-        let _ = process.wait();
-        Measured {
-            cold: cold.next().unwrap_or_default(),
-            warm: warm.next().unwrap_or_default(),
-            rss_kib,
-            size: std::fs::metadata(&functions[i].program).unwrap().len(),
-        }
-    })
+    processes
+        .iter_mut()
+        .zip(cold.into_iter().zip(warm))
+        .zip(functions)
+        .map(|(((_, process), (cold, warm)), function)| {
+            let rss_kib = rss_kib(process.id());
+            let _ = process.kill();
+            let _ = process.wait();
+            Measured { cold, warm, rss_kib, size: std::fs::metadata(&function.program).unwrap().len() }
+        })
+        .collect()
 }
 
 fn spawn(emulator: &Server, name: &str, function: &Function) -> std::process::Child {
@@ -250,11 +355,45 @@ fn spawn(emulator: &Server, name: &str, function: &Function) -> std::process::Ch
         .unwrap()
 }
 
-fn invoke(emulator: &Server, name: &str) {
+fn invoke(emulator: &Server, name: &str, function: &Function) {
     let path = format!("/2015-03-31/functions/{name}/invocations");
-    let (status, _, body) = http(emulator.port, "POST", &path, &[], b"{}", Duration::from_secs(30)).unwrap();
+    let event = function.event.as_bytes();
+    let (status, _, body) = http(emulator.port, "POST", &path, &[], event, Duration::from_secs(30)).unwrap();
     let body = String::from_utf8_lossy(&body);
-    assert!(status == 200 && body.contains("secret_sha256_prefix"), "{name}: {status} {body}");
+    assert!(status == 200 && body.contains(function.answer), "{name}: {status} {body}");
+}
+
+/// The bench process's resident set before a guest streams a 200 MiB body through the host (reading and dropping
+/// it), and its peak meanwhile: the host holds a frame at a time, the guest its 64 MiB at most.
+fn streamed_memory(runtime: &tokio::runtime::Runtime, probe: &Path) -> (u64, u64) {
+    let server = origin::Origin::http();
+    let http = keyward::capability::http::HttpSettings {
+        allow: vec![server.origin().parse().unwrap()],
+        max_response_bytes: 256 << 20,
+        ..Default::default()
+    };
+    let limits = keyward::Limits { timeout: Duration::from_secs(60), ..keyward::Limits::default() };
+    let host = Host::from_file(
+        probe,
+        Arc::new(LocalKey::generate().unwrap()),
+        HostSettings { http, limits, ..HostSettings::default() },
+    )
+    .unwrap();
+    let event = json!({ "action": "fetch", "requests": [{ "url": server.url("/huge?mb=200"), "discard": true }] });
+    let warm = json!({ "action": "fetch", "requests": [{ "url": server.url("/huge?mb=1"), "discard": true }] });
+    runtime.block_on(host.invoke(warm.to_string(), InvocationContext::local("arn:bench"))).result.unwrap();
+    let before = status_kib("VmRSS") << 10;
+    // Linux: 5 resets the peak resident set to the current one.
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let invocation = runtime.block_on(host.invoke(event.to_string(), InvocationContext::local("arn:bench")));
+    assert!(invocation.result.unwrap().contains(&(200u64 << 20).to_string()), "the whole body streamed");
+    (before, status_kib("VmHWM") << 10)
+}
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {

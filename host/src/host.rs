@@ -106,6 +106,7 @@ impl Host {
     }
 
     /// [`Host::new`], with outgoing requests going to `router` instead of the network: the stub host's.
+    #[cfg(feature = "compiler")]
     pub(crate) fn routed(
         component: &[u8],
         backend: Arc<dyn KmsBackend>,
