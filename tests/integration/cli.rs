@@ -31,9 +31,9 @@ fn bad_component_files_get_one_clear_line_and_exit_code_2() {
             "imports `wasi:sockets/tcp@0.2.0`, which keyward does not grant",
         ),
         (
-            "a component importing http",
-            wat(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#),
-            "imports `wasi:http/outgoing-handler@0.2.0`",
+            "a component importing an HTTP server's interface",
+            wat(r#"(component (import "wasi:http/incoming-handler@0.2.0" (instance)))"#),
+            "imports `wasi:http/incoming-handler@0.2.0`, which keyward does not grant",
         ),
         (
             "a handler of the wrong shape",

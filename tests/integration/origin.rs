@@ -6,7 +6,7 @@
 //! frame (a secret split across frames); `/gzip` answers compressed, whatever was asked; `/name-echo` echoes the
 //! request's header values as response header names; `/redirect?to=URL` answers 302; `/slow?ms=N` answers after N ms;
 //! `/drip?ms=N` sends its body a byte every N ms; `/huge?mb=N` streams N MiB; anything else answers `hello`.
-//! [`reset_server`] accepts connections and resets them.
+//! [`reset_server`] accepts connections and resets them; [`raw_server`] answers with bytes of the test's.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -275,6 +275,21 @@ pub fn reset_server() -> u16 {
             let socket = socket2::SockRef::from(&stream);
             // Linger zero: closing sends a reset, not a clean end.
             let _ = socket.set_linger(Some(Duration::ZERO));
+        }
+    });
+    port
+}
+
+/// A server that answers every connection with `response`, as bytes (headers no well-behaved server sends);
+/// returns its port. It runs until the test process ends.
+pub fn raw_server(response: &'static [u8]) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let _ = std::io::Write::write_all(&mut stream, response);
         }
     });
     port

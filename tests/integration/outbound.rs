@@ -6,7 +6,7 @@ use keyward::capability::http::{HttpSettings, OutboundRecord};
 use keyward::{EncryptionContext, HostSettings, Invocation};
 use serde_json::{Value, json};
 
-use crate::origin::{Origin, reset_server, test_ca};
+use crate::origin::{Origin, raw_server, reset_server, test_ca};
 use crate::support::*;
 
 const SECRET: &[u8] = b"sk_live_51Hx9Fq2eZvKYlo2C";
@@ -205,6 +205,41 @@ async fn what_the_masker_cannot_see_does_not_reach_the_guest() {
     let names: Vec<&str> = answers[1]["headers"].as_array().unwrap().iter().map(|h| h[0].as_str().unwrap()).collect();
     assert!(!names.iter().any(|n| n.contains("sk_live")), "{names:?}");
     assert!(origin.seen()[1].values("x-api-key")[0].starts_with("sk_live"), "the origin did get it");
+}
+
+/// Encodings hidden in a second header line, or in the transfer coding, fail as plainly stated ones do.
+#[tokio::test]
+async fn every_coding_of_a_response_to_a_secret_is_checked() {
+    let twice = raw_server(
+        b"HTTP/1.1 200 OK\r\ncontent-encoding: identity\r\ncontent-encoding: gzip\r\ncontent-length: 2\r\n\r\nhi",
+    );
+    let transfer = raw_server(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n");
+    let origins = [format!("http://127.0.0.1:{twice}"), format!("http://127.0.0.1:{transfer}")];
+    let key = new_key();
+    let mut http = allowing(&origins.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut guest_env = Vec::new();
+    for (i, origin) in origins.iter().enumerate() {
+        let name = format!("TOKEN{i}");
+        guest_env.push((name.clone(), b64(&key.encrypt(SECRET, &EncryptionContext::new()).unwrap())));
+        http.inject.push((name, format!("{origin} X-Key: {{secret}}").parse().unwrap()));
+    }
+    let host = host_with("probe", &key, HostSettings { guest_env, http, ..HostSettings::default() });
+    let (answers, _) = fetch(&host, vec![json!(format!("{}/", origins[0])), json!(format!("{}/", origins[1]))]).await;
+    assert_eq!(error(&answers[0]), "HttpResponseContentCoding(Some(\"gzip\"))");
+    assert_eq!(error(&answers[1]), "HttpResponseTransferCoding(Some(\"gzip\"))");
+}
+
+/// A refused request with a body reads as refused (the client's write fails first), and a scheme other than http
+/// and https is refused with an audit line too.
+#[tokio::test]
+async fn refusals_read_as_refusals_whatever_the_request() {
+    let host = host_for(HttpSettings::default());
+    let post = json!({ "method": "POST", "url": "https://api.example.com/v1", "body": "amount=100" });
+    let (answers, invocation) = fetch(&host, vec![post, json!("ftp://files.example.com/x")]).await;
+    assert_eq!(error(&answers[0]), "HttpRequestDenied");
+    assert_eq!(error(&answers[1]), "HttpRequestUriInvalid");
+    assert_eq!(invocation.outbound[1].origin, "ftp://files.example.com");
+    assert_eq!(invocation.outbound[1].refused_by.as_deref(), Some("the scheme is neither http nor https"));
 }
 
 /// The audit never names an authority's user part, and refused requests count against the quota, each past it

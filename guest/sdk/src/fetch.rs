@@ -161,7 +161,14 @@ impl Request {
         request.set_path_with_query(Some(&path)).map_err(|()| invalid("the path"))?;
         let body = request.body().map_err(|()| invalid("the body"))?;
         let pending = outgoing_handler::handle(request, None)?;
-        write_body(body, &self.body)?;
+        if let Err(write) = write_body(body, &self.body) {
+            // A refused request closes its body's stream: its response says why.
+            pending.subscribe().block();
+            return Err(match pending.get() {
+                Some(Ok(Err(code))) => code.into(),
+                _ => write,
+            });
+        }
         pending.subscribe().block();
         let response = match pending.get() {
             Some(Ok(Ok(response))) => response,

@@ -266,6 +266,12 @@ impl Hooks {
 }
 
 impl WasiHttpHooks for Hooks {
+    /// Every scheme reaches [`Policy::check`], which refuses all but http and https with an audit line
+    /// (wasmtime-wasi-http would refuse the others before keyward sees them, unaudited).
+    fn is_supported_scheme(&mut self, _: &http::uri::Scheme) -> bool {
+        true
+    }
+
     fn send_request(
         &mut self,
         mut request: Request<WasiBody>,
@@ -331,6 +337,7 @@ impl WasiHttpHooks for Hooks {
             // gzipped echo would hide the secret from the masker), no ranges (a slice of it).
             request.headers_mut().insert(http::header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
             request.headers_mut().remove(http::header::RANGE);
+            request.headers_mut().remove(http::header::TE);
         }
         let record = self.record(record);
         let (shared, session, injected) = (self.shared.clone(), self.session.clone(), self.injected.clone());
@@ -495,14 +502,28 @@ async fn injection(
 }
 
 /// What a request that did not finish is recorded as (and the guest told, when its invocation ends first).
-const UNFINISHED: &str = "keyward: the request did not finish before its invocation ended";
+const UNFINISHED: &str =
+    "keyward: the request did not finish (the guest dropped it, its body failed, or its invocation ended first)";
 
 /// Whether a response to a request carrying an injected secret can be masked as it streams: its bytes are the
 /// bytes the origin sent (not compressed, whatever it was asked), and whole (not a range).
 fn maskable(response: &http::response::Parts) -> Result<(), Error> {
-    let encoding = response.headers.get(http::header::CONTENT_ENCODING).map(|v| v.as_bytes());
-    if let Some(coding) = encoding.filter(|c| !c.eq_ignore_ascii_case(b"identity")) {
-        return Err(Error::HttpResponseContentCoding(Some(String::from_utf8_lossy(coding).into_owned())));
+    // Every value of each header, every coding in a value: a second header line must not slip a gzip past.
+    let codings = |name| {
+        response
+            .headers
+            .get_all(name)
+            .into_iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+    };
+    let named = |coding: &[u8]| Some(String::from_utf8_lossy(coding).into_owned());
+    if let Some(coding) = codings(http::header::CONTENT_ENCODING).find(|c| !c.eq_ignore_ascii_case(b"identity")) {
+        return Err(Error::HttpResponseContentCoding(named(coding)));
+    }
+    // hyper undoes `chunked` only: any other transfer coding would reach the guest as the server encoded it.
+    if let Some(coding) = codings(http::header::TRANSFER_ENCODING).find(|c| !c.eq_ignore_ascii_case(b"chunked")) {
+        return Err(Error::HttpResponseTransferCoding(named(coding)));
     }
     if response.status == http::StatusCode::PARTIAL_CONTENT {
         return Err(Error::HttpResponseIncomplete);

@@ -129,6 +129,9 @@ impl FromStr for Origin {
             Some((other, _)) => return Err(format!("{entry:?}: the scheme {other:?} is neither http nor https")),
             None => (Scheme::Https, entry),
         };
+        if entry.contains(',') {
+            return Err(format!("{entry:?} is a list: give one origin per entry (repeat --allow-outbound)"));
+        }
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
             return Err(format!("{entry:?} is not an origin: give the scheme, host and port only (no path or user)"));
@@ -137,6 +140,9 @@ impl FromStr for Origin {
         let port = port.unwrap_or(scheme.default_port());
         let host = match host.strip_prefix("*.") {
             Some(parent) => match Host::parse(parent) {
+                Ok(Host::Name(name)) if !name.contains('.') => {
+                    return Err(format!("{entry:?}: *.{name} is every name under a top-level domain; name the domain"));
+                }
                 Ok(Host::Name(name)) => HostPattern::Subdomains(name),
                 Ok(Host::Ip(_)) => return Err(format!("{entry:?}: an IP address has no subdomains")),
                 Err(why) => return Err(format!("{entry:?}: {why}")),
@@ -387,6 +393,10 @@ impl HttpSettings {
                 let reason = format!("injects into requests to {origin}, which {ALLOW} does not allow: add it there");
                 return Err(SettingError::new(variable, reason));
             }
+            if self.inject[..i].iter().any(|(seen, _)| seen == name) {
+                let reason = format!("{name} is injected already: a secret goes into one header of one origin");
+                return Err(SettingError::new(variable, reason));
+            }
             if let Some((other, _)) =
                 self.inject[..i].iter().find(|(_, o)| o.origin == injection.origin && o.header == injection.header)
             {
@@ -413,9 +423,9 @@ pub struct HttpFlags {
     /// `--inject 'API_KEY=https://api.example.com Authorization: Bearer {secret}'`.
     #[arg(long, value_name = "NAME=ORIGIN HEADER: TEMPLATE", value_parser = parse_inject_flag)]
     inject: Vec<(String, Injection)>,
-    /// Requests one invocation may send.
-    #[arg(long, value_name = "N")]
-    max_outbound_requests: Option<u32>,
+    /// Requests one invocation may send (refused ones count).
+    #[arg(long, value_name = "N", default_value_t = HttpSettings::default().max_requests)]
+    max_outbound_requests: u32,
     /// CA certificates (PEM) trusted for outgoing HTTPS besides Mozilla's roots.
     #[arg(long, value_name = "FILE")]
     outbound_ca_bundle: Option<PathBuf>,
@@ -434,7 +444,7 @@ impl From<HttpFlags> for HttpSettings {
         Self {
             allow: flags.allow_outbound,
             inject: flags.inject,
-            max_requests: flags.max_outbound_requests.unwrap_or(d.max_requests),
+            max_requests: flags.max_outbound_requests,
             ca_bundle: flags.outbound_ca_bundle,
             ..d
         }
@@ -493,6 +503,8 @@ mod tests {
             ("https://127.1", "non-standard form"),
             ("https://exa mple.com", "no path or user"),
             ("https://[::1", "not a host name"),
+            ("https://*.com", "name the domain"),
+            ("https://a.com,https://b.com", "one origin per entry"),
         ] {
             let error = entry.parse::<Origin>().unwrap_err();
             assert!(error.contains(why), "{entry}: {error}");
@@ -545,6 +557,13 @@ mod tests {
         assert!(error.reason.contains("which KEYWARD_ALLOW_OUTBOUND does not allow"), "{error}");
         settings.allow = vec!["https://*.example.com".parse().unwrap()];
         settings.check().unwrap();
+        let twice: Injection = "https://api.example.com X-Key: {secret}".parse().unwrap();
+        settings.inject.push(("KEY".into(), twice));
+        assert_eq!(
+            settings.check().unwrap_err().reason,
+            "KEY is injected already: a secret goes into one header of one origin"
+        );
+        settings.inject.pop();
         settings.inject.push(("OTHER".into(), injection));
         let error = settings.check().unwrap_err();
         assert_eq!(
