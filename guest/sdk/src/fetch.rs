@@ -16,7 +16,9 @@
 //! Any other `wasi:http` client works the same way (`wstd`, `waki`, the `wasip2` bindings this wraps).
 
 use wasip2::http::outgoing_handler;
-use wasip2::http::types::{ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme};
+use wasip2::http::types::{
+    ErrorCode, Fields, HeaderError, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
+};
 use wasip2::io::streams::StreamError;
 
 /// Bytes written or read per stream call.
@@ -42,41 +44,70 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Why a request got no response: the `wasi:http` error code the host gave (`HttpRequestDenied` when the egress
-/// policy refused it: the host's log says which rule), or a URL or header this client could not send.
+/// Why a request got no response: [`code`](FetchError::code) names the kind, for a program to match on (the
+/// `wasi:http` error code the host gave, `HttpRequestDenied` when the egress policy refused it, its rule in the
+/// host's log; or one of this client's: `InvalidUrl`, `HeaderRefused`, `BodyFailed`, `Misused`), and the
+/// [message](FetchError::message) says it in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchError(String);
+pub struct FetchError {
+    code: String,
+    message: String,
+}
 
 impl FetchError {
-    /// The error in words: `HttpRequestDenied`, `DestinationIpProhibited`, `InternalError(Some("..."))`, ...
+    fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into() }
+    }
+
+    /// The kind: `HttpRequestDenied`, `DestinationIpProhibited`, `ConnectionRefused`, `HttpResponseTimeout`,
+    /// `InternalError` (a limit of the host's: the message names its setting), `InvalidUrl`, ...
     pub fn code(&self) -> &str {
-        &self.0
+        &self.code
     }
-}
 
-impl std::fmt::Display for FetchError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the request failed: {}", self.0)
+    /// What happened, in words.
+    pub fn message(&self) -> &str {
+        &self.message
     }
-}
 
-impl std::error::Error for FetchError {}
-
-impl FetchError {
     /// The error a [`BodyReader`]'s read returned.
     fn from_io(error: std::io::Error) -> Self {
         let text = error.to_string();
         match error.into_inner().map(|inner| inner.downcast::<Self>()) {
             Some(Ok(fetch)) => *fetch,
-            _ => Self(text),
+            _ => Self::new("BodyFailed", text),
         }
     }
 }
 
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request failed: {}", self.message)
+    }
+}
+
+impl std::error::Error for FetchError {}
+
 impl From<ErrorCode> for FetchError {
     fn from(code: ErrorCode) -> Self {
-        let code = format!("{code:?}");
-        Self(code.strip_prefix("ErrorCode::").map(str::to_string).unwrap_or(code))
+        let debug = format!("{code:?}");
+        let debug = debug.strip_prefix("ErrorCode::").unwrap_or(&debug);
+        let name = debug.split('(').next().unwrap_or(debug).to_string();
+        let message = match code {
+            ErrorCode::DnsError(payload) => format!("DNS error: {}", payload.rcode.as_deref().unwrap_or("no answer")),
+            ErrorCode::TlsAlertReceived(payload) => {
+                format!("TLS alert received: {}", payload.alert_message.as_deref().unwrap_or("no message"))
+            }
+            ErrorCode::HttpRequestBodySize(Some(n)) | ErrorCode::HttpResponseBodySize(Some(n)) => {
+                format!("{name}: {n} bytes")
+            }
+            ErrorCode::HttpResponseContentCoding(Some(coding)) | ErrorCode::HttpResponseTransferCoding(Some(coding)) => {
+                format!("{name}: {coding}")
+            }
+            ErrorCode::InternalError(Some(message)) => message,
+            _ => name.clone(),
+        };
+        Self { code: name, message }
     }
 }
 
@@ -142,7 +173,7 @@ impl Request {
             Some(("https", rest)) => (Scheme::Https, rest),
             Some(("http", rest)) => (Scheme::Http, rest),
             Some((other, rest)) => (Scheme::Other(other.to_string()), rest),
-            None => return Err(FetchError(format!("{:?} is not an http(s) URL", self.url))),
+            None => return Err(FetchError::new("InvalidUrl", format!("{:?} is not an http(s) URL", self.url))),
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
@@ -151,10 +182,17 @@ impl Request {
         };
         let fields = Fields::new();
         for (name, value) in &self.headers {
-            fields.append(name, value).map_err(|e| FetchError(format!("header {name:?} refused: {e:?}")))?;
+            fields.append(name, value).map_err(|e| {
+                let why = match e {
+                    HeaderError::Forbidden => "a guest may not set it (the host does)",
+                    HeaderError::Immutable => "the headers can no longer change",
+                    HeaderError::InvalidSyntax => "it is not a valid header name and value (no line breaks)",
+                };
+                FetchError::new("HeaderRefused", format!("header {name:?} refused: {why}"))
+            })?;
         }
         let request = OutgoingRequest::new(fields);
-        let invalid = |what: &str| FetchError(format!("{what} of {:?} refused", self.url));
+        let invalid = |what: &str| FetchError::new("InvalidUrl", format!("{what} of {:?} refused", self.url));
         request.set_method(&self.method).map_err(|()| invalid("the method"))?;
         request.set_scheme(Some(&scheme)).map_err(|()| invalid("the scheme"))?;
         request.set_authority(Some(authority)).map_err(|()| invalid("the authority"))?;
@@ -173,12 +211,12 @@ impl Request {
         let response = match pending.get() {
             Some(Ok(Ok(response))) => response,
             Some(Ok(Err(code))) => return Err(code.into()),
-            Some(Err(())) | None => return Err(FetchError("the response was already taken".into())),
+            Some(Err(())) | None => return Err(FetchError::new("Misused", "the response was already taken")),
         };
         let status = response.status();
         let headers = response.headers().entries();
-        let incoming = response.consume().map_err(|()| FetchError("the body was already taken".into()))?;
-        let stream = incoming.stream().map_err(|()| FetchError("the response body was already taken".into()))?;
+        let incoming = response.consume().map_err(|()| FetchError::new("Misused", "the body was already taken"))?;
+        let stream = incoming.stream().map_err(|()| FetchError::new("Misused", "the response body was already taken"))?;
         let body = BodyReader { stream: Some(stream), body: Some(incoming), _response: response };
         Ok(StreamingResponse { status, headers, body })
     }
@@ -226,7 +264,7 @@ impl std::io::Read for BodyReader {
 
 fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), FetchError> {
     {
-        let stream = body.write().map_err(|()| FetchError("the request body was already taken".into()))?;
+        let stream = body.write().map_err(|()| FetchError::new("Misused", "the request body was already taken"))?;
         for chunk in bytes.chunks(CHUNK) {
             stream.blocking_write_and_flush(chunk).map_err(stream_error)?;
         }
@@ -238,10 +276,11 @@ fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), FetchError> {
 /// A stream's failure: the HTTP error behind it when there is one.
 fn stream_error(error: StreamError) -> FetchError {
     match error {
-        StreamError::Closed => FetchError("the stream closed early".into()),
+        StreamError::Closed => FetchError::new("BodyFailed", "the stream closed early"),
         StreamError::LastOperationFailed(e) => match wasip2::http::types::http_error_code(&e) {
             Some(code) => code.into(),
-            None => FetchError(e.to_debug_string()),
+            // wasmtime-wasi-http 48 hands a failed body's error over as text only.
+            None => FetchError::new("BodyFailed", e.to_debug_string()),
         },
     }
 }

@@ -2,14 +2,22 @@
 //!
 //! The function is configured with the key's KMS ciphertext in `API_KEY` and
 //! `KEYWARD_INJECT_API_KEY=https://api.example.com Authorization: Bearer {secret}`: the host adds the header to
-//! requests to that origin only. The guest asks for no secret; `kms.decrypt` on `API_KEY` would be denied.
+//! requests to that origin only. The guest asks for no secret; `kms.decrypt` on `API_KEY` would be denied. To try it
+//! against a local server:
+//!
+//! ```sh
+//! keyward invoke target/wasm32-wasip2/release/api_client.wasm --key k.key --event charge.json \
+//!     --env API_URL=http://127.0.0.1:8080 --env API_KEY=$(keyward encrypt --key k.key --plaintext sk_test_123) \
+//!     --allow-outbound http://127.0.0.1:8080 --inject 'API_KEY=http://127.0.0.1:8080 Authorization: Bearer {secret}'
+//! ```
 
 use keyward_guest::fetch::Request;
 use keyward_guest::{Context, Error, Handler};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// Where the API lives (the function's `KEYWARD_ALLOW_OUTBOUND` must allow it).
+/// Where the API lives unless the guest env var `API_URL` says (the function's `KEYWARD_ALLOW_OUTBOUND` must allow
+/// it, and its `KEYWARD_INJECT_API_KEY` name it).
 const API: &str = "https://api.example.com";
 
 /// The event: what to charge.
@@ -27,7 +35,8 @@ impl Handler for ApiClient {
 
     fn handle(charge: Charge, ctx: &Context) -> Result<Value, Error> {
         let body = json!({ "amount": charge.amount, "currency": charge.currency }).to_string();
-        let response = Request::post(&format!("{API}/v1/charges"))
+        let api = std::env::var("API_URL").unwrap_or_else(|_| API.to_string());
+        let response = Request::post(&format!("{api}/v1/charges"))
             .header("content-type", "application/json")
             // Retried charges are charged once: the API keys them by the invocation.
             .header("idempotency-key", &ctx.request_id)

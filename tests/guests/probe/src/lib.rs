@@ -43,9 +43,9 @@ fn fetch(request: &Value) -> Value {
         return match outgoing.body(text("body")).send_streaming() {
             Ok(mut response) => match std::io::copy(&mut response.body, &mut std::io::sink()) {
                 Ok(bytes) => json!({ "status": response.status, "bytes": bytes }),
-                Err(e) => json!({ "error": e.to_string() }),
+                Err(e) => json!({ "error": "BodyFailed", "message": e.to_string() }),
             },
-            Err(e) => json!({ "error": e.code() }),
+            Err(e) => json!({ "error": e.code(), "message": e.message() }),
         };
     }
     match outgoing.body(text("body")).send() {
@@ -54,7 +54,7 @@ fn fetch(request: &Value) -> Value {
                 response.headers.iter().map(|(name, value)| json!([name, String::from_utf8_lossy(value)])).collect();
             json!({ "status": response.status, "headers": headers, "body": response.text() })
         }
-        Err(e) => json!({ "error": e.code() }),
+        Err(e) => json!({ "error": e.code(), "message": e.message() }),
     }
 }
 
