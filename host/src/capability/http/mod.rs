@@ -653,3 +653,76 @@ pub(crate) fn add_types<T: Send + 'static>(
     let options = wasmtime_wasi_http::p2::bindings::LinkOptions::default();
     types::add_to_linker::<T, WasiHttp>(linker, &options.into(), get)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use super::*;
+    use crate::secrets::{LocalKey, SecretGate, SecretsSettings};
+
+    /// The hooks on their own, as wasi:http's `handle` calls them (no component, no store).
+    fn hooks(allow: &str, max_concurrent: u32) -> (Instance, Session) {
+        let settings =
+            HttpSettings { allow: vec![allow.parse().unwrap()], max_concurrent, ..HttpSettings::default() };
+        let checked = CheckedHttp { settings, bound: Vec::new(), extra_roots: Vec::new(), router: None };
+        let secrets = SecretsSettings::default().check(&Vec::new().into()).unwrap();
+        let gate = Arc::new(SecretGate::new(Arc::new(LocalKey::generate().unwrap()), secrets));
+        let session = gate.session();
+        (Arc::new(Outbound::new(checked)).instance(session.clone()), session)
+    }
+
+    fn get(url: &str) -> Request<WasiBody> {
+        let body = http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
+        let uri: http::Uri = url.parse().unwrap();
+        let host = uri.authority().unwrap().to_string();
+        Request::get(uri).header(http::header::HOST, host).body(body).unwrap()
+    }
+
+    async fn error_of(sent: Box<dyn Future<Output = Sent> + Send>) -> String {
+        match Pin::from(sent).await {
+            Ok(_) => "a response".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Before the invocation, nothing is sent; past the requests in flight, the next is refused at once; when the
+    /// invocation ends, a request still waiting on its server stops, and its record says it did not finish.
+    #[tokio::test]
+    async fn requests_wait_for_their_invocation_share_its_bounds_and_end_with_it() {
+        // A server that accepts and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let origin = format!("http://127.0.0.1:{port}");
+        let url = format!("{origin}/wait");
+        let (mut instance, session) = hooks(&origin, 1);
+
+        let early = error_of(instance.hooks.send_request(get(&url), None, Box::new(async { Ok(()) }))).await;
+        assert!(early.contains("before the invocation started"), "{early}");
+
+        session.start(Instant::now() + Duration::from_secs(30));
+        let waiting = Pin::from(instance.hooks.send_request(get(&url), None, Box::new(async { Ok(()) })));
+        let waiting = tokio::spawn(waiting);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = error_of(instance.hooks.send_request(get(&url), None, Box::new(async { Ok(()) }))).await;
+        assert_eq!(second, Error::ConnectionLimitReached.to_string());
+
+        let records = instance.finish();
+        let ended = match waiting.await.unwrap() {
+            Ok(_) => "a response".to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(ended.contains("did not finish"), "{ended}");
+        let outcomes: Vec<_> = records.iter().map(|r| (r.outcome.clone(), r.refused_by.is_some())).collect();
+        assert_eq!(outcomes.len(), 3);
+        assert!(outcomes[0].1 && outcomes[2].1, "the early and the concurrent one were refused: {outcomes:?}");
+        assert_eq!(outcomes[1], (Err(UNFINISHED.to_string()), false), "the waiting one did not finish");
+        silent.abort();
+    }
+}
