@@ -101,7 +101,8 @@ impl From<ErrorCode> for FetchError {
             ErrorCode::HttpRequestBodySize(Some(n)) | ErrorCode::HttpResponseBodySize(Some(n)) => {
                 format!("{name}: {n} bytes")
             }
-            ErrorCode::HttpResponseContentCoding(Some(coding)) | ErrorCode::HttpResponseTransferCoding(Some(coding)) => {
+            ErrorCode::HttpResponseContentCoding(Some(coding))
+            | ErrorCode::HttpResponseTransferCoding(Some(coding)) => {
                 format!("{name}: {coding}")
             }
             ErrorCode::InternalError(Some(message)) => message,
@@ -216,7 +217,8 @@ impl Request {
         let status = response.status();
         let headers = response.headers().entries();
         let incoming = response.consume().map_err(|()| FetchError::new("Misused", "the body was already taken"))?;
-        let stream = incoming.stream().map_err(|()| FetchError::new("Misused", "the response body was already taken"))?;
+        let stream =
+            incoming.stream().map_err(|()| FetchError::new("Misused", "the response body was already taken"))?;
         let body = BodyReader { stream: Some(stream), body: Some(incoming), _response: response };
         Ok(StreamingResponse { status, headers, body })
     }

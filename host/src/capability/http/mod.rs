@@ -663,8 +663,7 @@ mod tests {
 
     /// The hooks on their own, as wasi:http's `handle` calls them (no component, no store).
     fn hooks(allow: &str, max_concurrent: u32) -> (Instance, Session) {
-        let settings =
-            HttpSettings { allow: vec![allow.parse().unwrap()], max_concurrent, ..HttpSettings::default() };
+        let settings = HttpSettings { allow: vec![allow.parse().unwrap()], max_concurrent, ..HttpSettings::default() };
         let checked = CheckedHttp { settings, bound: Vec::new(), extra_roots: Vec::new(), router: None };
         let secrets = SecretsSettings::default().check(&Vec::new().into()).unwrap();
         let gate = Arc::new(SecretGate::new(Arc::new(LocalKey::generate().unwrap()), secrets));
