@@ -23,7 +23,7 @@ impl Function {
         Self::start_program(Path::new(env!("CARGO_BIN_EXE_keyward")), runtime_api, dir, name, env)
     }
 
-    fn start_program(program: &Path, runtime_api: &str, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
+    pub fn start_program(program: &Path, runtime_api: &str, dir: &TempDir, name: &str, env: &[(&str, String)]) -> Self {
         let log = dir.0.join(format!("{name}.log"));
         let mut cmd = bootstrap_command(program, runtime_api, name);
         cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))

@@ -356,9 +356,9 @@ async fn https_needs_a_trusted_ca_and_reuses_its_connection_across_invocations()
     assert!(origin.seen().iter().all(|seen| seen.version == "HTTP/2.0"), "HTTP/2 by ALPN: {:?}", origin.seen());
 }
 
-/// The Lambda side: the function's variables configure egress and injection; a warm invocation reuses the last
-/// one's connection; the audit lines name the injected secret, never its value; a misconfigured injection fails
-/// init with one line.
+/// The Lambda side, in the runtime-only bootstrap with the probe precompiled (as `keyward package` ships them): the
+/// function's variables configure egress and injection; a warm invocation reuses the last one's connection; the
+/// audit lines name the injected secret, never its value; a misconfigured injection fails init with one line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lambda_injects_from_kms_and_keeps_its_connection_warm() {
     use crate::lambda::Function;
@@ -371,9 +371,12 @@ async fn a_lambda_injects_from_kms_and_keeps_its_connection_warm() {
     let token = b64(&encrypt(&kms, &key, SECRET, &[("function", "api")]).await);
     let echo = Origin::http();
     let emulator = start_emulator(&dir.0, &["api", "misrouted"]);
+    let cwasm = dir.path("probe.cwasm");
+    let compiled = keyward(&["compile", guest("probe").to_str().unwrap(), "-o", &cwasm]);
+    assert!(compiled.status.success(), "{}", stderr(&compiled));
     let env = |inject: String| {
         vec![
-            ("KEYWARD_COMPONENT", guest("probe").display().to_string()),
+            ("KEYWARD_COMPONENT", cwasm.clone()),
             ("KEYWARD_GUEST_ENV", "TOKEN".to_string()),
             ("TOKEN", token.clone()),
             ("KEYWARD_KMS_KEY_ID", key.clone()),
@@ -383,12 +386,9 @@ async fn a_lambda_injects_from_kms_and_keeps_its_connection_warm() {
             ("KEYWARD_INJECT_TOKEN", inject),
         ]
     };
-    let function = Function::start(
-        &emulator.runtime_api("api"),
-        &dir,
-        "api",
-        &env(format!("{} Authorization: Bearer {{secret}}", echo.origin())),
-    );
+    let inject = format!("{} Authorization: Bearer {{secret}}", echo.origin());
+    let function =
+        Function::start_program(&lambda_bootstrap(), &emulator.runtime_api("api"), &dir, "api", &env(inject));
     let event = json!({ "action": "fetch", "requests": [{ "url": echo.url("/headers") }] });
     for _ in 0..2 {
         let response = function.invoke(&emulator, &event).unwrap_or_else(|e| panic!("{e}; {}", function.log_text()));
@@ -403,11 +403,13 @@ async fn a_lambda_injects_from_kms_and_keeps_its_connection_warm() {
     assert!(!log.contains(secret), "{log}");
 
     // An injection into an origin the function may not reach does not start.
-    let mut misrouted = Function::start(
+    let misrouted_env = env("https://evil.example X-Key: {secret}".into());
+    let mut misrouted = Function::start_program(
+        &lambda_bootstrap(),
         &emulator.runtime_api("misrouted"),
         &dir,
         "misrouted",
-        &env("https://evil.example X-Key: {secret}".into()),
+        &misrouted_env,
     );
     assert!(!misrouted.child.wait().unwrap().success());
     let log = misrouted.log_text();
