@@ -199,8 +199,17 @@ impl Request {
         request.set_authority(Some(authority)).map_err(|()| invalid("the authority"))?;
         request.set_path_with_query(Some(&path)).map_err(|()| invalid("the path"))?;
         let body = request.body().map_err(|()| invalid("the body"))?;
+        // An empty body is finished before the request is sent, so that it leaves whole at once (HTTP/2 sends no
+        // separate end of stream, the server waits for nothing); a body with bytes streams as it is written.
+        let body = match self.body.is_empty() {
+            true => {
+                OutgoingBody::finish(body, None)?;
+                None
+            }
+            false => Some(body),
+        };
         let pending = outgoing_handler::handle(request, None)?;
-        if let Err(write) = write_body(body, &self.body) {
+        if let Err(write) = body.map_or(Ok(()), |body| write_body(body, &self.body)) {
             // A refused request closes its body's stream: its response says why.
             pending.subscribe().block();
             return Err(match pending.get() {
