@@ -59,3 +59,15 @@ function keyErrorMessage(e) {
   const err = e.payload ?? e;
   return `key ${err.tag}: ${err.val}`;
 }
+
+// The secret named `name`, wherever the host keeps it (the Rust SDK's `secret`, and `secret_from_env`): a guest env
+// var's ciphertext, or a secret the host fetches from Secrets Manager or SSM. `kms` is the guest's own import of
+// `keyward:lambda/kms` (these rules import nothing, so that a guest of the sealed world carries none of it). A
+// refusal is thrown as `kmsErrorMessage` words it.
+function secret(kms, name) {
+  try {
+    return kms.secret(name);
+  } catch (e) {
+    throw kmsErrorMessage(e);
+  }
+}

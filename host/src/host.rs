@@ -16,7 +16,7 @@ use crate::error::{InvokeError, check_event};
 use crate::sandbox::budget::Budget;
 use crate::sandbox::{ComponentSource, FreshInstance, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance};
 use crate::secrets::PrefetchError;
-use crate::secrets::{DecryptRecord, KmsBackend};
+use crate::secrets::{Backends, DecryptRecord};
 use crate::settings::{HostSettings, SettingError};
 
 /// Most time an instance made ahead of its invocation may take ([`Host::instance`]), or the time limit if less: a
@@ -96,24 +96,25 @@ pub struct Host {
 }
 
 impl Host {
-    /// Builds a host for a component's bytes, fetching secrets from `backend`.
+    /// Builds a host for a component's bytes, fetching secrets from `backends`: a key service (`Arc::new(key)`),
+    /// or [`Backends`] with a store for secrets kept by a service.
     ///
     /// # Errors
-    /// [`HostError::Setting`] naming a setting that cannot work, [`HostError::Load`] for a component that cannot
-    /// run here.
-    pub fn new(component: &[u8], backend: Arc<dyn KmsBackend>, settings: HostSettings) -> Result<Self, HostError> {
-        Self::build(ComponentSource::Bytes(component), backend, settings, None)
+    /// [`HostError::Setting`] naming a setting that cannot work (a stored secret without a store among them),
+    /// [`HostError::Load`] for a component that cannot run here.
+    pub fn new(component: &[u8], backends: impl Into<Backends>, settings: HostSettings) -> Result<Self, HostError> {
+        Self::build(ComponentSource::Bytes(component), backends.into(), settings, None)
     }
 
     /// [`Host::new`], with outgoing requests going to `router` instead of the network: the stub host's.
     #[cfg(feature = "compiler")]
     pub(crate) fn routed(
         component: &[u8],
-        backend: Arc<dyn KmsBackend>,
+        backends: Backends,
         settings: HostSettings,
         router: Arc<dyn crate::capability::http::Router>,
     ) -> Result<Self, HostError> {
-        Self::build(ComponentSource::Bytes(component), backend, settings, Some(router))
+        Self::build(ComponentSource::Bytes(component), backends, settings, Some(router))
     }
 
     /// Like [`Host::new`], reading the component from a file.
@@ -121,23 +122,26 @@ impl Host {
     /// # Errors
     /// As [`Host::new`], and [`LoadError::Io`] when the file cannot be read. A precompiled component is mapped
     /// into memory, not read.
-    pub fn from_file(path: &Path, backend: Arc<dyn KmsBackend>, settings: HostSettings) -> Result<Self, HostError> {
-        Self::build(ComponentSource::File(path), backend, settings, None)
+    pub fn from_file(path: &Path, backends: impl Into<Backends>, settings: HostSettings) -> Result<Self, HostError> {
+        Self::build(ComponentSource::File(path), backends.into(), settings, None)
     }
 
     /// The settings checked (once), the component loaded, each capability's shared state made. Lambda mode does
     /// the same steps, loading the component while it reaches the key service.
     fn build(
         component: ComponentSource<'_>,
-        backend: Arc<dyn KmsBackend>,
+        backends: Backends,
         settings: HostSettings,
         router: Option<Arc<dyn crate::capability::http::Router>>,
     ) -> Result<Self, HostError> {
         let mut checked = settings.checked()?;
+        if backends.store.is_none() {
+            checked.secrets.needs_no_store()?;
+        }
         checked.http.router = router;
         let (limits, plaintext) = checked.sandbox();
         let sandbox = Sandbox::new(component, limits, plaintext)?;
-        Ok(Self::assemble(sandbox, checked.capabilities(backend)))
+        Ok(Self::assemble(sandbox, checked.capabilities(backends)))
     }
 
     /// A host of its parts.

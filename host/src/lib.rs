@@ -41,7 +41,7 @@ pub use host::{Host, HostError, Invocation, InvocationContext, Phases};
 #[cfg(feature = "compiler")]
 pub use sandbox::{CompileTarget, Cpu, precompile};
 pub use sandbox::{ComponentDigest, LimitExceeded, Limits, LoadError, UsedInstance};
-pub use secrets::{KmsBackend, KmsError, LocalKey, SecretsSettings};
+pub use secrets::{Backends, KmsBackend, KmsError, LocalKey, SecretsSettings};
 pub use settings::{HostSettings, SettingError};
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::num::{IntErrorKind, ParseIntError};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capability::Capabilities;
@@ -19,7 +18,7 @@ use crate::capability::http::{Bound, CheckedHttp, HttpSettings};
 use crate::capability::keys::KeysSettings;
 use crate::capability::kms::{GuestPlaintext, KmsSettings};
 use crate::sandbox::Limits;
-use crate::secrets::{CheckedSecrets, KmsBackend, SecretsSettings};
+use crate::secrets::{Backends, CheckedSecrets, SecretsSettings};
 
 /// A setting that cannot work, naming it: `SETTING: what is wrong`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,12 +64,15 @@ impl HostSettings {
     pub(crate) fn from_env(env: &Env<'_>, component: &Path) -> Result<Self, SettingError> {
         let guest_env = env::from_env(env)?;
         let names = guest_env.iter().map(|(name, _)| name.as_str());
+        let secrets = SecretsSettings::from_env(env, names, component)?;
+        // A secret the host injects may live in a guest env var or elsewhere.
+        let secret_names = guest_env.iter().map(|(name, _)| name).chain(secrets.sources.iter().map(|(name, _)| name));
         Ok(Self {
             limits: Limits::from_env(env)?,
-            secrets: SecretsSettings::from_env(env, names, component)?,
             kms: KmsSettings::from_env(env)?,
             keys: KeysSettings::from_env(env)?,
-            http: HttpSettings::from_env(env, guest_env.iter().map(|(name, _)| name.as_str()))?,
+            http: HttpSettings::from_env(env, secret_names.map(String::as_str))?,
+            secrets,
             guest_env,
         })
     }
@@ -134,9 +136,9 @@ impl Checked {
         (self.limits.clone(), self.kms.guest_plaintext)
     }
 
-    /// Each capability's shared state, fetching secrets from `backend`.
-    pub(crate) fn capabilities(self, backend: Arc<dyn KmsBackend>) -> Capabilities {
-        Capabilities::new(self.env, self.secrets, self.keys, self.http, backend)
+    /// Each capability's shared state, fetching secrets from `backends`.
+    pub(crate) fn capabilities(self, backends: Backends) -> Capabilities {
+        Capabilities::new(self.env, self.secrets, self.keys, self.http, backends)
     }
 }
 
@@ -188,6 +190,21 @@ impl<'a> Env<'a> {
             None => Ok(default),
             Some(v) => v.trim().parse().map_err(|e| SettingError::new(name, e)),
         }
+    }
+
+    /// Every variable whose name is `prefix` and more, as (the rest of the name, the value), in order of name;
+    /// each counts as read.
+    pub(crate) fn prefixed(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = self
+            .all
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
+            .filter(|(rest, _)| !rest.is_empty())
+            .collect();
+        found.sort();
+        let mut read = self.read.borrow_mut();
+        read.extend(found.iter().map(|(rest, _)| format!("{prefix}{rest}")));
+        found
     }
 
     /// Every variable asked for so far, set or not.

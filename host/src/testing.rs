@@ -45,7 +45,9 @@ use crate::capability::http::{HttpSettings, Routed, Router};
 pub use crate::capability::http::{RoutedFault as OutboundFault, SentRequest};
 use crate::capability::keys::KeyOperationRecord;
 use crate::capability::kms::{GuestPlaintext, KmsSettings};
-use crate::secrets::{DecryptRecord, DecryptRequest, Decrypted, KmsBackend, KmsError, LocalKey, SecretsSettings};
+use crate::secrets::{
+    Backends, DecryptRecord, DecryptRequest, Decrypted, KmsBackend, KmsError, LocalKey, SecretsSettings,
+};
 use crate::{EncryptionContext, Host, HostError, HostSettings, Invocation, InvocationContext, InvokeError, Limits};
 
 /// Why a stub-host call failed.
@@ -388,7 +390,7 @@ impl StubHost {
             http: self.http_settings()?,
             ..HostSettings::default()
         };
-        Ok(Host::routed(&self.compiled, self.kms.clone(), settings, self.routes.clone())?)
+        Ok(Host::routed(&self.compiled, Backends::from(self.kms.clone()), settings, self.routes.clone())?)
     }
 
     fn http_settings(&self) -> Result<HttpSettings, StubError> {

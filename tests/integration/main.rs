@@ -18,4 +18,5 @@ mod runtime_api_server;
 mod sandbox;
 mod scaffold;
 mod servers;
+mod stored;
 mod support;

@@ -263,6 +263,16 @@ pub fn recorder_decrypts(moto: &Server) -> usize {
 
 /// Stops recording and returns the body of every Decrypt call recorded (KMS's JSON request).
 pub fn recorder_decrypt_bodies(moto: &Server) -> Vec<serde_json::Value> {
+    recorder_bodies(moto, "TrentService.Decrypt")
+}
+
+/// Stops recording and counts the calls of `target` (an `X-Amz-Target`: `AmazonSSM.GetParameters`) recorded.
+pub fn recorder_calls(moto: &Server, target: &str) -> usize {
+    recorder_bodies(moto, target).len()
+}
+
+/// Stops recording and returns the body of every call of `target` recorded (the service's JSON request).
+pub fn recorder_bodies(moto: &Server, target: &str) -> Vec<serde_json::Value> {
     let (status, _, _) =
         http(moto.port, "POST", "/moto-api/recorder/stop-recording", &[], b"", Duration::from_secs(10)).unwrap();
     assert_eq!(status, 200);
@@ -274,9 +284,9 @@ pub fn recorder_decrypt_bodies(moto: &Server) -> Vec<serde_json::Value> {
         .filter(|line| !line.trim().is_empty())
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|entry| {
-            entry["headers"].as_object().is_some_and(|h| {
-                h.iter().any(|(k, v)| k.eq_ignore_ascii_case("x-amz-target") && v == "TrentService.Decrypt")
-            })
+            entry["headers"]
+                .as_object()
+                .is_some_and(|h| h.iter().any(|(k, v)| k.eq_ignore_ascii_case("x-amz-target") && v == target))
         })
         .map(|entry| {
             let body = entry["body"].as_str().unwrap_or("{}");

@@ -1,7 +1,6 @@
 // The hello guest in JavaScript: same WIT, same behaviour as guest/examples/hello. build.mjs puts keyward's guest
-// rules (guest/js/keyward.js: `decodeBase64`, `kmsErrorMessage`) in front of this file.
-import { decrypt } from 'keyward:lambda/kms@0.1.0';
-import { getEnvironment } from 'wasi:cli/environment@0.2.3';
+// rules (guest/js/keyward.js: `secret`) in front of this file.
+import * as kms from 'keyward:lambda/kms@0.1.0';
 
 
 function sha256(bytes) {
@@ -41,20 +40,7 @@ function sha256(bytes) {
 
 export const handler = {
   handle(_event, _ctx) {
-    const encoded = new Map(getEnvironment()).get('PASSWORD');
-    if (encoded === undefined) throw 'env var PASSWORD is not set';
-    let ciphertext;
-    try {
-      ciphertext = decodeBase64(encoded);
-    } catch (e) {
-      throw `env var PASSWORD is not base64: ${e}`;
-    }
-    let plaintext;
-    try {
-      plaintext = decrypt(ciphertext, []);
-    } catch (e) {
-      throw kmsErrorMessage(e);
-    }
+    const plaintext = secret(kms, 'PASSWORD');
     const prefix = sha256(plaintext)[0].toString(16).padStart(8, '0');
     plaintext.fill(0);
     const body = JSON.stringify({ message: 'hello', secret_sha256_prefix: prefix });

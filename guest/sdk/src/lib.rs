@@ -1,10 +1,10 @@
 //! Write keyward guests in plain Rust.
 //!
 //! A guest is a Lambda handler compiled to a WebAssembly component (`wasm32-wasip2`). It has no network, no files
-//! and no credentials; its one way to a secret is the host's `kms.decrypt`, which this crate wraps:
+//! and no credentials; its one way to a secret is the host's `kms` import, which this crate wraps:
 //!
 //! ```ignore
-//! use keyward_guest::{Context, Error, Handler, secret_from_env};
+//! use keyward_guest::{Context, Error, Handler, secret};
 //! use keyward_guest::http::{FunctionUrlRequest, FunctionUrlResponse};
 //!
 //! struct Hello;
@@ -14,7 +14,7 @@
 //!     type Response = FunctionUrlResponse;
 //!
 //!     fn handle(request: FunctionUrlRequest, _ctx: &Context) -> Result<FunctionUrlResponse, Error> {
-//!         let password = secret_from_env("PASSWORD")?; // base64 KMS ciphertext in, zeroized secret out
+//!         let password = secret("PASSWORD")?; // wherever the host keeps it; a zeroized secret out
 //!         Ok(keyward_guest::http::json_response(200, &serde_json::json!({ "len": password.expose().len() })))
 //!     }
 //! }
@@ -117,17 +117,24 @@ pub fn decrypt(ciphertext: &[u8], context: &[(&str, &str)]) -> Result<Secret, Km
     Ok(Secret(Zeroizing::new(kms::decrypt(ciphertext, &context)?)))
 }
 
-/// Reads the env var `name` (a base64 KMS ciphertext, as the classic pattern keeps it; read as `keyward_base64`
-/// reads it: line breaks and spaces ignored, either alphabet, padding optional) and decrypts it with an empty
-/// encryption context (the host adds its stamped pairs).
+/// The secret named `name`, from wherever the host keeps it: the env var `name`'s base64 KMS ciphertext (as the
+/// classic pattern keeps it; decrypted with no encryption context of the guest's, the host adds its stamped pairs),
+/// or a secret the host fetches from Secrets Manager or SSM Parameter Store (`KEYWARD_SOURCE_<NAME>`). The guest
+/// never learns where it lives, nor holds an ARN or a credential.
 ///
 /// # Errors
-/// The variable is unset or not base64, or the host refused to decrypt.
+/// The host's [`KmsError`]: `denied` for a name that is no secret of this function.
+pub fn secret(name: &str) -> Result<Secret, KmsError> {
+    use bindings::keyward::lambda::kms;
+    Ok(Secret(Zeroizing::new(kms::secret(name)?)))
+}
+
+/// [`secret`], under the name it had when a secret could only live in an env var.
+///
+/// # Errors
+/// As [`secret`].
 pub fn secret_from_env(name: &str) -> Result<Secret, Error> {
-    let encoded = std::env::var(name).map_err(|_| Error::new(format!("env var {name} is not set")))?;
-    let ciphertext =
-        keyward_base64::decode(&encoded).map_err(|e| Error::new(format!("env var {name} is not base64: {e}")))?;
-    Ok(decrypt(&ciphertext, &[])?)
+    Ok(secret(name)?)
 }
 
 /// Algorithms of [`Key`]'s operations, as the WIT names them.
@@ -138,11 +145,11 @@ pub use bindings::keyward::lambda::keys::{HmacAlgorithm, JwtAlgorithm, Signature
 #[derive(Debug)]
 pub struct Key(bindings::keyward::lambda::keys::Key);
 
-/// Opens the secret in the env var `name` (a base64 KMS ciphertext, with that secret's host settings) as a
-/// [`Key`]: `keyward_guest::key("SIGNING_KEY")?.sign(SignatureAlgorithm::Ed25519, body)`.
+/// Opens the secret named `name`, wherever the host keeps it (as [`secret`] finds it), as a [`Key`]:
+/// `keyward_guest::key("SIGNING_KEY")?.sign(SignatureAlgorithm::Ed25519, body)`.
 ///
 /// # Errors
-/// The host's [`KeyError`]: the variable is not the guest's or not base64, or the host refused to decrypt it.
+/// The host's [`KeyError`]: the name is no secret of the guest's, or the host refused to fetch it.
 pub fn key(name: &str) -> Result<Key, KeyError> {
     Ok(Key(bindings::keyward::lambda::keys::Key::open_env(name)?))
 }

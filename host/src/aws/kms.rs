@@ -8,9 +8,9 @@ use aws_sdk_kms::operation::decrypt::{DecryptError, DecryptOutput};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::EncryptionAlgorithmSpec;
 
-use super::{ATTEMPT_TIMEOUT, AwsError, AwsSettings, MAX_ATTEMPTS};
+use super::{AwsError, AwsSettings};
 use crate::context::EncryptionContext;
-use crate::error::{bounded, clean, root_cause};
+use crate::error::{bounded, clean};
 use crate::secrets::settings::SECRET_KEY;
 use crate::secrets::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, SecretSettings};
 use crate::settings::{Env, SettingError};
@@ -46,6 +46,24 @@ impl AwsKmsSettings {
     }
 }
 
+impl AwsKmsSettings {
+    /// A key is named, and the endpoint, if any, is an http(s) URL without credentials.
+    fn check(&self) -> Result<(), AwsError> {
+        if self.key_ids.is_empty() {
+            return Err(AwsError::NoKey);
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if crate::address::has_user_info(endpoint) {
+                return Err(AwsError::EndpointCredentials);
+            }
+            if crate::address::parse_url(endpoint, &["http", "https"]).is_none() {
+                return Err(AwsError::Endpoint(bounded(endpoint, 128)));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Decrypts with AWS KMS, passing `KeyId` so KMS itself refuses ciphertexts of keys that are not allowed.
 #[derive(Debug, Clone)]
 pub struct AwsKms {
@@ -65,19 +83,24 @@ impl AwsKms {
     /// An [`AwsError`] when no key is given, the endpoint is not an http(s) URL, a key's ARN names another region,
     /// or the shared configuration fails.
     pub async fn from_env(aws: &AwsSettings, settings: AwsKmsSettings) -> Result<Self, AwsError> {
-        if settings.key_ids.is_empty() {
-            return Err(AwsError::NoKey);
-        }
+        settings.check()?;
+        Self::new(&aws.sdk_config().await?, settings)
+    }
+
+    /// A client of an SDK configuration, for `settings`' keys, and its endpoint instead of the configuration's.
+    ///
+    /// # Errors
+    /// As [`AwsKms::from_env`], but for the shared configuration.
+    pub fn new(sdk_config: &aws_config::SdkConfig, settings: AwsKmsSettings) -> Result<Self, AwsError> {
+        settings.check()?;
+        let mut config = aws_sdk_kms::config::Builder::from(sdk_config);
         if let Some(endpoint) = &settings.endpoint {
-            if crate::address::has_user_info(endpoint) {
-                return Err(AwsError::EndpointCredentials);
-            }
-            if crate::address::parse_url(endpoint, &["http", "https"]).is_none() {
-                return Err(AwsError::Endpoint(bounded(endpoint, 128)));
-            }
+            config = config.endpoint_url(endpoint);
         }
-        let sdk_config = aws.sdk_config(settings.endpoint.as_deref()).await?;
-        let kms = Self::from_sdk_config(&sdk_config, settings.key_ids);
+        let mut kms = Self::of_config(config.build(), sdk_config, settings.key_ids);
+        if let Some(endpoint) = settings.endpoint {
+            kms.endpoint = endpoint;
+        }
         kms.check_key_regions(KEY_ID, &kms.key_ids)?;
         Ok(kms)
     }
@@ -95,13 +118,13 @@ impl AwsKms {
 
     /// A client from an SDK configuration the caller built (credentials, region, endpoint, HTTP client).
     pub fn from_sdk_config(sdk_config: &aws_config::SdkConfig, key_ids: Vec<String>) -> Self {
-        let endpoint = match (sdk_config.endpoint_url(), sdk_config.region()) {
-            (Some(url), _) => url.to_string(),
-            (None, Some(region)) => format!("the KMS endpoint of {region}"),
-            (None, None) => "KMS (no region is configured)".to_string(),
-        };
+        Self::of_config(aws_sdk_kms::Config::from(sdk_config), sdk_config, key_ids)
+    }
+
+    fn of_config(config: aws_sdk_kms::Config, sdk_config: &aws_config::SdkConfig, key_ids: Vec<String>) -> Self {
+        let endpoint = super::endpoint_of(sdk_config, "KMS", "KMS");
         let region = sdk_config.region().map(|r| r.as_ref().to_string());
-        Self { client: aws_sdk_kms::Client::new(sdk_config), key_ids, endpoint, region }
+        Self { client: aws_sdk_kms::Client::from_conf(config), key_ids, endpoint, region }
     }
 
     /// Checks that every key named by ARN in `key_ids` (from the variable `variable`) is in the region KMS is called
@@ -247,32 +270,7 @@ impl AwsKms {
         let endpoint = &self.endpoint;
         let (service, status) = match error {
             SdkError::ServiceError(service) => (service.err(), service.raw().status().as_u16()),
-            SdkError::TimeoutError(_) => {
-                return KmsError::Unavailable(format!(
-                    "KMS at {endpoint} did not answer in time (key {key_id}; {MAX_ATTEMPTS} attempts of at most {} ms)",
-                    ATTEMPT_TIMEOUT.as_millis()
-                ));
-            }
-            SdkError::DispatchFailure(failure) => {
-                let what = match failure.as_connector_error() {
-                    Some(c) if c.is_timeout() => "timed out",
-                    _ => "failed",
-                };
-                return KmsError::Unavailable(format!(
-                    "cannot reach KMS at {endpoint} (key {key_id}): the connection {what}: {}",
-                    root_cause(error)
-                ));
-            }
-            SdkError::ResponseError(response) => {
-                return KmsError::Unavailable(format!(
-                    "KMS at {endpoint} sent a response keyward cannot read (key {key_id}; HTTP {}): {}",
-                    response.raw().status().as_u16(),
-                    root_cause(error)
-                ));
-            }
-            other => {
-                return KmsError::Unavailable(format!("KMS request failed (key {key_id}): {}", root_cause(other)));
-            }
+            other => return super::transport_error(other, "KMS", endpoint, &format!("key {key_id}")),
         };
         let keys = context.keys().collect::<Vec<_>>().join(", ");
         let detail = service.message().map(|m| format!(" (KMS: {})", clean(m, 512))).unwrap_or_default();
@@ -306,14 +304,7 @@ impl AwsKms {
                      check the key policy and the role's kms:Decrypt permission and kms:EncryptionContext \
                      conditions{detail}"
                 )),
-                Some(
-                    code @ ("UnrecognizedClientException"
-                    | "InvalidClientTokenId"
-                    | "InvalidSignatureException"
-                    | "IncompleteSignatureException"
-                    | "MissingAuthenticationTokenException"
-                    | "ExpiredTokenException"),
-                ) => KmsError::Denied(format!(
+                Some(code) if super::is_credentials_error(code) => KmsError::Denied(format!(
                     "KMS at {endpoint} did not accept the function's credentials ({code}) for key {key_id}{detail}"
                 )),
                 Some("ValidationException") => KmsError::InvalidCiphertext(format!(

@@ -1,8 +1,11 @@
 //! AWS clients: what every one of keyward's shares (the function role's credentials from the default chain, the
 //! region, the HTTPS client and its trust roots, retries and timeouts), and the one client of each service:
-//! [`kms`].
+//! [`kms`], and the services that keep secrets ([`store`]: [`secretsmanager`], [`ssm`]).
 
 pub mod kms;
+mod secretsmanager;
+mod ssm;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,8 +13,10 @@ use std::time::Duration;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 
 pub use kms::{AwsKms, AwsKmsSettings};
+pub use store::AwsSecretStore;
 
-use crate::error::bounded;
+use crate::error::{bounded, root_cause};
+use crate::secrets::KmsError;
 use crate::settings::Env;
 
 /// Attempts per call (the SDK's standard retry with backoff); the invocation's deadline bounds them all.
@@ -34,15 +39,15 @@ impl AwsSettings {
     }
 
     /// The SDK's configuration every client is made from: the default credential chain and region (on Lambda, the
-    /// function's role and region), keyward's HTTPS client, retries and timeouts; `endpoint` instead of the
-    /// regional endpoint if given (checked by the caller).
+    /// function's role and region), keyward's HTTPS client, retries and timeouts. Endpoints are the SDK's
+    /// (`AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL`); a client may set its own (`KEYWARD_KMS_ENDPOINT`).
     ///
     /// # Errors
     /// An [`AwsError`] when `LOG_SENSITIVE_BODIES` is on, the CA bundle is unusable, or no usable region is
     /// configured.
-    pub(crate) async fn sdk_config(&self, endpoint: Option<&str>) -> Result<aws_config::SdkConfig, AwsError> {
+    pub async fn sdk_config(&self) -> Result<aws_config::SdkConfig, AwsError> {
         refuse_sensitive_logging(|name| std::env::var(name).ok())?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(https_client_trusting(self.ca_bundle.as_deref())?)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(
@@ -51,9 +56,6 @@ impl AwsSettings {
                     .operation_attempt_timeout(ATTEMPT_TIMEOUT)
                     .build(),
             );
-        if let Some(endpoint) = endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
         let sdk_config = loader.load().await;
         match sdk_config.region() {
             None => Err(AwsError::NoRegion),
@@ -115,6 +117,74 @@ pub enum AwsError {
         /// The region KMS is called in.
         region: String,
     },
+}
+
+/// The error of a call that got no service error back (a timeout, no connection, an unreadable response), in one
+/// line: `service` at `endpoint` and what was asked for (`about`), and the root cause; never an SDK `Debug` dump.
+/// A retry may work: `unavailable`.
+pub(crate) fn transport_error<E, R>(
+    error: &aws_sdk_kms::error::SdkError<E, R>,
+    service: &str,
+    endpoint: &str,
+    about: &str,
+) -> KmsError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    use aws_sdk_kms::error::SdkError;
+    KmsError::Unavailable(match error {
+        SdkError::TimeoutError(_) => format!(
+            "{service} at {endpoint} did not answer in time ({about}; {MAX_ATTEMPTS} attempts of at most {} ms)",
+            ATTEMPT_TIMEOUT.as_millis()
+        ),
+        SdkError::DispatchFailure(failure) => {
+            let what = match failure.as_connector_error() {
+                Some(c) if c.is_timeout() => "timed out",
+                _ => "failed",
+            };
+            format!("cannot reach {service} at {endpoint} ({about}): the connection {what}: {}", root_cause(error))
+        }
+        SdkError::ResponseError(_) => {
+            format!("{service} at {endpoint} sent a response keyward cannot read ({about}): {}", root_cause(error))
+        }
+        other => format!("{service} request failed ({about}): {}", root_cause(other)),
+    })
+}
+
+/// Where a client of `service` sends its requests, for messages: the SDK's endpoint variables
+/// (`AWS_ENDPOINT_URL_<SERVICE>`, then `AWS_ENDPOINT_URL`), or the configuration's, or the regional endpoint.
+pub(crate) fn endpoint_of(sdk_config: &aws_config::SdkConfig, variable: &str, service: &str) -> String {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let Some(url) = set(&format!("AWS_ENDPOINT_URL_{variable}")).or_else(|| set("AWS_ENDPOINT_URL")) {
+        return url;
+    }
+    match (sdk_config.endpoint_url(), sdk_config.region()) {
+        (Some(url), _) => url.to_string(),
+        (None, Some(region)) => format!("the {service} endpoint of {region}"),
+        (None, None) => format!("{service} (no region is configured)"),
+    }
+}
+
+/// A value an SDK answered with, as a [`Plaintext`]: copied whole (no reallocation leaves a copy behind), the
+/// SDK's buffer zeroized.
+pub(crate) fn plaintext_of(bytes: Vec<u8>) -> crate::secrets::Plaintext {
+    let bytes = zeroize::Zeroizing::new(bytes);
+    crate::secrets::Plaintext::from(bytes.to_vec())
+}
+
+/// Whether an AWS error code says the request's credentials were not accepted (unknown, expired, badly signed):
+/// the same codes from every AWS service.
+pub(crate) fn is_credentials_error(code: &str) -> bool {
+    matches!(
+        code,
+        "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "InvalidSignatureException"
+            | "IncompleteSignatureException"
+            | "MissingAuthenticationTokenException"
+            | "ExpiredTokenException"
+    )
 }
 
 /// The AWS SDK logs the bodies of responses marked sensitive (Decrypt's, with the plaintext) at TRACE when

@@ -32,7 +32,7 @@ use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
 use wasmtime_wasi::random::WasiRandom;
 
 use crate::sandbox::GuestState;
-use crate::secrets::{CheckedSecrets, DecryptRecord, KmsBackend, SecretGate, Session};
+use crate::secrets::{Backends, CheckedSecrets, DecryptRecord, SecretGate, Session};
 use env::GuestEnv;
 use http::{CheckedHttp, OutboundRecord};
 use keys::{KeyOperationRecord, KeysSettings};
@@ -56,9 +56,9 @@ impl Capabilities {
         secrets: CheckedSecrets,
         keys: KeysSettings,
         http: CheckedHttp,
-        backend: Arc<dyn KmsBackend>,
+        backends: Backends,
     ) -> Self {
-        let secrets = Arc::new(SecretGate::new(backend, secrets));
+        let secrets = Arc::new(SecretGate::new(backends, secrets));
         Self { env, secrets, keys, http: Arc::new(http::Outbound::new(http)) }
     }
 

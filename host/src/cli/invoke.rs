@@ -3,12 +3,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use keyward::aws::{AwsSecretStore, AwsSettings};
 use keyward::capability::http::HttpFlags;
 use keyward::capability::kms::KmsFlags;
 use keyward::context::Pair;
 use keyward::sandbox::LimitFlags;
 use keyward::secrets::settings::SecretFlags;
-use keyward::{Host, HostSettings, InvocationContext, InvokeError, LocalKey};
+use keyward::{Backends, Host, HostSettings, InvocationContext, InvokeError, LocalKey};
 
 use super::Failed;
 
@@ -52,7 +53,15 @@ impl Invoke {
             http: self.http.into(),
             ..HostSettings::default()
         };
-        let host = Host::from_file(&self.component, Arc::new(key), settings).map_err(|e| match e {
+        let mut backends = Backends::from(Arc::new(key));
+        // Secrets kept by a service are fetched with the environment's AWS credentials, region and endpoints.
+        if !settings.secrets.sources.is_empty() {
+            let aws =
+                AwsSettings { ca_bundle: std::env::var_os("AWS_CA_BUNDLE").filter(|p| !p.is_empty()).map(Into::into) };
+            let sdk_config = aws.sdk_config().await?;
+            backends = backends.with_store(Arc::new(AwsSecretStore::from_sdk_config(&sdk_config)));
+        }
+        let host = Host::from_file(&self.component, backends, settings).map_err(|e| match e {
             keyward::HostError::Load(load) => super::naming(&self.component, load),
             other => other.into(),
         })?;

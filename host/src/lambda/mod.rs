@@ -20,10 +20,11 @@ pub use runtime_api::RuntimeApiError;
 use runtime_api::{Next, NextInvocation, RuntimeApi};
 
 use crate::InvokeError;
-use crate::aws::{AwsError, AwsKms};
+use crate::aws::{AwsError, AwsKms, AwsSecretStore};
 use crate::host::{Host, HostError, Invocation, InvocationContext};
 use crate::logging;
 use crate::sandbox::{ComponentSource, FreshInstance, LoadError, Sandbox};
+use crate::secrets::Backends;
 use crate::settings::SettingError;
 
 /// Consecutive failed polls of the Runtime API after which it is taken to be gone (about 11 s of retries).
@@ -86,9 +87,15 @@ pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
     let (limits, plaintext) = checked.sandbox();
     let loading =
         tokio::task::spawn_blocking(move || Sandbox::new(ComponentSource::File(&component), limits, plaintext));
-    let kms = AwsKms::from_env(&aws, kms).await?;
+    let sdk_config = aws.sdk_config().await?;
+    let kms = AwsKms::new(&sdk_config, kms)?;
     kms.check_secret_keys(&checked.secrets.settings.secrets)?;
-    let caps = checked.capabilities(Arc::new(kms));
+    let mut backends = Backends::from(Arc::new(kms));
+    // Only a function with secrets kept by a service pays for those clients.
+    if !checked.secrets.settings.sources.is_empty() {
+        backends = backends.with_store(Arc::new(AwsSecretStore::from_sdk_config(&sdk_config)));
+    }
+    let caps = checked.capabilities(backends);
     let prefetched = caps.secrets.prefetch().await;
     let sandbox = loading.await.map_err(|e| LoadError::Engine(format!("the component loader stopped: {e}")));
     let sandbox = sandbox.and_then(|loaded| loaded).map_err(HostError::from)?;

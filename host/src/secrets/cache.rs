@@ -46,6 +46,16 @@ impl CacheKey {
     }
 }
 
+impl CacheKey {
+    /// SHA-256 over a stored secret's source (`secretsmanager:prod/db#password`), apart from every ciphertext's.
+    pub(crate) fn of_source(source: &str) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(b"source\0");
+        hasher.update(source.as_bytes());
+        Self(hasher.finalize().into())
+    }
+}
+
 /// What the plaintext cache did for one decrypt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheUse {

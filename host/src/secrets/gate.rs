@@ -1,7 +1,10 @@
 //! The host's policy in front of the key service, built once per host: size limits, context stamping and
 //! per-secret settings, then the plaintext cache's one call, the deadline, and one audit line per decrypt.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -10,8 +13,9 @@ use tracing::Instrument as _;
 use super::cache::{Answer, CacheKey, CacheUse, PlaintextCache};
 use super::session::Session;
 use super::settings::CheckedSecrets;
-use super::source::{SecretSource, SecretTable, Unnamed, User};
-use super::{DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
+use super::source::{ParameterId, SecretSource, SecretTable, Unnamed, User};
+use super::store::{Fetched, MAX_PARAMETERS_PER_CALL, SecretStore, json_value};
+use super::{Backends, DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::{COMPONENT_KEY, EncryptionContext};
 use crate::logging::AUDIT_TARGET;
 
@@ -20,15 +24,22 @@ pub const PREFETCH_BUDGET: Duration = Duration::from_secs(3);
 
 /// The warning when the key service is unavailable at init.
 const PREFETCH_SKIPPED: &str =
-    "prefetch skipped: the key service is unavailable; invocations will decrypt these themselves";
+    "prefetch skipped: their service is unavailable; invocations will fetch these themselves";
 
 /// What the host remembers of one decrypt: enough to audit and to assert on, never the plaintext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecryptRecord {
-    /// First 8 bytes of the ciphertext's SHA-256, in hex: names a ciphertext without revealing anything.
+    /// First 8 bytes of the ciphertext's SHA-256, in hex: names a ciphertext without revealing anything (for a
+    /// stored secret, of its source).
     pub ciphertext_id: String,
-    /// The guest env var the ciphertext was configured under, when it has settings of its own.
+    /// The guest env var the ciphertext was configured under, when it has settings of its own; the name of a stored
+    /// secret.
     pub secret: Option<String>,
+    /// For a stored secret: where it lives (`secretsmanager:prod/db#password`), as its `KEYWARD_SOURCE_<NAME>`
+    /// says; `None` for a ciphertext.
+    pub source: Option<String>,
+    /// For a stored secret: the version its service answered with (Secrets Manager's version id, SSM's version).
+    pub version_id: Option<String>,
     /// The context the decrypt ran under (guest pairs plus stamped pairs); `None` if the guest's was refused.
     pub context: Option<EncryptionContext>,
     /// The key that opened the ciphertext, when it opened.
@@ -58,6 +69,9 @@ pub struct PrefetchError {
 #[derive(Debug, Clone)]
 pub(crate) struct SecretGate {
     backend: Arc<dyn KmsBackend>,
+    store: Option<Arc<dyn SecretStore>>,
+    /// The version each stored secret was last fetched at, by source: a change is audited.
+    versions: Arc<Mutex<HashMap<String, String>>>,
     stamped: EncryptionContext,
     cache: Option<Arc<PlaintextCache>>,
     table: Arc<SecretTable>,
@@ -67,12 +81,15 @@ pub(crate) struct SecretGate {
 }
 
 impl SecretGate {
-    /// The gate of checked settings, asking `backend`.
-    pub(crate) fn new(backend: Arc<dyn KmsBackend>, checked: CheckedSecrets) -> Self {
+    /// The gate of checked settings, asking `backends`.
+    pub(crate) fn new(backends: impl Into<Backends>, checked: CheckedSecrets) -> Self {
         let CheckedSecrets { settings, table } = checked;
         let cache = &settings.cache;
+        let Backends { kms: backend, store } = backends.into();
         Self {
             backend,
+            store,
+            versions: Arc::default(),
             cache: (!cache.ttl.is_zero())
                 .then(|| Arc::new(PlaintextCache::new(cache.ttl, cache.stale, cache.max_entries))),
             stamped: settings.stamped_context,
@@ -98,49 +115,162 @@ impl SecretGate {
         self.table.source(name)
     }
 
-    /// Fetches a named secret from where it lives for `user`, as [`SecretGate::decrypt`] does a guest's
-    /// ciphertext.
+    /// Fetches the secret `name` from where it lives (`source`) for `user`, as [`SecretGate::decrypt`] does a
+    /// guest's ciphertext.
     pub(crate) async fn fetch(
         &self,
+        name: &str,
         source: &SecretSource,
         deadline: Option<Instant>,
         user: User,
     ) -> (Result<Plaintext, KmsError>, DecryptRecord) {
         match source {
             SecretSource::EnvCiphertext(blob) => self.decrypt_for(blob, Vec::new(), deadline, user).await,
+            SecretSource::SecretsManager(id) => {
+                let fetch = |deadline| async move {
+                    let store = self.store.as_ref().ok_or_else(no_store)?;
+                    within(deadline, "Secrets Manager", store.get_secret_value(id)).await
+                };
+                self.fetch_stored(name, source, deadline, user, fetch).await
+            }
+            SecretSource::Parameter(id) => {
+                let fetch = |deadline| async move {
+                    let answer = self.get_parameters(&[id], deadline).await.pop();
+                    answer.unwrap_or_else(|| Err(KmsError::Unavailable("SSM gave no answer".into())))
+                };
+                self.fetch_stored(name, source, deadline, user, fetch).await
+            }
         }
     }
 
+    /// One GetParameters call for `ids` (at most ten), given until `deadline`: one answer each.
+    async fn get_parameters(&self, ids: &[&ParameterId], deadline: Option<Instant>) -> Vec<Result<Fetched, KmsError>> {
+        let Some(store) = &self.store else { return ids.iter().map(|_| Err(no_store())).collect() };
+        match within(deadline, "SSM", async { Ok(store.get_parameters(ids).await) }).await {
+            Ok(answers) => answers,
+            Err(late) => ids.iter().map(|_| Err(late.clone())).collect(),
+        }
+    }
+
+    /// A stored secret through the cache: `fetch` asks its service (given the time it may take); the JSON key is
+    /// taken out before the value is cached; one audit line, and one more when the version changed.
+    async fn fetch_stored<F, Fut>(
+        &self,
+        name: &str,
+        source: &SecretSource,
+        deadline: Option<Instant>,
+        user: User,
+        fetch: F,
+    ) -> (Result<Plaintext, KmsError>, DecryptRecord)
+    where
+        F: FnOnce(Option<Instant>) -> Fut,
+        Fut: Future<Output = Result<Fetched, KmsError>>,
+    {
+        let shown = source.to_string();
+        let key = CacheKey::of_source(&shown);
+        let started = Instant::now();
+        let json_key = match source {
+            SecretSource::SecretsManager(id) => id.json_key.as_deref(),
+            _ => None,
+        };
+        let fetch = |deadline| async move {
+            let fetched = fetch(deadline).await?;
+            let plaintext = match json_key {
+                Some(json_key) => json_value(&fetched.value, json_key, name)?,
+                None => fetched.value,
+            };
+            Ok(Decrypted { plaintext, key_id: fetched.version_id })
+        };
+        let answer = match self.table.injected_into(source) {
+            Some(origin) if user == User::Guest => Answer::new(Err(injected_denial(name, origin)), CacheUse::Off),
+            _ => match &self.cache {
+                Some(cache) => cache.get_or_fetch(key, deadline, fetch).await,
+                None => Answer::new(fetch(deadline).await, CacheUse::Off),
+            },
+        };
+        let version_id = answer.result.as_ref().ok().map(|d| d.key_id.clone());
+        if let (Some(version), CacheUse::Miss) = (&version_id, answer.cache) {
+            let before =
+                self.versions.lock().unwrap_or_else(PoisonError::into_inner).insert(shown.clone(), version.clone());
+            if let Some(before) = before.filter(|before| before != version) {
+                tracing::info!(target: AUDIT_TARGET, secret = name, source = %shown, from = %before, to = %version, "secret version changed");
+            }
+        }
+        let record = DecryptRecord {
+            ciphertext_id: hex(&Sha256::digest(shown.as_bytes())[..8]),
+            secret: Some(name.to_string()),
+            source: Some(shown),
+            version_id,
+            context: None,
+            key_id: None,
+            outcome: answer.result.as_ref().map(|_| ()).map_err(Clone::clone),
+            cache: answer.cache,
+            stale_because: answer.stale_because,
+            latency: started.elapsed(),
+        };
+        audit(&record);
+        (answer.result.map(|d| d.plaintext), record)
+    }
+
     /// Fetches the secrets named for prefetching ([`SecretsSettings::prefetch`](super::SecretsSettings::prefetch))
-    /// now, with the stamped context alone, so that the guest's first decrypts of them are cache hits.
+    /// now, so that the guest's first uses of them are cache hits: ciphertexts with the stamped context alone, SSM
+    /// parameters ten to a GetParameters call, Secrets Manager's secrets all at once.
     ///
-    /// Prefetching is an optimisation: when the key service is `unavailable` (unreachable, throttling, or slower
-    /// than [`PREFETCH_BUDGET`] for all of them), the rest are skipped with one warning line, and the first
-    /// invocations fetch them. A refusal is a configuration mistake and fails.
+    /// Prefetching is an optimisation: when a service is `unavailable` (unreachable, throttling, or slower than
+    /// [`PREFETCH_BUDGET`] for all of them), what is left is skipped with one warning line, and the first
+    /// invocations fetch it. A refusal is a configuration mistake and fails.
     ///
     /// # Errors
-    /// A [`PrefetchError`] naming the variable whose value is not base64, or that the key service refused
-    /// (`denied`, `invalid-ciphertext`).
+    /// A [`PrefetchError`] naming the variable whose value is not base64, or that its service refused (`denied`,
+    /// `invalid-ciphertext`).
     pub async fn prefetch(&self) -> Result<(), PrefetchError> {
-        let names = &self.prefetch[..];
-        if names.is_empty() {
+        if self.prefetch.is_empty() {
             return Ok(());
         }
         let deadline = Instant::now() + PREFETCH_BUDGET;
         async {
-            for (i, name) in names.iter().enumerate() {
-                let fail = |reason: String| PrefetchError { name: name.clone(), reason };
-                // The settings were checked: every name is a guest env var holding a secret.
-                let source = self.source(name).map_err(|_| fail("it holds no secret".into()))?;
-                match self.fetch(source, Some(deadline), User::Host).await.0 {
-                    Ok(_) => {}
-                    Err(KmsError::Unavailable(reason)) => {
-                        let skipped = names[i..].join(", ");
-                        tracing::warn!(skipped, reason, "{PREFETCH_SKIPPED}");
-                        break;
+            // The settings were checked: every name holds a secret.
+            let named = self.prefetch.iter().filter_map(|name| Some((name.as_str(), self.source(name).ok()?)));
+            let (parameters, others): (Vec<_>, Vec<_>) =
+                named.partition(|(_, source)| matches!(source, SecretSource::Parameter(_)));
+            type Outcomes<'a> = Vec<(&'a str, Result<(), KmsError>)>;
+            let mut fetches: Vec<Pin<Box<dyn Future<Output = Outcomes<'_>> + Send + '_>>> = Vec::new();
+            for (name, source) in others {
+                fetches.push(Box::pin(async move {
+                    vec![(name, self.fetch(name, source, Some(deadline), User::Host).await.0.map(drop))]
+                }));
+            }
+            // Ten parameters to a call; each answer then goes through the cache as if it had been fetched alone.
+            for batch in parameters.chunks(MAX_PARAMETERS_PER_CALL) {
+                fetches.push(Box::pin(async move {
+                    let ids: Vec<&ParameterId> = batch
+                        .iter()
+                        .filter_map(|(_, source)| match source {
+                            SecretSource::Parameter(id) => Some(id),
+                            _ => None,
+                        })
+                        .collect();
+                    let answers = self.get_parameters(&ids, Some(deadline)).await;
+                    let mut outcomes = Vec::new();
+                    for (&(name, source), answer) in batch.iter().zip(answers) {
+                        let fetch = |_| std::future::ready(answer);
+                        let (result, _) = self.fetch_stored(name, source, Some(deadline), User::Host, fetch).await;
+                        outcomes.push((name, result.map(drop)));
                     }
-                    Err(refused) => return Err(fail(refused.to_string())),
+                    outcomes
+                }));
+            }
+            let mut skipped = Vec::new();
+            for (name, outcome) in futures_util::future::join_all(fetches).await.into_iter().flatten() {
+                match outcome {
+                    Ok(()) => {}
+                    Err(KmsError::Unavailable(reason)) => skipped.push((name, reason)),
+                    Err(refused) => return Err(PrefetchError { name: name.to_string(), reason: refused.to_string() }),
                 }
+            }
+            if let Some((_, reason)) = skipped.first() {
+                let names = skipped.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+                tracing::warn!(skipped = names, reason, "{PREFETCH_SKIPPED}");
             }
             Ok(())
         }
@@ -238,6 +368,8 @@ impl SecretGate {
         let record = DecryptRecord {
             ciphertext_id,
             secret: configured.map(|c| c.name.clone()),
+            source: None,
+            version_id: None,
             context: context.ok(),
             key_id: answer.result.as_ref().ok().map(|d| d.key_id.clone()),
             outcome: answer.result.as_ref().map(|_| ()).map_err(Clone::clone),
@@ -274,6 +406,9 @@ impl SecretGate {
 /// id). Context values are logged (they are not secret, and an operator needs them to match a key policy);
 /// plaintext never is.
 fn audit(record: &DecryptRecord) {
+    if let Some(source) = &record.source {
+        return audit_stored(record, source);
+    }
     let context = record.context.as_ref().map(ToString::to_string).unwrap_or_default();
     let key_id = record.key_id.as_deref().unwrap_or("-");
     let secret = record.secret.as_deref().unwrap_or("-");
@@ -293,6 +428,45 @@ fn audit(record: &DecryptRecord) {
             outcome = e.kind(), error = %e, "kms decrypt"
         ),
     }
+}
+
+/// One line per fetch of a stored secret: its name, source and version, never its value.
+fn audit_stored(record: &DecryptRecord, source: &str) {
+    let secret = record.secret.as_deref().unwrap_or("-");
+    let version_id = record.version_id.as_deref().unwrap_or("-");
+    let latency_us = u64::try_from(record.latency.as_micros()).unwrap_or(u64::MAX);
+    let cache = record.cache.as_str();
+    match (&record.outcome, &record.stale_because) {
+        (Ok(()), Some(why)) => tracing::warn!(
+            target: AUDIT_TARGET, secret, source, version_id, cache, latency_us, outcome = "ok", stale_because = %why,
+            "secret fetch: its service is unavailable; served the last value past its TTL"
+        ),
+        (Ok(()), None) => tracing::info!(
+            target: AUDIT_TARGET, secret, source, version_id, cache, latency_us, outcome = "ok", "secret fetch"
+        ),
+        (Err(e), _) => tracing::warn!(
+            target: AUDIT_TARGET, secret, source, version_id, cache, latency_us, outcome = e.kind(), error = %e,
+            "secret fetch"
+        ),
+    }
+}
+
+/// `call`, given until `deadline`: past it, `unavailable`, naming `service`.
+async fn within<T>(
+    deadline: Option<Instant>,
+    service: &str,
+    call: impl Future<Output = Result<T, KmsError>>,
+) -> Result<T, KmsError> {
+    let Some(deadline) = deadline else { return call.await };
+    let allowed = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout_at(deadline.into(), call).await.unwrap_or_else(|_| {
+        Err(KmsError::Unavailable(format!("{service} did not answer in the {} ms it was given", allowed.as_millis())))
+    })
+}
+
+/// The refusal of a stored secret on a host built without a store (a library host's choice).
+fn no_store() -> KmsError {
+    KmsError::Denied("this host was built without a secret store (Secrets Manager, SSM) to fetch it from".into())
 }
 
 /// The refusal of a secret the host injects, to the guest.

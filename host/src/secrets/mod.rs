@@ -23,6 +23,7 @@ pub mod local;
 mod session;
 pub mod settings;
 pub mod source;
+pub mod store;
 
 use async_trait::async_trait;
 use secrecy::SecretSlice;
@@ -36,8 +37,9 @@ pub use local::LocalKey;
 pub(crate) use session::{BeforeInvocation, Opened, Session};
 pub(crate) use settings::CheckedSecrets;
 pub use settings::{CacheSettings, SecretSettings, SecretsSettings};
-pub use source::SecretSource;
-pub(crate) use source::User;
+pub use source::{ParameterId, SecretId, SecretSource, SecretVersion};
+pub(crate) use source::{Unnamed, User};
+pub use store::{Fetched, SecretStore};
 
 /// Decrypted bytes. Zeroized on drop, and redacted in `Debug`; read with [`secrecy::ExposeSecret`].
 pub type Plaintext = SecretSlice<u8>;
@@ -99,6 +101,35 @@ impl<'a> DecryptRequest<'a> {
     /// A request with the backend's own keys and no algorithm.
     pub fn new(ciphertext: &'a [u8], context: &'a EncryptionContext) -> Self {
         Self { ciphertext, context, key_ids: None, algorithm: None }
+    }
+}
+
+/// The services a host fetches secrets from: a key service for ciphertexts, and, for secrets kept by a service
+/// (`KEYWARD_SOURCE_<NAME>`), a [`SecretStore`]. A key service alone converts into one (`Arc::new(key)`).
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// Decrypts ciphertexts.
+    pub kms: std::sync::Arc<dyn KmsBackend>,
+    /// Fetches stored secrets; `None`: a host with none (building one that names some fails).
+    pub store: Option<std::sync::Arc<dyn SecretStore>>,
+}
+
+impl Backends {
+    /// These backends, with `store` for stored secrets.
+    pub fn with_store(self, store: std::sync::Arc<dyn SecretStore>) -> Self {
+        Self { store: Some(store), ..self }
+    }
+}
+
+impl<T: KmsBackend + 'static> From<std::sync::Arc<T>> for Backends {
+    fn from(kms: std::sync::Arc<T>) -> Self {
+        Self { kms, store: None }
+    }
+}
+
+impl From<std::sync::Arc<dyn KmsBackend>> for Backends {
+    fn from(kms: std::sync::Arc<dyn KmsBackend>) -> Self {
+        Self { kms, store: None }
     }
 }
 

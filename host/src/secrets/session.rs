@@ -84,13 +84,18 @@ impl Session {
         Ok(self.record(result, record))
     }
 
-    /// Fetches a named secret from where it lives, for `user`.
+    /// Fetches the secret `name` from where it lives (`source`), for `user`.
     ///
     /// # Errors
     /// As [`Session::decrypt`].
-    pub(crate) async fn fetch(&self, source: &SecretSource, user: User) -> wasmtime::Result<Result<Opened, KmsError>> {
+    pub(crate) async fn fetch(
+        &self,
+        name: &str,
+        source: &SecretSource,
+        user: User,
+    ) -> wasmtime::Result<Result<Opened, KmsError>> {
         let deadline = self.admit()?;
-        let (result, record) = self.gate.fetch(source, Some(deadline), user).await;
+        let (result, record) = self.gate.fetch(name, source, Some(deadline), user).await;
         Ok(self.record(result, record))
     }
 
@@ -150,10 +155,10 @@ mod tests {
         );
         assert_eq!(session.source("NONE").unwrap_err(), Unnamed::NotAVariable);
         let source = session.source("SECRET").unwrap();
-        let (plaintext, _) = session.fetch(&source, User::Guest).await.unwrap().unwrap();
+        let (plaintext, _) = session.fetch("SECRET", &source, User::Guest).await.unwrap().unwrap();
         assert_eq!(plaintext.expose_secret(), b"s3cret-session");
         assert!(session.decrypt(&ciphertext, Vec::new()).await.unwrap().is_ok());
-        let over = session.fetch(&source, User::Guest).await.unwrap_err();
+        let over = session.fetch("SECRET", &source, User::Guest).await.unwrap_err();
         assert_eq!(over.downcast_ref::<LimitExceeded>(), Some(&LimitExceeded::DecryptCalls { limit: 2 }));
         assert_eq!(session.finish().len(), 2, "the trapped call is not recorded");
     }

@@ -9,7 +9,7 @@ use std::cell::OnceCell;
 use std::path::Path;
 use std::time::Duration;
 
-use super::source::{SecretTable, Unnamed};
+use super::source::{SecretSource, SecretTable, Unnamed};
 use crate::capability::env::GuestEnv;
 use crate::context::{EncryptionContext, Pair};
 use crate::sandbox::ComponentDigest;
@@ -29,8 +29,12 @@ pub struct SecretsSettings {
     pub max_ciphertext_bytes: usize,
     /// The plaintext cache.
     pub cache: CacheSettings,
-    /// Guest env vars whose ciphertexts are decrypted when the host starts, so that first invocations hit the cache.
+    /// Guest env vars whose ciphertexts are decrypted, and stored secrets fetched, when the host starts, so that
+    /// first invocations hit the cache.
     pub prefetch: Vec<String>,
+    /// Secrets kept elsewhere than in a guest env var, by the name the guest knows them by
+    /// (`KEYWARD_SOURCE_<NAME>`): Secrets Manager's secrets and SSM's parameters.
+    pub sources: Vec<(String, SecretSource)>,
 }
 
 impl Default for SecretsSettings {
@@ -42,6 +46,7 @@ impl Default for SecretsSettings {
             max_ciphertext_bytes: 64 * 1024,
             cache: CacheSettings::default(),
             prefetch: Vec::new(),
+            sources: Vec::new(),
         }
     }
 }
@@ -89,6 +94,8 @@ impl Default for CacheSettings {
 pub(crate) const SECRET_CONTEXT: &str = "KEYWARD_SECRET_CONTEXT_";
 pub(crate) const SECRET_KEY: &str = "KEYWARD_SECRET_KEY_";
 pub(crate) const SECRET_ALGORITHM: &str = "KEYWARD_SECRET_ALGORITHM_";
+/// The variables that say where a secret lives, each followed by the name the guest knows it by.
+pub(crate) const SOURCE: &str = "KEYWARD_SOURCE_";
 /// Every per-secret prefix.
 pub(crate) const PER_SECRET: [&str; 3] = [SECRET_CONTEXT, SECRET_KEY, SECRET_ALGORITHM];
 
@@ -155,6 +162,7 @@ impl SecretsSettings {
                 max_entries: env.number(CACHE_MAX_ENTRIES, d.cache.max_entries)?,
             },
             prefetch: env.list(PREFETCH),
+            sources: sources(env)?,
             ..d
         })
     }
@@ -172,8 +180,19 @@ impl SecretsSettings {
             return Err(SettingError::new(PREFETCH, format!("prefetching needs the cache, but {CACHE_TTL} is 0")));
         }
         let is_guest_var = |name: &String| guest_env.iter().any(|(n, _)| n == name);
-        if let Some(name) = self.prefetch.iter().find(|name| !is_guest_var(name)) {
-            return Err(SettingError::new(PREFETCH, format!("names {name}, which is not in KEYWARD_GUEST_ENV")));
+        let is_stored = |name: &String| self.sources.iter().any(|(n, _)| n == name);
+        if let Some(name) = self.prefetch.iter().find(|name| !is_guest_var(name) && !is_stored(name)) {
+            return Err(SettingError::new(
+                PREFETCH,
+                format!("names {name}, which is not in KEYWARD_GUEST_ENV and has no {SOURCE}{name}"),
+            ));
+        }
+        for (name, _) in &self.sources {
+            if !is_name(name) {
+                let reason = "the name after KEYWARD_SOURCE_ is the one the guest asks for: letters, digits and _, \
+                              not beginning with a digit";
+                return Err(SettingError::new(format!("{SOURCE}{name}"), reason));
+            }
         }
         for (name, settings) in &self.secrets {
             if !is_guest_var(name) {
@@ -195,7 +214,7 @@ impl SecretsSettings {
                 }
             }
         }
-        let table = SecretTable::new(guest_env, &self.secrets)?;
+        let table = SecretTable::new(guest_env, &self.secrets, &self.sources)?;
         for name in &self.prefetch {
             if let Err(Unnamed::NotASecret(why)) = table.source(name) {
                 let reason = format!("names {name}, whose value is not base64: {why}");
@@ -206,6 +225,23 @@ impl SecretsSettings {
     }
 }
 
+/// The secrets kept elsewhere, from `KEYWARD_SOURCE_<NAME>` variables.
+fn sources(env: &Env<'_>) -> Result<Vec<(String, SecretSource)>, SettingError> {
+    env.prefixed(SOURCE)
+        .into_iter()
+        .map(|(name, value)| {
+            let source = value.parse().map_err(|e| SettingError::new(format!("{SOURCE}{name}"), e))?;
+            Ok((name, source))
+        })
+        .collect()
+}
+
+/// Whether `name` can name a secret: as an environment variable's name can be.
+fn is_name(name: &str) -> bool {
+    name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+}
+
 /// Settings that passed [`SecretsSettings::check`], with the table made of them.
 #[derive(Debug)]
 pub(crate) struct CheckedSecrets {
@@ -214,6 +250,20 @@ pub(crate) struct CheckedSecrets {
 }
 
 impl CheckedSecrets {
+    /// Whether a host without a secret store can serve these secrets.
+    ///
+    /// # Errors
+    /// The first stored secret's variable.
+    pub(crate) fn needs_no_store(&self) -> Result<(), SettingError> {
+        match self.settings.sources.first() {
+            None => Ok(()),
+            Some((name, _)) => Err(SettingError::new(
+                format!("{SOURCE}{name}"),
+                "this host has no secret store to fetch it from (Secrets Manager, SSM): build it with one",
+            )),
+        }
+    }
+
     /// Binds the secret `name` to injection into requests to `origin`: its ciphertext is the host's alone from
     /// now on (`kms.decrypt` and `keys` on it are `denied`). Returns where it lives.
     ///
@@ -314,6 +364,12 @@ pub struct SecretFlags {
     /// Most secrets the guest may ask for per invocation (kms.decrypt calls and key handles opened).
     #[arg(long, value_name = "N", default_value_t = SecretsSettings::default().max_decrypt_calls)]
     max_decrypt_calls: u32,
+    /// Where the secret NAME lives, as KEYWARD_SOURCE_<NAME> says it (repeatable):
+    /// `secretsmanager:<name or ARN>[#<json key>][@<stage or version id>]` or `ssm:<name>[:<version or label>]`.
+    /// Fetched with the AWS credentials and region of the environment (AWS_ENDPOINT_URL_SECRETS_MANAGER,
+    /// AWS_ENDPOINT_URL_SSM and AWS_ENDPOINT_URL are followed).
+    #[arg(long = "source", value_name = "NAME=SOURCE")]
+    sources: Vec<Pair>,
 }
 
 #[cfg(feature = "cli")]
@@ -323,9 +379,14 @@ impl SecretFlags {
     /// # Errors
     /// As [`stamped_context`].
     pub fn settings(self, component: &Path) -> Result<SecretsSettings, SettingError> {
+        let sources = self.sources.into_iter().map(|Pair(name, source)| {
+            let source = source.parse().map_err(|e| SettingError::new(format!("--source {name}"), e))?;
+            Ok((name, source))
+        });
         Ok(SecretsSettings {
             stamped_context: stamped_context(self.context, self.bind_component.then_some(component))?,
             max_decrypt_calls: self.max_decrypt_calls,
+            sources: sources.collect::<Result<_, SettingError>>()?,
             ..SecretsSettings::default()
         })
     }

@@ -16,22 +16,172 @@ use std::collections::hash_map::Entry;
 
 use sha2::{Digest, Sha256};
 
-use super::settings::SecretSettings;
+use super::settings::{SOURCE, SecretSettings};
 use crate::settings::SettingError;
 
 /// Where a named secret's value comes from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum SecretSource {
-    /// A KMS ciphertext blob: the base64 value of the guest env var that names the secret (today's only source).
+    /// A KMS ciphertext blob: the base64 value of the guest env var that names the secret (the default).
     EnvCiphertext(Vec<u8>),
+    /// A secret in AWS Secrets Manager (`KEYWARD_SOURCE_<NAME>=secretsmanager:...`).
+    SecretsManager(SecretId),
+    /// A parameter in AWS Systems Manager Parameter Store (`KEYWARD_SOURCE_<NAME>=ssm:...`).
+    Parameter(ParameterId),
 }
 
 impl std::fmt::Debug for SecretSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::EnvCiphertext(blob) => write!(f, "EnvCiphertext({} bytes)", blob.len()),
+            Self::SecretsManager(_) | Self::Parameter(_) => write!(f, "{self}"),
         }
     }
+}
+
+/// The source as `KEYWARD_SOURCE_<NAME>` gives it (`env` for an env ciphertext): what the audit line shows. It
+/// names where a secret lives, never its value.
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::EnvCiphertext(_) => f.write_str("env"),
+            Self::SecretsManager(SecretId { id, json_key, version }) => {
+                write!(f, "{SECRETS_MANAGER}{id}")?;
+                if let Some(key) = json_key {
+                    write!(f, "#{key}")?;
+                }
+                match version {
+                    None => Ok(()),
+                    Some(SecretVersion::Stage(stage)) => write!(f, "@{stage}"),
+                    Some(SecretVersion::Id(id)) => write!(f, "@{id}"),
+                }
+            }
+            Self::Parameter(ParameterId { name, selector }) => {
+                write!(f, "{PARAMETER}{name}")?;
+                selector.as_ref().map_or(Ok(()), |selector| write!(f, ":{selector}"))
+            }
+        }
+    }
+}
+
+const SECRETS_MANAGER: &str = "secretsmanager:";
+const PARAMETER: &str = "ssm:";
+
+/// A Secrets Manager secret, as GetSecretValue asks for it, and the key of its JSON value to take, if one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretId {
+    /// The secret's name or ARN (`SecretId`).
+    pub id: String,
+    /// The key whose value is the secret, when the secret's value is a JSON object (`password` of
+    /// `{"username":..,"password":..}`); `None`: the whole value.
+    pub json_key: Option<String>,
+    /// The version; `None`: the one labelled `AWSCURRENT`.
+    pub version: Option<SecretVersion>,
+}
+
+/// Which version of a Secrets Manager secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretVersion {
+    /// A staging label (`AWSCURRENT`, `AWSPREVIOUS`, `AWSPENDING` or one of the team's): `VersionStage`.
+    Stage(String),
+    /// A version id (a UUID): `VersionId`.
+    Id(String),
+}
+
+/// An SSM parameter, as GetParameters asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ParameterId {
+    /// The parameter's name (`/prod/db/password`) or ARN.
+    pub name: String,
+    /// A version number or a label (`3`, `prod`); `None`: the latest version.
+    pub selector: Option<String>,
+}
+
+impl ParameterId {
+    /// The name as GetParameters takes it: `name`, `name:version` or `name:label`.
+    pub fn request_name(&self) -> String {
+        match &self.selector {
+            None => self.name.clone(),
+            Some(selector) => format!("{}:{selector}", self.name),
+        }
+    }
+}
+
+impl std::str::FromStr for SecretSource {
+    type Err = String;
+
+    /// Parses `secretsmanager:<name or ARN>[#<json key>][@<stage or version id>]` or
+    /// `ssm:<name or ARN>[:<version or label>]`. A Secrets Manager name may hold `@`: the text after the last `@`
+    /// is the version, so such a name is given with one (`secretsmanager:me@example.com@AWSCURRENT`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix(SECRETS_MANAGER) {
+            let (rest, version) = match rest.rsplit_once('@') {
+                Some((rest, version)) => (rest, Some(version)),
+                None => (rest, None),
+            };
+            let (id, json_key) = match rest.split_once('#') {
+                Some((id, key)) => (id, Some(key)),
+                None => (rest, None),
+            };
+            if id.is_empty() {
+                return Err(format!("{text:?} names no secret: give secretsmanager:<name or ARN>"));
+            }
+            // Secrets Manager's own limits: a name or ARN of at most 2048 characters, these characters only.
+            if id.len() > 2048 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-:".contains(c)) {
+                return Err(format!(
+                    "{id:?} is not a Secrets Manager secret name or ARN (letters, digits and /_+=.@-, at most 2048)"
+                ));
+            }
+            if json_key.is_some_and(str::is_empty) {
+                return Err(format!("{text:?} has an empty JSON key after #: name the key, or drop the #"));
+            }
+            let version = match version {
+                None => None,
+                Some("") => return Err(format!("{text:?} has nothing after @: name a staging label or version id")),
+                Some(v) if is_uuid(v) => Some(SecretVersion::Id(v.to_string())),
+                Some(v) if v.len() <= 256 && v.chars().all(|c| c.is_ascii_graphic()) => {
+                    Some(SecretVersion::Stage(v.to_string()))
+                }
+                Some(v) => return Err(format!("{v:?} is not a staging label or version id")),
+            };
+            let json_key = json_key.map(String::from);
+            return Ok(Self::SecretsManager(SecretId { id: id.to_string(), json_key, version }));
+        }
+        if let Some(rest) = text.strip_prefix(PARAMETER) {
+            // An ARN's own colons come before `parameter/`; a selector's after it.
+            let (head, tail) = match rest.find(":parameter/") {
+                Some(at) if rest.starts_with("arn:") => rest.split_at(at + ":parameter/".len()),
+                _ => ("", rest),
+            };
+            let (name, selector) = match tail.split_once(':') {
+                Some((name, selector)) => (format!("{head}{name}"), Some(selector.to_string())),
+                None => (format!("{head}{tail}"), None),
+            };
+            if tail.split(':').next().is_none_or(str::is_empty) {
+                return Err(format!("{text:?} names no parameter: give ssm:<name or ARN>"));
+            }
+            // Parameter Store's own limits: a name of at most 2048 characters, these characters only.
+            if name.len() > 2048 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-:".contains(c)) {
+                return Err(format!("{name:?} is not an SSM parameter name (letters, digits and /_.-, at most 2048)"));
+            }
+            if selector.as_deref().is_some_and(|s| s.is_empty() || s.contains(':')) {
+                return Err(format!("{text:?}: after the name's `:` comes one version number or label"));
+            }
+            return Ok(Self::Parameter(ParameterId { name, selector }));
+        }
+        Err(format!(
+            "{text:?} is not a secret source: give secretsmanager:<name or ARN>[#<json key>][@<stage or version id>] \
+             or ssm:<parameter name>[:<version or label>]"
+        ))
+    }
+}
+
+/// Whether `text` is a UUID (8-4-4-4-12 hex digits), the shape of a Secrets Manager version id.
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// The settings of one ciphertext, found by its bytes.
@@ -69,23 +219,36 @@ pub(crate) enum Unnamed {
 pub(crate) struct SecretTable {
     sources: HashMap<String, Result<SecretSource, String>>,
     settings: HashMap<[u8; 32], Configured>,
+    /// The stored secrets (Secrets Manager's, SSM's) the host injects into requests, by source, each with its
+    /// origin: the same secret under another name is the host's alone too.
+    injected: HashMap<String, String>,
 }
 
 impl SecretTable {
     /// The table of a guest env `guest_env` (a variable holding base64 is a KMS ciphertext; any other is plain
-    /// configuration) with `secrets`' settings.
+    /// configuration) with `secrets`' settings, and of the secrets stored elsewhere, `stored`.
     ///
     /// # Errors
     /// A secret with settings whose value is not base64, or one ciphertext under two names with different settings:
-    /// the ciphertext cannot follow both, and picking one would silently drop the other's stamp or keys.
+    /// the ciphertext cannot follow both, and picking one would silently drop the other's stamp or keys. A stored
+    /// secret's name that is a guest env var too: the guest would read one and the host fetch the other.
     pub(crate) fn new(
         guest_env: &[(String, String)],
         secrets: &[(String, SecretSettings)],
+        stored: &[(String, SecretSource)],
     ) -> Result<Self, SettingError> {
         let mut table = Self::default();
         for (name, value) in guest_env {
             let source = keyward_base64::decode(value).map(SecretSource::EnvCiphertext).map_err(|e| e.to_string());
             table.sources.insert(name.clone(), source);
+        }
+        for (name, source) in stored {
+            if table.sources.insert(name.clone(), Ok(source.clone())).is_some() {
+                let reason = format!(
+                    "{name} is a guest env var (KEYWARD_GUEST_ENV) too: a secret lives in one place; drop one of them"
+                );
+                return Err(SettingError::new(format!("{SOURCE}{name}"), reason));
+            }
         }
         let configured = secrets.iter().map(|(name, settings)| (name, settings.clone(), true));
         // A variable without settings of its own that holds a configured ciphertext would be decrypted with that
@@ -139,16 +302,29 @@ impl SecretTable {
     pub(crate) fn inject(&mut self, name: &str, origin: &str) -> Result<SecretSource, String> {
         let source = match self.source(name) {
             Ok(source) => source.clone(),
-            Err(Unnamed::NotAVariable) => return Err(format!("{name} is not in KEYWARD_GUEST_ENV")),
+            Err(Unnamed::NotAVariable) => {
+                return Err(format!("{name} is not in KEYWARD_GUEST_ENV, and has no {SOURCE}{name}"));
+            }
             Err(Unnamed::NotASecret(why)) => return Err(format!("{name}'s value is not base64 ({why})")),
         };
-        let SecretSource::EnvCiphertext(blob) = &source;
-        let digest: [u8; 32] = Sha256::digest(blob).into();
-        // Every base64 guest variable has settings (its own, or the defaults) once the table is built.
-        if let Some(configured) = self.settings.get_mut(&digest) {
-            configured.injected_into = Some(origin.to_string());
+        match &source {
+            SecretSource::EnvCiphertext(blob) => {
+                let digest: [u8; 32] = Sha256::digest(blob).into();
+                // Every base64 guest variable has settings (its own, or the defaults) once the table is built.
+                if let Some(configured) = self.settings.get_mut(&digest) {
+                    configured.injected_into = Some(origin.to_string());
+                }
+            }
+            stored => {
+                self.injected.insert(stored.to_string(), origin.to_string());
+            }
         }
         Ok(source)
+    }
+
+    /// The origin the stored secret `source` is injected into, if the host injects it.
+    pub(crate) fn injected_into(&self, source: &SecretSource) -> Option<&String> {
+        self.injected.get(&source.to_string())
     }
 
     /// The settings of the ciphertext whose SHA-256 is `digest`, if it has any.
@@ -173,12 +349,95 @@ mod tests {
     #[test]
     fn a_name_is_a_ciphertext_plain_configuration_or_nothing() {
         let env = [("SECRET".to_string(), "Y3Q=".to_string()), ("PLAIN".to_string(), "not base64!".to_string())];
-        let table = SecretTable::new(&env, &[]).unwrap();
+        let table = SecretTable::new(&env, &[], &[]).unwrap();
         assert_eq!(table.source("SECRET"), Ok(&SecretSource::EnvCiphertext(b"ct".to_vec())));
         assert!(matches!(table.source("PLAIN"), Err(Unnamed::NotASecret(why)) if why.contains("invalid character")));
         assert_eq!(table.source("MISSING"), Err(Unnamed::NotAVariable));
         let digest: [u8; 32] = Sha256::digest(b"ct").into();
         assert_eq!(table.settings(&digest).map(|c| c.name.as_str()), Some("SECRET"));
         assert_eq!(format!("{:?}", table.source("SECRET").unwrap()), "EnvCiphertext(2 bytes)");
+    }
+
+    #[test]
+    fn every_source_form_parses_and_shows_as_written() {
+        let id = "0123abcd-0123-4567-89ab-0123456789ab";
+        let arn = format!("secretsmanager:arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf@{id}");
+        let cases: Vec<(&str, SecretSource)> = vec![
+            (
+                "secretsmanager:prod/db",
+                SecretSource::SecretsManager(SecretId { id: "prod/db".into(), json_key: None, version: None }),
+            ),
+            (
+                "secretsmanager:prod/db#password@AWSPREVIOUS",
+                SecretSource::SecretsManager(SecretId {
+                    id: "prod/db".into(),
+                    json_key: Some("password".into()),
+                    version: Some(SecretVersion::Stage("AWSPREVIOUS".into())),
+                }),
+            ),
+            (
+                &arn,
+                SecretSource::SecretsManager(SecretId {
+                    id: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf".into(),
+                    json_key: None,
+                    version: Some(SecretVersion::Id(id.into())),
+                }),
+            ),
+            (
+                "secretsmanager:me@example.com@AWSCURRENT",
+                SecretSource::SecretsManager(SecretId {
+                    id: "me@example.com".into(),
+                    json_key: None,
+                    version: Some(SecretVersion::Stage("AWSCURRENT".into())),
+                }),
+            ),
+            ("ssm:/prod/db", SecretSource::Parameter(ParameterId { name: "/prod/db".into(), selector: None })),
+            (
+                "ssm:/prod/db:3",
+                SecretSource::Parameter(ParameterId { name: "/prod/db".into(), selector: Some("3".into()) }),
+            ),
+            (
+                "ssm:arn:aws:ssm:eu-west-1:123456789012:parameter/prod/db:live",
+                SecretSource::Parameter(ParameterId {
+                    name: "arn:aws:ssm:eu-west-1:123456789012:parameter/prod/db".into(),
+                    selector: Some("live".into()),
+                }),
+            ),
+        ];
+        for (text, source) in cases {
+            assert_eq!(text.parse::<SecretSource>().as_ref(), Ok(&source), "{text}");
+            assert_eq!(source.to_string(), text);
+        }
+        assert_eq!(SecretSource::EnvCiphertext(vec![1]).to_string(), "env");
+    }
+
+    #[test]
+    fn a_malformed_source_is_refused_saying_what_a_source_is() {
+        for (text, says) in [
+            ("vault:db", "is not a secret source: give secretsmanager:"),
+            ("secretsmanager:", "names no secret"),
+            ("secretsmanager:#key", "names no secret"),
+            ("secretsmanager:db#", "empty JSON key"),
+            ("secretsmanager:db@", "nothing after @"),
+            ("secretsmanager:db name", "is not a Secrets Manager secret name or ARN"),
+            ("ssm:", "names no parameter"),
+            ("ssm:/a:", "one version number or label"),
+            ("ssm:/a:1:2", "one version number or label"),
+            ("ssm:/a b", "is not an SSM parameter name"),
+        ] {
+            let error = text.parse::<SecretSource>().unwrap_err();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_stored_secret_may_not_share_its_name_with_a_guest_variable() {
+        let env = [("DB".to_string(), "Y3Q=".to_string())];
+        let stored = [("DB".to_string(), "ssm:/db".parse().unwrap())];
+        let error = SecretTable::new(&env, &[], &stored).unwrap_err().to_string();
+        assert!(error.starts_with("KEYWARD_SOURCE_DB: DB is a guest env var (KEYWARD_GUEST_ENV) too"), "{error}");
+        let mut table = SecretTable::new(&[], &[], &stored).unwrap();
+        let source = table.inject("DB", "https://api.example.com").unwrap();
+        assert_eq!(table.injected_into(&source).map(String::as_str), Some("https://api.example.com"));
     }
 }

@@ -491,7 +491,7 @@ async fn injection(
         )))
     };
     let fetch = || async {
-        let (plaintext, _) = match session.fetch(&bound.source, User::Host).await {
+        let (plaintext, _) = match session.fetch(&bound.name, &bound.source, User::Host).await {
             Err(trap) => return Err(fail(trap.to_string())),
             Ok(Err(refused)) => return Err(fail(refused.to_string())),
             Ok(Ok(opened)) => opened,

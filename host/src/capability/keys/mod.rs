@@ -182,13 +182,15 @@ impl keys::HostKey for View<'_> {
             Err(Unnamed::NotAVariable) => {
                 // The name is the guest's, of any length: quoted only in part.
                 let name = crate::error::bounded(&name, 64);
-                return Ok(Err(Error::InvalidInput(format!("{name:?} is not one of the guest's env vars"))));
+                return Ok(Err(Error::InvalidInput(format!(
+                    "{name:?} is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it"
+                ))));
             }
             Err(Unnamed::NotASecret(why)) => {
                 return Ok(Err(Error::InvalidCiphertext(format!("env var {name} is not base64: {why}"))));
             }
         };
-        let fetched = self.secrets.fetch(&source, User::Guest).await?;
+        let fetched = self.secrets.fetch(&name, &source, User::Guest).await?;
         self.keep(fetched)
     }
 
@@ -322,7 +324,7 @@ mod tests {
 
         let missing = view.open_env("NOPE".into()).await.unwrap().unwrap_err();
         assert!(
-            matches!(&missing, Error::InvalidInput(m) if m.contains("not one of the guest's env vars")),
+            matches!(&missing, Error::InvalidInput(m) if m.contains("not one of the guest's secrets")),
             "{missing:?}"
         );
         let plain = view.open_env("PLAIN".into()).await.unwrap().unwrap_err();

@@ -18,7 +18,7 @@ pub use settings::KmsSettings;
 
 use crate::bindings::kms;
 use crate::mask::{self, Masker};
-use crate::secrets::{KmsError, Session};
+use crate::secrets::{KmsError, Opened, Session, Unnamed, User};
 
 /// The interface's name in the WIT package.
 const INTERFACE: &str = "keyward:lambda/kms@0.1.0";
@@ -84,15 +84,35 @@ impl<'a> View<'a> {
         ciphertext: Vec<u8>,
         encryption_context: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<Arc<[u8]>, kms::Error>> {
-        Ok(match self.secrets.decrypt(&ciphertext, encryption_context).await? {
-            Ok((plaintext, _)) => {
-                let bytes: Arc<[u8]> = Arc::from(plaintext.expose_secret());
-                let held = mask::hold(&bytes);
-                self.kms.handed_out.push(HandedOut { bytes: bytes.clone(), _held: held });
-                Ok(bytes)
+        let fetched = self.secrets.decrypt(&ciphertext, encryption_context).await?;
+        Ok(self.hand_out(fetched))
+    }
+
+    async fn secret(&mut self, name: String) -> wasmtime::Result<Result<Arc<[u8]>, kms::Error>> {
+        let source = match self.secrets.source(&name) {
+            Ok(source) => source,
+            Err(Unnamed::NotAVariable) => {
+                // The name is the guest's, of any length: quoted only in part.
+                let name = crate::error::bounded(&name, 64);
+                return Ok(Err(kms::Error::Denied(format!(
+                    "{name:?} is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it"
+                ))));
             }
-            Err(e) => Err(to_wit(e)),
-        })
+            Err(Unnamed::NotASecret(why)) => {
+                return Ok(Err(kms::Error::InvalidCiphertext(format!("env var {name} is not base64: {why}"))));
+            }
+        };
+        let fetched = self.secrets.fetch(&name, &source, User::Guest).await?;
+        Ok(self.hand_out(fetched))
+    }
+
+    /// Keeps what is handed to the guest (masked, then zeroized at the end), or turns the refusal into the WIT's.
+    fn hand_out(&mut self, fetched: Result<Opened, KmsError>) -> Result<Arc<[u8]>, kms::Error> {
+        let (plaintext, _) = fetched.map_err(to_wit)?;
+        let bytes: Arc<[u8]> = Arc::from(plaintext.expose_secret());
+        let held = mask::hold(&bytes);
+        self.kms.handed_out.push(HandedOut { bytes: bytes.clone(), _held: held });
+        Ok(bytes)
     }
 }
 
@@ -105,12 +125,16 @@ pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> View<'_>,
 ) -> wasmtime::Result<()> {
-    linker.instance(INTERFACE)?.func_wrap_async(
+    let mut instance = linker.instance(INTERFACE)?;
+    instance.func_wrap_async(
         "decrypt",
         move |mut store: StoreContextMut<'_, T>, (ciphertext, context): (Vec<u8>, Vec<(String, String)>)| {
             Box::new(async move { Ok((get(store.data_mut()).decrypt(ciphertext, context).await?,)) })
         },
-    )
+    )?;
+    instance.func_wrap_async("secret", move |mut store: StoreContextMut<'_, T>, (name,): (String,)| {
+        Box::new(async move { Ok((get(store.data_mut()).secret(name).await?,)) })
+    })
 }
 
 fn to_wit(error: KmsError) -> kms::Error {

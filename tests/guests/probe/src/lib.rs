@@ -105,6 +105,25 @@ impl Guest for Probe {
                 std::thread::sleep(std::time::Duration::from_millis(number("then_sleep_ms")));
                 Ok(json!({ "sha256_prefix": decrypted? }).to_string())
             }
+            // Asks for each secret of `names` by name (`kms.secret`): its SHA-256 prefix, or the host's error.
+            "secret" => {
+                let answers: Vec<Value> = arg("names")
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|name| match kms::secret(name.as_str().unwrap_or("")) {
+                        Ok(plaintext) => {
+                            let plaintext = Zeroizing::new(plaintext);
+                            let prefix: String =
+                                Sha256::digest(plaintext.as_slice())[..4].iter().map(|b| format!("{b:02x}")).collect();
+                            json!({ "sha256_prefix": prefix })
+                        }
+                        Err(e) => json!({ "error": describe(e) }),
+                    })
+                    .collect();
+                Ok(json!({ "secrets": answers }).to_string())
+            }
             // Opens `ciphertext` (base64) as a key handle (or the env var `env`; `reopen` times more), then runs
             // each of `ops` on it,
             // `times` times over: `{"op": "hmac" | "sign" | "public-key" | "jwt", "alg": ..., "message": text,
