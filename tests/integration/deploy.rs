@@ -28,6 +28,7 @@ fn load_yaml(path: &Path, cloudformation: bool) -> serde_json::Value {
 /// One request to KMS, as IAM sees it: the action, the key, and the condition keys it carries.
 struct Request {
     what: &'static str,
+    action: &'static str,
     resource: &'static str,
     context: &'static [(&'static str, &'static str)],
     allowed: bool,
@@ -37,12 +38,14 @@ struct Request {
 /// keyward's decrypt of a secret) and refuse, for the function `keyward-hello` in us-east-1 of account 111122223333.
 const REQUESTS: &[Request] = &[
     Request {
+        action: "kms:Decrypt",
         what: "keyward decrypts a secret bound to the function",
         resource: "KEY_ARN",
         context: &[("kms:EncryptionContext:function", "keyward-hello")],
         allowed: true,
     },
     Request {
+        action: "kms:Decrypt",
         what: "Lambda decrypts the function's environment",
         resource: "KEY_ARN",
         context: &[
@@ -55,12 +58,14 @@ const REQUESTS: &[Request] = &[
         allowed: true,
     },
     Request {
+        action: "kms:Decrypt",
         what: "a secret bound to another function",
         resource: "KEY_ARN",
         context: &[("kms:EncryptionContext:function", "billing")],
         allowed: false,
     },
     Request {
+        action: "kms:Decrypt",
         what: "the role decrypting the environment itself, not through Lambda",
         resource: "KEY_ARN",
         context: &[(
@@ -70,6 +75,7 @@ const REQUESTS: &[Request] = &[
         allowed: false,
     },
     Request {
+        action: "kms:Decrypt",
         what: "another function's environment through Lambda",
         resource: "KEY_ARN",
         context: &[
@@ -79,12 +85,86 @@ const REQUESTS: &[Request] = &[
         allowed: false,
     },
     Request {
+        action: "kms:Decrypt",
         what: "another key",
         resource: "OTHER_KEY_ARN",
         context: &[("kms:EncryptionContext:function", "keyward-hello")],
         allowed: false,
     },
 ];
+
+/// What the SAM template's role must allow and refuse when a Secrets Manager secret and an SSM parameter are named
+/// (`DatabaseSecretArn`, `ConfigParameterName`): those two, read through their services, and nothing else.
+const STORED_REQUESTS: &[Request] = &[
+    Request {
+        action: "secretsmanager:GetSecretValue",
+        what: "the named secret",
+        resource: DB_SECRET,
+        context: &[],
+        allowed: true,
+    },
+    Request {
+        action: "secretsmanager:GetSecretValue",
+        what: "another secret",
+        resource: "arn:aws:secretsmanager:us-east-1:111122223333:secret:other-XyZ123",
+        context: &[],
+        allowed: false,
+    },
+    Request {
+        action: "ssm:GetParameters",
+        what: "the named parameter",
+        resource: PARAMETER,
+        context: &[],
+        allowed: true,
+    },
+    Request {
+        action: "ssm:GetParameters",
+        what: "another parameter",
+        resource: "arn:aws:ssm:us-east-1:111122223333:parameter/app/other",
+        context: &[],
+        allowed: false,
+    },
+    Request {
+        action: "kms:Decrypt",
+        what: "Secrets Manager decrypts the named secret",
+        resource: "KEY_ARN",
+        context: &[
+            ("kms:ViaService", "secretsmanager.us-east-1.amazonaws.com"),
+            ("kms:EncryptionContext:SecretARN", DB_SECRET),
+        ],
+        allowed: true,
+    },
+    Request {
+        action: "kms:Decrypt",
+        what: "Secrets Manager decrypts another secret under the key",
+        resource: "KEY_ARN",
+        context: &[
+            ("kms:ViaService", "secretsmanager.us-east-1.amazonaws.com"),
+            ("kms:EncryptionContext:SecretARN", "arn:aws:secretsmanager:us-east-1:111122223333:secret:other-XyZ123"),
+        ],
+        allowed: false,
+    },
+    Request {
+        action: "kms:Decrypt",
+        what: "SSM decrypts the named parameter",
+        resource: "KEY_ARN",
+        context: &[
+            ("kms:ViaService", "ssm.us-east-1.amazonaws.com"),
+            ("kms:EncryptionContext:PARAMETER_ARN", PARAMETER),
+        ],
+        allowed: true,
+    },
+    Request {
+        action: "kms:Decrypt",
+        what: "the role decrypting the secret's ciphertext itself",
+        resource: "KEY_ARN",
+        context: &[("kms:EncryptionContext:SecretARN", DB_SECRET)],
+        allowed: false,
+    },
+];
+
+const DB_SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-AbCdEf";
+const PARAMETER: &str = "arn:aws:ssm:us-east-1:111122223333:parameter/app/config";
 
 /// A policy value with the config's references filled in: CloudFormation's `Ref`, `Fn::GetAtt` and `Fn::Sub`, and
 /// the Serverless Framework's `${...}` variables.
@@ -100,6 +180,8 @@ fn resolve(value: &serde_json::Value) -> String {
         ("sls:stage", "dev"),
         ("aws:region", "us-east-1"),
         ("aws:accountId", "111122223333"),
+        ("DatabaseSecretArn", DB_SECRET),
+        ("ConfigParameterName", "/app/config"),
     ];
     let lookup = |name: &str| names.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
     let substitute = |text: &str| {
@@ -128,13 +210,19 @@ fn resolve(value: &serde_json::Value) -> String {
 /// Whether one of the Allow statements allows `request` (IAM's evaluation for what these configs use: no Deny,
 /// `StringEquals` conditions, every key required).
 fn allows(statements: &[serde_json::Value], request: &Request) -> bool {
-    statements.iter().any(|statement| {
+    // A statement under a condition (`Fn::If [condition, statement, AWS::NoValue]`) counts as its condition holds:
+    // the configuration that names what the statement is for.
+    let configured = statements.iter().map(|statement| match statement.get("Fn::If") {
+        Some(branches) => &branches[1],
+        None => statement,
+    });
+    configured.into_iter().any(|statement| {
         assert_eq!(statement["Effect"], "Allow", "the configs grant, they never deny: {statement}");
         let listed = |v: &serde_json::Value| match v {
             serde_json::Value::Array(items) => items.iter().map(resolve).collect(),
             one => vec![resolve(one)],
         };
-        let action_ok = listed(&statement["Action"]).iter().any(|a| a == "kms:Decrypt" || a == "kms:*");
+        let action_ok = listed(&statement["Action"]).iter().any(|a| a == request.action || a == "kms:*");
         let resource_ok = listed(&statement["Resource"]).iter().any(|r| r == request.resource || r == "*");
         let conditions = statement["Condition"].as_object().cloned().unwrap_or_default();
         let conditions_ok = conditions.iter().all(|(operator, keys)| {
@@ -148,8 +236,8 @@ fn allows(statements: &[serde_json::Value], request: &Request) -> bool {
     })
 }
 
-fn assert_policy(config: &str, statements: &[serde_json::Value]) {
-    for request in REQUESTS {
+fn assert_policy(config: &str, statements: &[serde_json::Value], requests: &[Request]) {
+    for request in requests {
         assert_eq!(allows(statements, request), request.allowed, "{config}: {}", request.what);
     }
 }
@@ -186,7 +274,16 @@ fn cfn_lint_accepts_the_sam_template() {
     assert_eq!(key["UpdateReplacePolicy"], "Retain", "replacing the key must not delete the old one");
     assert_eq!(function["FunctionUrlConfig"]["AuthType"], "AWS_IAM");
     let statements = function["Policies"][0]["Statement"].as_array().unwrap();
-    assert_policy("the SAM template", statements);
+    assert_policy("the SAM template", statements, REQUESTS);
+    assert_policy("the SAM template, reading stored secrets", statements, STORED_REQUESTS);
+    for (variable, source) in [
+        ("KEYWARD_SOURCE_DB_PASSWORD", "secretsmanager:${DatabaseSecretArn}#password"),
+        ("KEYWARD_SOURCE_CONFIG", "ssm:${ConfigParameterName}"),
+    ] {
+        assert_eq!(env[variable]["Fn::If"][1]["Fn::Sub"], source, "{variable}");
+        let filled = resolve(&env[variable]["Fn::If"][1]);
+        assert!(filled.parse::<keyward::secrets::SecretSource>().is_ok(), "{variable}: {filled}");
+    }
 }
 
 #[test]
@@ -194,7 +291,11 @@ fn the_serverless_config_ports_the_classic_pattern() {
     let config = load_yaml(&repo("deploy/serverless.yml"), false);
     assert_eq!(config["provider"]["runtime"], "provided.al2023");
     assert!(config["provider"]["kmsKeyArn"].is_string(), "the environment is encrypted with the key");
-    assert_policy("the Serverless config", config["provider"]["iam"]["role"]["statements"].as_array().unwrap());
+    assert_policy(
+        "the Serverless config",
+        config["provider"]["iam"]["role"]["statements"].as_array().unwrap(),
+        REQUESTS,
+    );
     let hello = &config["functions"]["hello"];
     assert_eq!(hello["handler"], "bootstrap");
     assert_eq!(hello["environment"]["KEYWARD_GUEST_ENV"], "PASSWORD");

@@ -6,6 +6,10 @@ use serde_json::json;
 
 use crate::support::*;
 
+/// What the host answers a guest asking for a secret it does not have.
+const MISSING: &str =
+    "kms denied: \"PASSWORD\" is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it";
+
 #[tokio::test]
 async fn decrypts_its_secret_and_answers_with_a_fingerprint() {
     let key = new_key();
@@ -36,7 +40,7 @@ async fn decrypts_its_secret_and_answers_with_a_fingerprint() {
 async fn reports_a_missing_or_malformed_password_as_a_guest_error() {
     let (_, host) = host("hello", HostSettings::default());
     let err = invoke(&host, json!({})).await.result.unwrap_err();
-    assert_eq!(err.to_string(), "guest returned an error: env var PASSWORD is not set");
+    assert_eq!(err.to_string(), format!("guest returned an error: {MISSING}"));
 
     let config = HostSettings { guest_env: vec![("PASSWORD".into(), "not base64!".into())], ..HostSettings::default() };
     let (_, host) = crate::support::host("hello", config);
@@ -87,7 +91,7 @@ fn the_javascript_hello_behaves_like_the_rust_one() {
     // Loading compiles the component (seconds for the JavaScript engine); the builder keeps what was compiled.
     let bare = StubHost::load(guest("hello-js")).unwrap();
     match bare.invoke(json!({})) {
-        Err(StubError::Invoke(InvokeError::Guest(message))) => assert_eq!(message, "env var PASSWORD is not set"),
+        Err(StubError::Invoke(InvokeError::Guest(message))) => assert_eq!(message, MISSING),
         other => panic!("expected a guest error, got {other:?}"),
     }
     let js = bare.secret("PASSWORD", "hunter2").context("function", "hello");
@@ -175,7 +179,9 @@ async fn both_guests_and_the_host_read_base64_alike() {
                     assert!(prefetching.unwrap().prefetch().await.is_ok(), "prefetch, {case}");
                 }
                 Err(reason) => {
-                    let message = format!("guest returned an error: env var PASSWORD is not base64: {reason}");
+                    let message = format!(
+                        "guest returned an error: kms invalid-ciphertext: env var PASSWORD is not base64: {reason}"
+                    );
                     assert!(
                         matches!(&result, Err(e) if e.to_string().starts_with(&message)),
                         "{name}, {case}: {result:?}"

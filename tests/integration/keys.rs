@@ -154,7 +154,7 @@ async fn opening_by_name_takes_only_the_guests_own_variables() {
     let named = response(&invoke(&host, json!({"action": "key", "env": "SIGNING", "ops": ops})).await);
     assert!(outputs(&named)[0]["ok"].is_string(), "{named}");
     for (name, says) in [
-        ("HOME", "key invalid-input: \"HOME\" is not one of the guest's env vars"),
+        ("HOME", "key invalid-input: \"HOME\" is not one of the guest's secrets"),
         ("PLAIN", "key invalid-ciphertext: env var PLAIN is not base64"),
     ] {
         let invocation = invoke(&host, json!({"action": "key", "env": name, "ops": ops})).await;

@@ -120,7 +120,7 @@ pub fn decrypt(ciphertext: &[u8], context: &[(&str, &str)]) -> Result<Secret, Km
 /// The secret named `name`, from wherever the host keeps it: the env var `name`'s base64 KMS ciphertext (as the
 /// classic pattern keeps it; decrypted with no encryption context of the guest's, the host adds its stamped pairs),
 /// or a secret the host fetches from Secrets Manager or SSM Parameter Store (`KEYWARD_SOURCE_<NAME>`). The guest
-/// never learns where it lives, nor holds an ARN or a credential.
+/// needs no ARN, and holds no credential.
 ///
 /// # Errors
 /// The host's [`KmsError`]: `denied` for a name that is no secret of this function.

@@ -83,7 +83,7 @@ fn answers(answered: &Parameter, asked: &ParameterId) -> bool {
     named
         && match (&asked.selector, answered.selector.as_deref().and_then(|s| s.strip_prefix(':'))) {
             (None, _) => true,
-            (Some(asked), Some(said)) => said == asked,
+            (Some(asked), Some(said)) => said == asked || answered.version.to_string() == *asked,
             (Some(asked), None) if asked.bytes().all(|b| b.is_ascii_digit()) => answered.version.to_string() == *asked,
             (Some(_), None) => true,
         }

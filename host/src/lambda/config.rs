@@ -346,6 +346,7 @@ mod tests {
             ("KEYWARD_PREFETCH", "P"),
             ("KEYWARD_KMS_CONTEXT", "a=b"),
             ("KEYWARD_ALLOW_OUTBOUND", "https://api.example.com"),
+            ("KEYWARD_SOURCE_P", "ssm:/p"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -131,14 +131,14 @@ impl SecretGate {
                     let store = self.store.as_ref().ok_or_else(no_store)?;
                     within(deadline, "Secrets Manager", store.get_secret_value(id)).await
                 };
-                self.fetch_stored(name, source, deadline, user, fetch).await
+                self.fetch_stored((name, source), deadline, user, Instant::now(), fetch).await
             }
             SecretSource::Parameter(id) => {
                 let fetch = |deadline| async move {
                     let answer = self.get_parameters(&[id], deadline).await.pop();
                     answer.unwrap_or_else(|| Err(KmsError::Unavailable("SSM gave no answer".into())))
                 };
-                self.fetch_stored(name, source, deadline, user, fetch).await
+                self.fetch_stored((name, source), deadline, user, Instant::now(), fetch).await
             }
         }
     }
@@ -147,7 +147,11 @@ impl SecretGate {
     async fn get_parameters(&self, ids: &[&ParameterId], deadline: Option<Instant>) -> Vec<Result<Fetched, KmsError>> {
         let Some(store) = &self.store else { return ids.iter().map(|_| Err(no_store())).collect() };
         match within(deadline, "SSM", async { Ok(store.get_parameters(ids).await) }).await {
-            Ok(answers) => answers,
+            Ok(answers) if answers.len() == ids.len() => answers,
+            Ok(answers) => {
+                let why = format!("the store answered {} of {} parameters; none was used", answers.len(), ids.len());
+                ids.iter().map(|_| Err(KmsError::Unavailable(why.clone()))).collect()
+            }
             Err(late) => ids.iter().map(|_| Err(late.clone())).collect(),
         }
     }
@@ -156,10 +160,10 @@ impl SecretGate {
     /// taken out before the value is cached; one audit line, and one more when the version changed.
     async fn fetch_stored<F, Fut>(
         &self,
-        name: &str,
-        source: &SecretSource,
+        (name, source): (&str, &SecretSource),
         deadline: Option<Instant>,
         user: User,
+        started: Instant,
         fetch: F,
     ) -> (Result<Plaintext, KmsError>, DecryptRecord)
     where
@@ -168,7 +172,6 @@ impl SecretGate {
     {
         let shown = source.to_string();
         let key = CacheKey::of_source(&shown);
-        let started = Instant::now();
         let json_key = match source {
             SecretSource::SecretsManager(id) => id.json_key.as_deref(),
             _ => None,
@@ -189,7 +192,7 @@ impl SecretGate {
             },
         };
         let version_id = answer.result.as_ref().ok().map(|d| d.key_id.clone());
-        if let (Some(version), CacheUse::Miss) = (&version_id, answer.cache) {
+        if let (Some(version), CacheUse::Miss | CacheUse::Off) = (&version_id, answer.cache) {
             let before =
                 self.versions.lock().unwrap_or_else(PoisonError::into_inner).insert(shown.clone(), version.clone());
             if let Some(before) = before.filter(|before| before != version) {
@@ -250,11 +253,13 @@ impl SecretGate {
                             _ => None,
                         })
                         .collect();
+                    let started = Instant::now();
                     let answers = self.get_parameters(&ids, Some(deadline)).await;
                     let mut outcomes = Vec::new();
                     for (&(name, source), answer) in batch.iter().zip(answers) {
                         let fetch = |_| std::future::ready(answer);
-                        let (result, _) = self.fetch_stored(name, source, Some(deadline), User::Host, fetch).await;
+                        let named = (name, source);
+                        let (result, _) = self.fetch_stored(named, Some(deadline), User::Host, started, fetch).await;
                         outcomes.push((name, result.map(drop)));
                     }
                     outcomes

@@ -64,6 +64,37 @@ impl std::fmt::Display for SecretSource {
     }
 }
 
+impl SecretSource {
+    /// The secret a stored source names, however it is spelled: `secretsmanager:<name>` for a Secrets Manager
+    /// secret (by name or ARN, the ARN's random suffix dropped; any JSON key or version), `ssm:<name>` for a
+    /// parameter (by name or ARN; any version or label), and SSM's references to Secrets Manager
+    /// (`/aws/reference/secretsmanager/<name>`) as the secret they name. `None` for an env ciphertext.
+    ///
+    /// Two sources of one identity hold the same secret, or versions of it: what is true of one (the host injects
+    /// it) is true of both. A name that merely ends like a suffix (`db-abcdef`) is taken for the same secret as
+    /// `db`: a refusal too many, never one too few.
+    pub(crate) fn identity(&self) -> Option<String> {
+        let secret = |id: &str| {
+            let name = id.split_once(":secret:").map_or(id, |(_, name)| name);
+            let unsuffixed = name
+                .rsplit_once('-')
+                .filter(|(_, suffix)| suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()));
+            format!("{SECRETS_MANAGER}{}", unsuffixed.map_or(name, |(name, _)| name))
+        };
+        match self {
+            Self::EnvCiphertext(_) => None,
+            Self::SecretsManager(id) => Some(secret(&id.id)),
+            Self::Parameter(ParameterId { name, .. }) => {
+                let name = name.split_once(":parameter").map_or(name.as_str(), |(_, name)| name);
+                match name.strip_prefix("/aws/reference/secretsmanager/") {
+                    Some(id) => Some(secret(id)),
+                    None => Some(format!("{PARAMETER}{name}")),
+                }
+            }
+        }
+    }
+}
+
 const SECRETS_MANAGER: &str = "secretsmanager:";
 const PARAMETER: &str = "ssm:";
 
@@ -112,38 +143,45 @@ impl std::str::FromStr for SecretSource {
 
     /// Parses `secretsmanager:<name or ARN>[#<json key>][@<stage or version id>]` or
     /// `ssm:<name or ARN>[:<version or label>]`. A Secrets Manager name may hold `@`: the text after the last `@`
-    /// is the version, so such a name is given with one (`secretsmanager:me@example.com@AWSCURRENT`).
+    /// (unless a `#` follows it) is the version, so such a name is given with one
+    /// (`secretsmanager:me@example.com@AWSCURRENT`, `secretsmanager:me@example.com#password`).
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
+        // Quoted back in errors only in part: a value may be long.
+        let shown = crate::error::bounded(text, 160);
         if let Some(rest) = text.strip_prefix(SECRETS_MANAGER) {
+            // A version comes last: an `@` before a `#` is the name's.
             let (rest, version) = match rest.rsplit_once('@') {
-                Some((rest, version)) => (rest, Some(version)),
-                None => (rest, None),
+                Some((rest, version)) if !version.contains('#') => (rest, Some(version)),
+                _ => (rest, None),
             };
             let (id, json_key) = match rest.split_once('#') {
                 Some((id, key)) => (id, Some(key)),
                 None => (rest, None),
             };
             if id.is_empty() {
-                return Err(format!("{text:?} names no secret: give secretsmanager:<name or ARN>"));
+                return Err(format!("{shown:?} names no secret: give secretsmanager:<name or ARN>"));
             }
             // Secrets Manager's own limits: a name or ARN of at most 2048 characters, these characters only.
             if id.len() > 2048 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-:".contains(c)) {
                 return Err(format!(
-                    "{id:?} is not a Secrets Manager secret name or ARN (letters, digits and /_+=.@-, at most 2048)"
+                    "{:?} is not a Secrets Manager secret name or ARN (letters, digits and /_+=.@-, at most 2048)",
+                    crate::error::bounded(id, 160)
                 ));
             }
             if json_key.is_some_and(str::is_empty) {
-                return Err(format!("{text:?} has an empty JSON key after #: name the key, or drop the #"));
+                return Err(format!("{shown:?} has an empty JSON key after #: name the key, or drop the #"));
             }
             let version = match version {
                 None => None,
-                Some("") => return Err(format!("{text:?} has nothing after @: name a staging label or version id")),
+                Some("") => return Err(format!("{shown:?} has nothing after @: name a staging label or version id")),
                 Some(v) if is_uuid(v) => Some(SecretVersion::Id(v.to_string())),
                 Some(v) if v.len() <= 256 && v.chars().all(|c| c.is_ascii_graphic()) => {
                     Some(SecretVersion::Stage(v.to_string()))
                 }
-                Some(v) => return Err(format!("{v:?} is not a staging label or version id")),
+                Some(v) => {
+                    return Err(format!("{:?} is not a staging label or version id", crate::error::bounded(v, 160)));
+                }
             };
             let json_key = json_key.map(String::from);
             return Ok(Self::SecretsManager(SecretId { id: id.to_string(), json_key, version }));
@@ -159,19 +197,22 @@ impl std::str::FromStr for SecretSource {
                 None => (format!("{head}{tail}"), None),
             };
             if tail.split(':').next().is_none_or(str::is_empty) {
-                return Err(format!("{text:?} names no parameter: give ssm:<name or ARN>"));
+                return Err(format!("{shown:?} names no parameter: give ssm:<name or ARN>"));
             }
             // Parameter Store's own limits: a name of at most 2048 characters, these characters only.
             if name.len() > 2048 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-:".contains(c)) {
-                return Err(format!("{name:?} is not an SSM parameter name (letters, digits and /_.-, at most 2048)"));
+                return Err(format!(
+                    "{:?} is not an SSM parameter name (letters, digits and /_.-, at most 2048)",
+                    crate::error::bounded(&name, 160)
+                ));
             }
             if selector.as_deref().is_some_and(|s| s.is_empty() || s.contains(':')) {
-                return Err(format!("{text:?}: after the name's `:` comes one version number or label"));
+                return Err(format!("{shown:?}: after the name's `:` comes one version number or label"));
             }
             return Ok(Self::Parameter(ParameterId { name, selector }));
         }
         Err(format!(
-            "{text:?} is not a secret source: give secretsmanager:<name or ARN>[#<json key>][@<stage or version id>] \
+            "{shown:?} is not a secret source: give secretsmanager:<name or ARN>[#<json key>][@<stage or version id>] \
              or ssm:<parameter name>[:<version or label>]"
         ))
     }
@@ -219,8 +260,9 @@ pub(crate) enum Unnamed {
 pub(crate) struct SecretTable {
     sources: HashMap<String, Result<SecretSource, String>>,
     settings: HashMap<[u8; 32], Configured>,
-    /// The stored secrets (Secrets Manager's, SSM's) the host injects into requests, by source, each with its
-    /// origin: the same secret under another name is the host's alone too.
+    /// The stored secrets (Secrets Manager's, SSM's) the host injects into requests, by the secret itself
+    /// ([`SecretSource::identity`]), each with its origin: the same secret under another name, spelled another way
+    /// (an ARN, a version, a label, another JSON key), is the host's alone too.
     injected: HashMap<String, String>,
 }
 
@@ -316,7 +358,9 @@ impl SecretTable {
                 }
             }
             stored => {
-                self.injected.insert(stored.to_string(), origin.to_string());
+                if let Some(identity) = stored.identity() {
+                    self.injected.insert(identity, origin.to_string());
+                }
             }
         }
         Ok(source)
@@ -324,7 +368,7 @@ impl SecretTable {
 
     /// The origin the stored secret `source` is injected into, if the host injects it.
     pub(crate) fn injected_into(&self, source: &SecretSource) -> Option<&String> {
-        self.injected.get(&source.to_string())
+        self.injected.get(&source.identity()?)
     }
 
     /// The settings of the ciphertext whose SHA-256 is `digest`, if it has any.
@@ -384,6 +428,14 @@ mod tests {
                 }),
             ),
             (
+                "secretsmanager:me@example.com#password",
+                SecretSource::SecretsManager(SecretId {
+                    id: "me@example.com".into(),
+                    json_key: Some("password".into()),
+                    version: None,
+                }),
+            ),
+            (
                 "secretsmanager:me@example.com@AWSCURRENT",
                 SecretSource::SecretsManager(SecretId {
                     id: "me@example.com".into(),
@@ -439,5 +491,28 @@ mod tests {
         let mut table = SecretTable::new(&[], &[], &stored).unwrap();
         let source = table.inject("DB", "https://api.example.com").unwrap();
         assert_eq!(table.injected_into(&source).map(String::as_str), Some("https://api.example.com"));
+        // The same parameter spelled another way is injected too.
+        for other in ["ssm:/db:3", "ssm:/db:live", "ssm:arn:aws:ssm:eu-west-1:123456789012:parameter/db"] {
+            let other: SecretSource = other.parse().unwrap();
+            assert!(table.injected_into(&other).is_some(), "{other}");
+        }
+        assert!(table.injected_into(&"ssm:/db2".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_secret_has_one_identity_however_it_is_spelled() {
+        let identity = |text: &str| text.parse::<SecretSource>().unwrap().identity().unwrap();
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf";
+        for same in [
+            "secretsmanager:prod/db".to_string(),
+            "secretsmanager:prod/db#password@AWSPREVIOUS".to_string(),
+            format!("secretsmanager:{arn}"),
+            format!("secretsmanager:{arn}#user"),
+            "ssm:/aws/reference/secretsmanager/prod/db".to_string(),
+        ] {
+            assert_eq!(identity(&same), "secretsmanager:prod/db", "{same}");
+        }
+        assert_eq!(identity("ssm:arn:aws:ssm:eu-west-1:123456789012:parameter/app/key:2"), "ssm:/app/key");
+        assert_ne!(identity("secretsmanager:prod/db2"), identity("secretsmanager:prod/db"));
     }
 }

@@ -6,6 +6,10 @@ use keyward::KmsError;
 use keyward::testing::{StubError, StubHost};
 use serde_json::json;
 
+/// What the host answers a guest asking for a secret it does not have.
+const MISSING: &str =
+    "kms denied: \"PASSWORD\" is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it";
+
 const COMPONENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../target/wasm32-wasip2/release/hello.wasm");
 
 fn host() -> StubHost {
@@ -72,7 +76,7 @@ fn a_slow_kms_is_a_timeout_or_unavailable_not_a_hang() {
 #[test]
 fn a_missing_secret_is_named() {
     match host().invoke(json!({})) {
-        Err(StubError::Invoke(InvokeError::Guest(message))) => assert_eq!(message, "env var PASSWORD is not set"),
+        Err(StubError::Invoke(InvokeError::Guest(message))) => assert_eq!(message, MISSING),
         other => panic!("expected a guest error, got {other:?}"),
     }
 }
