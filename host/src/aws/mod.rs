@@ -173,6 +173,33 @@ pub(crate) fn plaintext_of(bytes: Vec<u8>) -> crate::secrets::Plaintext {
     crate::secrets::Plaintext::from(bytes.to_vec())
 }
 
+/// A service error that no case of the operation's own names (`code` is the error code, if any): refused
+/// credentials and a 401/403 are `denied`; throttling, any other code and a bare HTTP error are `unavailable`.
+/// `about` names what was asked for (`secret prod/db`); `detail` is the service's message, ready to append.
+pub(crate) fn service_error(
+    service: &str,
+    endpoint: &str,
+    about: &str,
+    (code, status): (Option<&str>, u16),
+    detail: &str,
+) -> KmsError {
+    match code {
+        Some(code) if is_credentials_error(code) => KmsError::Denied(format!(
+            "{service} at {endpoint} did not accept the function's credentials ({code}) for {about}{detail}"
+        )),
+        Some(code @ ("ThrottlingException" | "LimitExceededException" | "RequestLimitExceeded" | "TooManyUpdates")) => {
+            KmsError::Unavailable(format!("{service} throttled the request ({code}) for {about}"))
+        }
+        Some(code) => KmsError::Unavailable(format!("{service} error {code} (HTTP {status}) for {about}{detail}")),
+        None if matches!(status, 401 | 403) => KmsError::Denied(format!(
+            "{service} at {endpoint} refused the request for {about} with HTTP {status}{detail}"
+        )),
+        None => KmsError::Unavailable(format!(
+            "{service} at {endpoint} answered HTTP {status} without an error code ({about}){detail}"
+        )),
+    }
+}
+
 /// Whether an AWS error code says the request's credentials were not accepted (unknown, expired, badly signed):
 /// the same codes from every AWS service.
 pub(crate) fn is_credentials_error(code: &str) -> bool {

@@ -5,7 +5,7 @@ use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 
-use super::{is_credentials_error, plaintext_of, transport_error};
+use super::{plaintext_of, transport_error};
 use crate::error::clean;
 use crate::secrets::source::{SecretId, SecretVersion};
 use crate::secrets::store::Fetched;
@@ -105,22 +105,7 @@ fn error(error: &SdkError<GetSecretValueError, HttpResponse>, endpoint: &str, se
                 "the function's role may not read secret {id}: it needs secretsmanager:GetSecretValue on its \
                  ARN{detail}"
             )),
-            Some(code) if is_credentials_error(code) => KmsError::Denied(format!(
-                "Secrets Manager at {endpoint} did not accept the function's credentials ({code}) for secret \
-                 {id}{detail}"
-            )),
-            Some(code @ ("ThrottlingException" | "LimitExceededException" | "RequestLimitExceeded")) => {
-                KmsError::Unavailable(format!("Secrets Manager throttled the request ({code}) for secret {id}"))
-            }
-            Some(code) => {
-                KmsError::Unavailable(format!("Secrets Manager error {code} (HTTP {status}) for secret {id}{detail}"))
-            }
-            None if matches!(status, 401 | 403) => KmsError::Denied(format!(
-                "Secrets Manager at {endpoint} refused the request for secret {id} with HTTP {status}{detail}"
-            )),
-            None => KmsError::Unavailable(format!(
-                "Secrets Manager at {endpoint} answered HTTP {status} without an error code (secret {id}){detail}"
-            )),
+            code => super::service_error("Secrets Manager", endpoint, &format!("secret {id}"), (code, status), &detail),
         },
     }
 }

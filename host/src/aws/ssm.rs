@@ -6,7 +6,7 @@ use aws_sdk_ssm::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_ssm::operation::get_parameters::GetParametersError;
 use aws_sdk_ssm::types::Parameter;
 
-use super::{is_credentials_error, plaintext_of, transport_error};
+use super::{plaintext_of, transport_error};
 use crate::error::clean;
 use crate::secrets::KmsError;
 use crate::secrets::source::ParameterId;
@@ -125,24 +125,10 @@ fn error(error: &SdkError<GetParametersError, HttpResponse>, endpoint: &str, nam
                 "the function's role may not read parameters {names}: it needs ssm:GetParameters on them (and \
                  kms:Decrypt on the key of a SecureString){detail}"
             )),
-            Some(code) if is_credentials_error(code) => KmsError::Denied(format!(
-                "SSM at {endpoint} did not accept the function's credentials ({code}) for parameters {names}{detail}"
-            )),
             Some("ValidationException") => {
                 KmsError::Denied(format!("SSM refused the request for parameters {names} as malformed{detail}"))
             }
-            Some(code @ ("ThrottlingException" | "TooManyUpdates" | "RequestLimitExceeded")) => {
-                KmsError::Unavailable(format!("SSM throttled the request ({code}) for parameters {names}"))
-            }
-            Some(code) => {
-                KmsError::Unavailable(format!("SSM error {code} (HTTP {status}) for parameters {names}{detail}"))
-            }
-            None if matches!(status, 401 | 403) => KmsError::Denied(format!(
-                "SSM at {endpoint} refused the request for parameters {names} with HTTP {status}{detail}"
-            )),
-            None => KmsError::Unavailable(format!(
-                "SSM at {endpoint} answered HTTP {status} without an error code (parameters {names}){detail}"
-            )),
+            code => super::service_error("SSM", endpoint, &format!("parameters {names}"), (code, status), &detail),
         },
     }
 }
