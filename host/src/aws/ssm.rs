@@ -60,7 +60,7 @@ async fn call(
     };
     let mut found = output.parameters.take().unwrap_or_default();
     let invalid = output.invalid_parameters.take().unwrap_or_default();
-    parameters
+    let answered = parameters
         .iter()
         .zip(&names)
         .map(|(parameter, name)| match found.iter().position(|p| answers(p, parameter)) {
@@ -73,7 +73,14 @@ async fn call(
                 "SSM at {endpoint} answered GetParameters without parameter {name}; the answer was not used"
             ))),
         })
-        .collect()
+        .collect();
+    // Values SSM sent that match no request are wiped, not just dropped.
+    for mut unasked in found {
+        if let Some(value) = unasked.value.take() {
+            drop(zeroize::Zeroizing::new(value));
+        }
+    }
+    answered
 }
 
 /// Whether `answered` is the parameter asked for: by name or ARN, and by the label or version named, where the

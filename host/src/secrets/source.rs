@@ -284,7 +284,11 @@ impl SecretTable {
             let source = keyward_base64::decode(value).map(SecretSource::EnvCiphertext).map_err(|e| e.to_string());
             table.sources.insert(name.clone(), source);
         }
-        for (name, source) in stored {
+        for (i, (name, source)) in stored.iter().enumerate() {
+            if stored[..i].iter().any(|(other, _)| other == name) {
+                let reason = format!("{name} is given a source twice: give it one");
+                return Err(SettingError::new(format!("{SOURCE}{name}"), reason));
+            }
             if table.sources.insert(name.clone(), Ok(source.clone())).is_some() {
                 let reason = format!(
                     "{name} is a guest env var (KEYWARD_GUEST_ENV) too: a secret lives in one place; drop one of them"
@@ -488,6 +492,9 @@ mod tests {
         let stored = [("DB".to_string(), "ssm:/db".parse().unwrap())];
         let error = SecretTable::new(&env, &[], &stored).unwrap_err().to_string();
         assert!(error.starts_with("KEYWARD_SOURCE_DB: DB is a guest env var (KEYWARD_GUEST_ENV) too"), "{error}");
+        let twice = [stored[0].clone(), stored[0].clone()];
+        let error = SecretTable::new(&[], &[], &twice).unwrap_err().to_string();
+        assert_eq!(error, "KEYWARD_SOURCE_DB: DB is given a source twice: give it one");
         let mut table = SecretTable::new(&[], &[], &stored).unwrap();
         let source = table.inject("DB", "https://api.example.com").unwrap();
         assert_eq!(table.injected_into(&source).map(String::as_str), Some("https://api.example.com"));
