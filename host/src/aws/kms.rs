@@ -83,8 +83,9 @@ impl AwsKms {
     /// An [`AwsError`] when no key is given, the endpoint is not an http(s) URL, a key's ARN names another region,
     /// or the shared configuration fails.
     pub async fn from_env(aws: &AwsSettings, settings: AwsKmsSettings) -> Result<Self, AwsError> {
+        // Checked before the configuration is loaded: a bad endpoint is named even where no region is set.
         settings.check()?;
-        Self::new(&aws.sdk_config().await?, settings)
+        Self::checked(&aws.sdk_config().await?, settings)
     }
 
     /// A client of an SDK configuration, for `settings`' keys, and its endpoint instead of the configuration's.
@@ -93,14 +94,16 @@ impl AwsKms {
     /// As [`AwsKms::from_env`], but for the shared configuration.
     pub fn new(sdk_config: &aws_config::SdkConfig, settings: AwsKmsSettings) -> Result<Self, AwsError> {
         settings.check()?;
+        Self::checked(sdk_config, settings)
+    }
+
+    /// [`AwsKms::new`] of settings already checked.
+    fn checked(sdk_config: &aws_config::SdkConfig, settings: AwsKmsSettings) -> Result<Self, AwsError> {
         let mut config = aws_sdk_kms::config::Builder::from(sdk_config);
         if let Some(endpoint) = &settings.endpoint {
             config = config.endpoint_url(endpoint);
         }
-        let mut kms = Self::of_config(config.build(), sdk_config, settings.key_ids);
-        if let Some(endpoint) = settings.endpoint {
-            kms.endpoint = endpoint;
-        }
+        let kms = Self::of_config(config.build(), sdk_config, settings.key_ids, settings.endpoint);
         kms.check_key_regions(KEY_ID, &kms.key_ids)?;
         Ok(kms)
     }
@@ -118,11 +121,17 @@ impl AwsKms {
 
     /// A client from an SDK configuration the caller built (credentials, region, endpoint, HTTP client).
     pub fn from_sdk_config(sdk_config: &aws_config::SdkConfig, key_ids: Vec<String>) -> Self {
-        Self::of_config(aws_sdk_kms::Config::from(sdk_config), sdk_config, key_ids)
+        Self::of_config(aws_sdk_kms::Config::from(sdk_config), sdk_config, key_ids, None)
     }
 
-    fn of_config(config: aws_sdk_kms::Config, sdk_config: &aws_config::SdkConfig, key_ids: Vec<String>) -> Self {
-        let endpoint = super::endpoint_of(sdk_config, "KMS", "KMS");
+    /// A client of `config`; `endpoint` is the override it was given, if any (for messages).
+    fn of_config(
+        config: aws_sdk_kms::Config,
+        sdk_config: &aws_config::SdkConfig,
+        key_ids: Vec<String>,
+        endpoint: Option<String>,
+    ) -> Self {
+        let endpoint = endpoint.unwrap_or_else(|| super::endpoint_of(sdk_config, "KMS", "KMS"));
         let region = sdk_config.region().map(|r| r.as_ref().to_string());
         Self { client: aws_sdk_kms::Client::from_conf(config), key_ids, endpoint, region }
     }

@@ -38,6 +38,12 @@ impl AwsSettings {
         Self { ca_bundle: env.get("AWS_CA_BUNDLE").filter(|p| !p.is_empty()).map(Into::into) }
     }
 
+    /// Reads the settings from this process's environment, as the AWS CLI does (a command's).
+    pub fn from_process_env() -> Self {
+        let vars = std::env::vars().collect();
+        Self::from_env(&Env::new(&vars))
+    }
+
     /// The SDK's configuration every client is made from: the default credential chain and region (on Lambda, the
     /// function's role and region), keyward's HTTPS client, retries and timeouts. Endpoints are the SDK's
     /// (`AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL`); a client may set its own (`KEYWARD_KMS_ENDPOINT`).

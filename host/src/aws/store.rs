@@ -14,8 +14,9 @@ use crate::secrets::store::{Fetched, MAX_PARAMETERS_PER_CALL, SecretStore};
 pub struct AwsSecretStore {
     secrets_manager: aws_sdk_secretsmanager::Client,
     ssm: aws_sdk_ssm::Client,
-    /// Where requests go, for messages.
-    endpoints: [String; 2],
+    /// Where each client's requests go, for messages.
+    secrets_manager_endpoint: String,
+    ssm_endpoint: String,
 }
 
 impl AwsSecretStore {
@@ -24,22 +25,23 @@ impl AwsSecretStore {
     pub fn from_sdk_config(sdk_config: &aws_config::SdkConfig) -> Self {
         let secrets_manager = aws_sdk_secretsmanager::Client::new(sdk_config);
         let ssm = aws_sdk_ssm::Client::new(sdk_config);
-        let endpoints = [
-            super::endpoint_of(sdk_config, "SECRETS_MANAGER", "Secrets Manager"),
-            super::endpoint_of(sdk_config, "SSM", "SSM"),
-        ];
-        Self { secrets_manager, ssm, endpoints }
+        Self {
+            secrets_manager,
+            ssm,
+            secrets_manager_endpoint: super::endpoint_of(sdk_config, "SECRETS_MANAGER", "Secrets Manager"),
+            ssm_endpoint: super::endpoint_of(sdk_config, "SSM", "SSM"),
+        }
     }
 }
 
 #[async_trait]
 impl SecretStore for AwsSecretStore {
     async fn get_secret_value(&self, secret: &SecretId) -> Result<Fetched, KmsError> {
-        secretsmanager::get_secret_value(&self.secrets_manager, &self.endpoints[0], secret).await
+        secretsmanager::get_secret_value(&self.secrets_manager, &self.secrets_manager_endpoint, secret).await
     }
 
     async fn get_parameters(&self, parameters: &[&ParameterId]) -> Vec<Result<Fetched, KmsError>> {
         debug_assert!(parameters.len() <= MAX_PARAMETERS_PER_CALL);
-        ssm::get_parameters(&self.ssm, &self.endpoints[1], parameters).await
+        ssm::get_parameters(&self.ssm, &self.ssm_endpoint, parameters).await
     }
 }

@@ -234,29 +234,25 @@ impl SecretGate {
         async {
             // The settings were checked: every name holds a secret.
             let named = self.prefetch.iter().filter_map(|name| Some((name.as_str(), self.source(name).ok()?)));
-            let (parameters, others): (Vec<_>, Vec<_>) =
-                named.partition(|(_, source)| matches!(source, SecretSource::Parameter(_)));
+            let mut parameters: Vec<(&str, &SecretSource, &ParameterId)> = Vec::new();
             type Outcomes<'a> = Vec<(&'a str, Result<(), KmsError>)>;
             let mut fetches: Vec<Pin<Box<dyn Future<Output = Outcomes<'_>> + Send + '_>>> = Vec::new();
-            for (name, source) in others {
-                fetches.push(Box::pin(async move {
-                    vec![(name, self.fetch(name, source, Some(deadline), User::Host).await.0.map(drop))]
-                }));
+            for (name, source) in named {
+                match source {
+                    SecretSource::Parameter(id) => parameters.push((name, source, id)),
+                    _ => fetches.push(Box::pin(async move {
+                        vec![(name, self.fetch(name, source, Some(deadline), User::Host).await.0.map(drop))]
+                    })),
+                }
             }
             // Ten parameters to a call; each answer then goes through the cache as if it had been fetched alone.
             for batch in parameters.chunks(MAX_PARAMETERS_PER_CALL) {
                 fetches.push(Box::pin(async move {
-                    let ids: Vec<&ParameterId> = batch
-                        .iter()
-                        .filter_map(|(_, source)| match source {
-                            SecretSource::Parameter(id) => Some(id),
-                            _ => None,
-                        })
-                        .collect();
+                    let ids: Vec<&ParameterId> = batch.iter().map(|&(_, _, id)| id).collect();
                     let started = Instant::now();
                     let answers = self.get_parameters(&ids, Some(deadline)).await;
                     let mut outcomes = Vec::new();
-                    for (&(name, source), answer) in batch.iter().zip(answers) {
+                    for (&(name, source, _), answer) in batch.iter().zip(answers) {
                         let fetch = |_| std::future::ready(answer);
                         let named = (name, source);
                         let (result, _) = self.fetch_stored(named, Some(deadline), User::Host, started, fetch).await;
@@ -391,19 +387,7 @@ impl SecretGate {
         request: DecryptRequest<'_>,
         deadline: Option<Instant>,
     ) -> Result<Decrypted, KmsError> {
-        let call = self.backend.decrypt(request);
-        match deadline {
-            None => call.await,
-            Some(deadline) => {
-                let allowed = deadline.saturating_duration_since(Instant::now());
-                tokio::time::timeout_at(deadline.into(), call).await.unwrap_or_else(|_| {
-                    Err(KmsError::Unavailable(format!(
-                        "the key service did not answer in the {} ms it was given",
-                        allowed.as_millis()
-                    )))
-                })
-            }
-        }
+        within(deadline, "the key service", self.backend.decrypt(request)).await
     }
 }
 

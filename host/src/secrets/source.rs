@@ -254,6 +254,20 @@ pub(crate) enum Unnamed {
     NotASecret(String),
 }
 
+impl Unnamed {
+    /// Why the guest's `name` is no secret, in words for the guest's error (its name quoted only in part: it may
+    /// be of any length).
+    pub(crate) fn message(&self, name: &str) -> String {
+        let name = crate::error::bounded(name, 64);
+        match self {
+            Self::NotAVariable => format!(
+                "{name:?} is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it"
+            ),
+            Self::NotASecret(why) => format!("env var {name} is not base64: {why}"),
+        }
+    }
+}
+
 /// Every secret of a host: the source of each name, and the settings of each ciphertext by the SHA-256 of its
 /// bytes.
 #[derive(Debug, Clone, Default)]

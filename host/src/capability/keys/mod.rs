@@ -179,16 +179,8 @@ impl keys::HostKey for View<'_> {
     async fn open_env(&mut self, name: String) -> wasmtime::Result<Result<Resource<KeyHandle>, Error>> {
         let source = match self.secrets.source(&name) {
             Ok(source) => source,
-            Err(Unnamed::NotAVariable) => {
-                // The name is the guest's, of any length: quoted only in part.
-                let name = crate::error::bounded(&name, 64);
-                return Ok(Err(Error::InvalidInput(format!(
-                    "{name:?} is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it"
-                ))));
-            }
-            Err(Unnamed::NotASecret(why)) => {
-                return Ok(Err(Error::InvalidCiphertext(format!("env var {name} is not base64: {why}"))));
-            }
+            Err(unnamed @ Unnamed::NotAVariable) => return Ok(Err(Error::InvalidInput(unnamed.message(&name)))),
+            Err(unnamed @ Unnamed::NotASecret(_)) => return Ok(Err(Error::InvalidCiphertext(unnamed.message(&name)))),
         };
         let fetched = self.secrets.fetch(&name, &source, User::Guest).await?;
         self.keep(fetched)

@@ -91,15 +91,9 @@ impl<'a> View<'a> {
     async fn secret(&mut self, name: String) -> wasmtime::Result<Result<Arc<[u8]>, kms::Error>> {
         let source = match self.secrets.source(&name) {
             Ok(source) => source,
-            Err(Unnamed::NotAVariable) => {
-                // The name is the guest's, of any length: quoted only in part.
-                let name = crate::error::bounded(&name, 64);
-                return Ok(Err(kms::Error::Denied(format!(
-                    "{name:?} is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it"
-                ))));
-            }
-            Err(Unnamed::NotASecret(why)) => {
-                return Ok(Err(kms::Error::InvalidCiphertext(format!("env var {name} is not base64: {why}"))));
+            Err(unnamed @ Unnamed::NotAVariable) => return Ok(Err(kms::Error::Denied(unnamed.message(&name)))),
+            Err(unnamed @ Unnamed::NotASecret(_)) => {
+                return Ok(Err(kms::Error::InvalidCiphertext(unnamed.message(&name))));
             }
         };
         let fetched = self.secrets.fetch(&name, &source, User::Guest).await?;
