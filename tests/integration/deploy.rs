@@ -182,6 +182,8 @@ fn resolve(value: &serde_json::Value) -> String {
         ("aws:accountId", "111122223333"),
         ("DatabaseSecretArn", DB_SECRET),
         ("ConfigParameterName", "/app/config"),
+        ("param:databaseSecretArn", DB_SECRET),
+        ("param:configParameterName", "/app/config"),
     ];
     let lookup = |name: &str| names.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
     let substitute = |text: &str| {
@@ -301,6 +303,25 @@ fn the_serverless_config_ports_the_classic_pattern() {
     assert_eq!(hello["environment"]["KEYWARD_GUEST_ENV"], "PASSWORD");
     assert_eq!(hello["environment"]["KEYWARD_KMS_CONTEXT"], "function={function_name}");
     assert_eq!(hello["url"]["authorizer"], "aws_iam", "the function URL is IAM-authenticated, not public");
+}
+
+/// The Serverless config of a function reading a Secrets Manager secret, an SSM parameter and a sealed file: least
+/// privilege for each, and sources that parse once its parameters are filled in.
+#[test]
+fn the_serverless_config_reads_stored_and_sealed_secrets_with_least_privilege() {
+    let config = load_yaml(&repo("deploy/serverless.stored.yml"), false);
+    let statements = config["provider"]["iam"]["role"]["statements"].as_array().unwrap();
+    assert_policy("the stored-secrets Serverless config", statements, REQUESTS);
+    assert_policy("the stored-secrets Serverless config", statements, STORED_REQUESTS);
+    let env = config["functions"]["hello"]["environment"].as_object().unwrap();
+    let sources: Vec<(&String, String)> =
+        env.iter().filter(|(k, _)| k.starts_with("KEYWARD_SOURCE_")).map(|(k, v)| (k, resolve(v))).collect();
+    assert_eq!(sources.len(), 3, "{sources:?}");
+    for (variable, source) in &sources {
+        assert!(source.parse::<keyward::secrets::SecretSource>().is_ok(), "{variable}: {source}");
+    }
+    assert_eq!(env["KEYWARD_SOURCE_DB_PASSWORD"], "secretsmanager:${param:databaseSecretArn}#password");
+    assert_eq!(env["KEYWARD_KMS_CONTEXT"], "function={function_name}");
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod outbound;
 mod runtime_api_server;
 mod sandbox;
 mod scaffold;
+mod sealed;
 mod servers;
 mod stored;
 mod support;

@@ -346,3 +346,33 @@ async fn a_lambda_reads_stored_secrets_and_audits_their_versions() {
         assert!(!log.contains(value), "the log holds a value: {log}");
     }
 }
+
+/// The Rust and the JavaScript hello read `PASSWORD` by name (`secret`) from Secrets Manager as they read an env
+/// ciphertext: the same answer, the same refusal when the secret is gone.
+#[tokio::test]
+async fn the_rust_and_javascript_hellos_read_a_stored_secret_alike() {
+    let moto = start_moto();
+    let sm = aws_sdk_secretsmanager::Client::new(&moto_sdk_config(&moto));
+    let value = json!({ "username": "app", "password": DB_PASSWORD }).to_string();
+    sm.create_secret().name("hello/db").secret_string(&value).send().await.unwrap();
+    let host = |name: &str| {
+        let secrets = SecretsSettings {
+            sources: sources(&[("PASSWORD", "secretsmanager:hello/db#password")]),
+            ..Default::default()
+        };
+        let store = Arc::new(AwsSecretStore::from_sdk_config(&moto_sdk_config(&moto)));
+        let settings = HostSettings { secrets, ..HostSettings::default() };
+        Host::from_file(&guest(name), Backends::from(new_key()).with_store(store), settings).unwrap()
+    };
+    let (rust, js) = (host("hello"), host("hello-js"));
+    async fn answer(host: &Host) -> Result<String, String> {
+        invoke(host, json!({ "rawPath": "/" })).await.result.map_err(|e| e.to_string())
+    }
+    let from_rust = answer(&rust).await;
+    assert_eq!(from_rust, answer(&js).await);
+    assert!(from_rust.unwrap().contains(&fingerprint(DB_PASSWORD.as_bytes())));
+    sm.delete_secret().secret_id("hello/db").force_delete_without_recovery(true).send().await.unwrap();
+    let refused = answer(&rust).await;
+    assert_eq!(refused, answer(&js).await);
+    assert!(refused.unwrap_err().contains("kms denied"), "gone: denied, as the guest SDK words it");
+}

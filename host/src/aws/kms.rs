@@ -7,6 +7,7 @@ use aws_sdk_kms::error::{ProvideErrorMetadata as _, SdkError};
 use aws_sdk_kms::operation::decrypt::{DecryptError, DecryptOutput};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::EncryptionAlgorithmSpec;
+use zeroize::Zeroizing;
 
 use super::{AwsError, AwsSettings};
 use crate::context::EncryptionContext;
@@ -61,6 +62,22 @@ impl AwsKmsSettings {
             }
         }
         Ok(())
+    }
+}
+
+/// A data key from [`AwsKms::generate_data_key`]. `Debug` shows the key ARN only.
+pub struct DataKey {
+    /// The key, 32 bytes; zeroized on drop.
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// KMS's ciphertext of it (`CiphertextBlob`).
+    pub ciphertext: Vec<u8>,
+    /// The ARN of the key it is under.
+    pub key_arn: String,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey").field("key_arn", &self.key_arn).finish_non_exhaustive()
     }
 }
 
@@ -160,6 +177,57 @@ impl AwsKms {
     /// The allowed keys.
     pub fn key_ids(&self) -> &[String] {
         &self.key_ids
+    }
+
+    /// A new 256-bit data key from KMS GenerateDataKey (`KeySpec` `AES_256`) under `key_id` and `context`: its
+    /// plaintext, to seal a file with, and KMS's ciphertext of it, to store beside the file
+    /// ([`crate::secrets::sealed`]), with the ARN of the key.
+    ///
+    /// # Errors
+    /// A [`KmsError`]: `denied` (the key or the caller's permissions), `unavailable`, or an answer without a
+    /// 32-byte plaintext and a ciphertext.
+    pub async fn generate_data_key(&self, key_id: &str, context: &EncryptionContext) -> Result<DataKey, KmsError> {
+        let pairs = context.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let answer = self
+            .client
+            .generate_data_key()
+            .key_id(key_id)
+            .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+            .set_encryption_context((!context.is_empty()).then_some(pairs))
+            .send()
+            .await;
+        let endpoint = &self.endpoint;
+        let output = answer.map_err(|error| match &error {
+            SdkError::ServiceError(service) => {
+                let status = service.raw().status().as_u16();
+                let detail = service.err().message().map(|m| format!(" (KMS: {})", clean(m, 512))).unwrap_or_default();
+                match service.err().code().map(|code| clean(code, 128)).as_deref() {
+                    Some(
+                        code @ ("NotFoundException"
+                        | "DisabledException"
+                        | "KMSInvalidStateException"
+                        | "InvalidKeyUsageException"),
+                    ) => KmsError::Denied(format!("KMS cannot make a data key under key {key_id} ({code}){detail}")),
+                    Some("AccessDeniedException") => KmsError::Denied(format!(
+                        "you may not make data keys with key {key_id}: the key policy or your role needs \
+                         kms:GenerateDataKey{detail}"
+                    )),
+                    code => super::service_error("KMS", endpoint, &format!("key {key_id}"), (code, status), &detail),
+                }
+            }
+            other => super::transport_error(other, "KMS", endpoint, &format!("key {key_id}")),
+        })?;
+        match (output.plaintext, output.ciphertext_blob, output.key_id) {
+            (Some(plaintext), Some(ciphertext), Some(key_arn)) if plaintext.as_ref().len() == 32 => Ok(DataKey {
+                plaintext: Zeroizing::new(plaintext.into_inner()),
+                ciphertext: ciphertext.into_inner(),
+                key_arn: clean(&key_arn, 256),
+            }),
+            _ => Err(KmsError::Unavailable(format!(
+                "KMS at {endpoint} answered GenerateDataKey without a 32-byte plaintext, a ciphertext and a key ARN \
+                 (key {key_id})"
+            ))),
+        }
     }
 
     async fn decrypt_with(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 
-pub use kms::{AwsKms, AwsKmsSettings};
+pub use kms::{AwsKms, AwsKmsSettings, DataKey};
 pub use store::AwsSecretStore;
 
 use crate::error::{bounded, root_cause};

@@ -97,6 +97,10 @@ pub(crate) struct Package {
     /// builds, found next to this keyward or in its cargo target folder (target/[TRIPLE/]lambda/bootstrap).
     #[arg(long, value_name = "FILE")]
     bootstrap: Option<PathBuf>,
+    /// Ships the sealed files under DIR (`keyward seal`'s; any other file is refused) at `sealed/<path under DIR>`
+    /// in the package, where KEYWARD_SOURCE_<NAME>=sealed:sealed/<path under DIR> finds them.
+    #[arg(long, value_name = "DIR")]
+    sealed: Option<PathBuf>,
 }
 
 impl Package {
@@ -119,15 +123,17 @@ impl Package {
                  machine without one refuses it at init"
             );
         }
+        let sealed = match &self.sealed {
+            Some(dir) => sealed_files(dir)?,
+            None => Vec::new(),
+        };
         let cwasm = compile(&self.component, &compile_target)?;
-        let zip = zip_of(&[("bootstrap", &bootstrap_bytes, 0o755), ("handler.cwasm", &cwasm, 0o644)])
-            .context("cannot make the zip")?;
+        let mut files = vec![("bootstrap".to_string(), bootstrap_bytes, 0o755), ("handler.cwasm".into(), cwasm, 0o644)];
+        files.extend(sealed.into_iter().map(|(name, bytes)| (name, bytes, 0o644)));
+        let zip = zip_of(&files).context("cannot make the zip")?;
         write_whole(&self.out, &zip)?;
-        println!(
-            "packaged {} ({} bytes): bootstrap, handler.cwasm",
-            self.out.display(),
-            std::fs::metadata(&self.out)?.len()
-        );
+        let names = files.iter().map(|(name, ..)| name.as_str()).collect::<Vec<_>>().join(", ");
+        println!("packaged {} ({} bytes): {names}", self.out.display(), std::fs::metadata(&self.out)?.len());
         Ok(())
     }
 }
@@ -197,14 +203,50 @@ fn check_bootstrap(bytes: &[u8], triple: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The files under `dir`, each checked to be a sealed file, by their names in the package (`sealed/<path under
+/// dir>`, in `/`-separated form), sorted: a plaintext left in the folder must not ship.
+///
+/// # Errors
+/// A file that cannot be read or is not a sealed file, naming it; a folder with none.
+fn sealed_files(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    fn walk(dir: &Path, under: &str, out: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot read --sealed folder {}", dir.display()))?;
+        for entry in entries {
+            let path = entry.with_context(|| format!("cannot read --sealed folder {}", dir.display()))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = if under.is_empty() { name } else { format!("{under}/{name}") };
+            if path.is_dir() {
+                walk(&path, &name, out)?;
+                continue;
+            }
+            let bytes = keyward::secrets::sealed::read_file(&path)?;
+            keyward::secrets::sealed::Sealed::parse(&bytes).map_err(|e| {
+                anyhow::anyhow!("{}: {e}; --sealed ships only sealed files, never a plaintext", path.display())
+            })?;
+            out.push((format!("sealed/{name}"), bytes));
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, "", &mut files)?;
+    anyhow::ensure!(
+        !files.is_empty(),
+        "--sealed folder {} holds no files: seal some with `keyward seal`",
+        dir.display()
+    );
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(files)
+}
+
 /// A zip of `files` (name, bytes, unix mode), made in memory: a failed write leaves no half-made archive.
-fn zip_of(files: &[(&str, &[u8], u32)]) -> zip::result::ZipResult<Vec<u8>> {
+fn zip_of(files: &[(String, Vec<u8>, u32)]) -> zip::result::ZipResult<Vec<u8>> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, bytes, mode) in files {
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .unix_permissions(*mode);
-        zip.start_file(*name, options)?;
+        zip.start_file(name.as_str(), options)?;
         zip.write_all(bytes)?;
     }
     Ok(zip.finish()?.into_inner())
@@ -213,7 +255,7 @@ fn zip_of(files: &[(&str, &[u8], u32)]) -> zip::result::ZipResult<Vec<u8>> {
 /// Writes `bytes` to `path` whole or not at all: into a temporary file beside it, renamed over it once complete
 /// (so a full disk or a size limit never leaves a truncated `.cwasm` or zip). Creates the folder, as cargo does.
 /// A path that exists and is not a regular file is written to in place.
-fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(super) fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let fail = || format!("cannot write {}", path.display());
     if path.metadata().is_ok_and(|m| !m.is_file()) {
         // A device or a pipe (`-o /dev/stdout`): written to, never replaced.
@@ -231,7 +273,7 @@ fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Refuses `-o` naming an input (the component, the bootstrap), which the output would replace.
-fn refuse_overwriting_input(input: &Path, out: &Path) -> anyhow::Result<()> {
+pub(super) fn refuse_overwriting_input(input: &Path, out: &Path) -> anyhow::Result<()> {
     let same = matches!((input.canonicalize(), out.canonicalize()), (Ok(a), Ok(b)) if a == b);
     anyhow::ensure!(!same, "-o {} is an input ({}): write the output to another file", out.display(), input.display());
     Ok(())

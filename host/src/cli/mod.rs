@@ -5,6 +5,7 @@ mod crypt;
 mod invoke;
 mod keygen;
 mod new;
+mod seal;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,7 @@ enum Command {
     Keygen(keygen::Keygen),
     Encrypt(crypt::Encrypt),
     Decrypt(crypt::Decrypt),
+    Seal(seal::Seal),
     Invoke(invoke::Invoke),
     Compile(artifact::Compile),
     Digest(artifact::Digest),
@@ -64,10 +66,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Keygen(cmd) => cmd.run(),
         Command::Encrypt(cmd) => cmd.run(),
         Command::Decrypt(cmd) => cmd.run(),
-        Command::Invoke(cmd) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime.block_on(cmd.run()),
-            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
-        },
+        Command::Invoke(cmd) => block_on(cmd.run()),
+        Command::Seal(cmd) => block_on(cmd.run()),
         Command::Compile(cmd) => cmd.run(),
         Command::Digest(cmd) => cmd.run(),
         Command::Package(cmd) => cmd.run(),
@@ -77,6 +77,14 @@ pub(crate) fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
+    }
+}
+
+/// Runs an async command on a runtime of its own.
+fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(command),
+        Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
     }
 }
 

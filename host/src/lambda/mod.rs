@@ -92,7 +92,7 @@ pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
     kms.check_secret_keys(&checked.secrets.settings.secrets)?;
     let mut backends = Backends::from(Arc::new(kms));
     // Only a function with secrets kept by a service pays for those clients.
-    if !checked.secrets.settings.sources.is_empty() {
+    if checked.secrets.settings.sources.iter().any(|(_, source)| source.needs_store()) {
         backends = backends.with_store(Arc::new(AwsSecretStore::from_sdk_config(&sdk_config)));
     }
     let caps = checked.capabilities(backends);

@@ -3,14 +3,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use secrecy::ExposeSecret as _;
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
 use super::cache::{Answer, CacheKey, CacheUse, PlaintextCache};
+use super::sealed::{self, Sealed, SealedError};
 use super::session::Session;
 use super::settings::CheckedSecrets;
 use super::source::{ParameterId, SecretSource, SecretTable, Unnamed, User};
@@ -140,7 +143,30 @@ impl SecretGate {
                 };
                 self.fetch_stored((name, source), deadline, user, Instant::now(), fetch).await
             }
+            SecretSource::Sealed(path) => {
+                let fetch = |deadline| self.open_sealed(path, deadline, user);
+                self.fetch_stored((name, source), deadline, user, Instant::now(), fetch).await
+            }
         }
+    }
+
+    /// The sealed file at `path`, opened: its data key is a ciphertext like any other (the stamped context, its
+    /// name's settings, the cache, a `kms decrypt` audit line), then the file under it. Its version is the file's
+    /// digest, so a new file is audited as a new version.
+    async fn open_sealed(&self, path: &Path, deadline: Option<Instant>, user: User) -> Result<Fetched, KmsError> {
+        let invalid = |e: SealedError| KmsError::InvalidCiphertext(e.to_string());
+        let bytes = sealed::read_file(path).map_err(|e| KmsError::Unavailable(e.to_string()))?;
+        let file = Sealed::parse(&bytes).map_err(invalid)?;
+        let data_key = file.encrypted_data_key();
+        if self.table.sealed_key(path) != Some(&Sha256::digest(data_key).into()) {
+            return Err(KmsError::InvalidCiphertext(format!(
+                "sealed file {} is not the one the host read at start: restart the host to use the new one",
+                path.display()
+            )));
+        }
+        let data_key = self.decrypt_for(data_key, Vec::new(), deadline, user).await.0?;
+        let value = file.open(data_key.expose_secret()).map_err(invalid)?;
+        Ok(Fetched { value, version_id: format!("sha256:{}", hex(&Sha256::digest(&bytes)[..8])) })
     }
 
     /// One GetParameters call for `ids` (at most ten), given until `deadline`: one answer each.
@@ -512,6 +538,66 @@ mod tests {
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
         p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// A sealed file of `plaintext` whose data key `key` encrypted under `context`, written to a fresh path.
+    fn sealed_file(key: &LocalKey, plaintext: &[u8], context: &EncryptionContext) -> std::path::PathBuf {
+        let data_key = sealed::random_data_key().unwrap();
+        let encrypted = key.encrypt(data_key.as_slice(), context).unwrap();
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).unwrap();
+        let path = std::env::temp_dir().join(format!("keyward-gate-{}.sealed", hex(&random)));
+        std::fs::write(&path, sealed::seal(plaintext, data_key.as_slice(), &encrypted).unwrap()).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn a_sealed_file_opens_under_its_own_settings_once_and_is_the_hosts_when_injected() {
+        let key = Arc::new(LocalKey::generate().unwrap());
+        let own = EncryptionContext::from_pairs([("function", "certs")]).unwrap();
+        let path = sealed_file(&key, b"-----BEGIN CERTIFICATE-----", &own);
+        let settings = SecretsSettings {
+            stamped_context: EncryptionContext::from_pairs([("function", "other")]).unwrap(),
+            sources: vec![("CERT".into(), SecretSource::Sealed(path.clone()))],
+            secrets: vec![(
+                "CERT".into(),
+                crate::secrets::SecretSettings { stamped_context: Some(own), ..Default::default() },
+            )],
+            cache: CacheSettings { ttl: Duration::from_secs(60), ..CacheSettings::default() },
+            ..SecretsSettings::default()
+        };
+        let checked = || settings.clone().check(&Vec::new().into()).unwrap();
+        let gate = SecretGate::new(key.clone(), checked());
+        let before_replacing = SecretGate::new(key.clone(), checked());
+        let source = gate.source("CERT").unwrap().clone();
+        for expected in [CacheUse::Miss, CacheUse::Hit] {
+            let (result, record) = gate.fetch("CERT", &source, None, User::Guest).await;
+            assert_eq!(result.unwrap().expose_secret(), b"-----BEGIN CERTIFICATE-----");
+            assert_eq!(record.cache, expected);
+            assert!(record.version_id.as_deref().is_some_and(|v| v.starts_with("sha256:")), "{record:?}");
+        }
+        // The data key is a ciphertext with CERT's settings: a guest carrying a copy of the file could ask for it,
+        // until the host injects CERT; then neither is the guest's.
+        let bytes = std::fs::read(&path).unwrap();
+        let data_key = Sealed::parse(&bytes).unwrap().encrypted_data_key().to_vec();
+        assert_eq!(gate.decrypt(&data_key, Vec::new(), None).await.0.unwrap().expose_secret().len(), 32);
+        let mut injected = checked();
+        injected.inject("CERT", "https://api.example.com").unwrap();
+        let gate = SecretGate::new(key.clone(), injected);
+        let (result, _) = gate.decrypt(&data_key, Vec::new(), None).await;
+        assert!(matches!(result, Err(KmsError::Denied(ref m)) if m.contains("injected by the host")), "{result:?}");
+        let (result, _) = gate.fetch("CERT", &source, None, User::Guest).await;
+        assert!(matches!(result, Err(KmsError::Denied(ref m)) if m.contains("injected by the host")), "{result:?}");
+        assert!(gate.fetch("CERT", &source, None, User::Host).await.0.is_ok());
+        // Replaced after the host started: refused, not opened under defaults.
+        let replaced = sealed_file(&key, b"other", &EncryptionContext::new());
+        std::fs::rename(&replaced, &path).unwrap();
+        let (result, _) = before_replacing.fetch("CERT", &source, None, User::Host).await;
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            matches!(result, Err(KmsError::InvalidCiphertext(ref m)) if m.contains("not the one the host read at start")),
+            "{result:?}"
+        );
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@
 mod cache;
 mod gate;
 pub mod local;
+pub mod sealed;
 mod session;
 pub mod settings;
 pub mod source;

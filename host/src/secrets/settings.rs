@@ -195,7 +195,15 @@ impl SecretsSettings {
             }
         }
         for (name, settings) in &self.secrets {
-            if !is_guest_var(name) {
+            let source = self.sources.iter().find(|(n, _)| n == name).map(|(_, source)| source);
+            if let Some(kept) = source.filter(|source| source.needs_store()) {
+                let reason = format!(
+                    "{name} is kept by a service ({kept}), which decrypts it itself: per-secret keys, contexts and \
+                     algorithms are for ciphertexts (guest env vars, sealed files)"
+                );
+                return Err(SettingError::new(settings.variable(name), reason));
+            }
+            if !is_guest_var(name) && source.is_none() {
                 let reason = format!("{name} has settings of its own, but is not in KEYWARD_GUEST_ENV");
                 return Err(SettingError::new(settings.variable(name), reason));
             }
@@ -225,12 +233,19 @@ impl SecretsSettings {
     }
 }
 
-/// The secrets kept elsewhere, from `KEYWARD_SOURCE_<NAME>` variables.
+/// The secrets kept elsewhere, from `KEYWARD_SOURCE_<NAME>` variables. A sealed file's relative path is its path
+/// in the package, which Lambda unpacks at `LAMBDA_TASK_ROOT`.
 fn sources(env: &Env<'_>) -> Result<Vec<(String, SecretSource)>, SettingError> {
+    let root = env.get("LAMBDA_TASK_ROOT").map(std::path::PathBuf::from);
     env.prefixed(SOURCE)
         .into_iter()
         .map(|(name, value)| {
-            let source = value.parse().map_err(|e| SettingError::new(format!("{SOURCE}{name}"), e))?;
+            let source = match value.parse().map_err(|e| SettingError::new(format!("{SOURCE}{name}"), e))? {
+                SecretSource::Sealed(path) if path.is_relative() => {
+                    SecretSource::Sealed(root.as_ref().map_or(path.clone(), |root| root.join(&path)))
+                }
+                source => source,
+            };
             Ok((name, source))
         })
         .collect()
@@ -255,7 +270,7 @@ impl CheckedSecrets {
     /// # Errors
     /// The first stored secret's variable.
     pub(crate) fn needs_no_store(&self) -> Result<(), SettingError> {
-        match self.settings.sources.first() {
+        match self.settings.sources.iter().find(|(_, source)| source.needs_store()) {
             None => Ok(()),
             Some((name, _)) => Err(SettingError::new(
                 format!("{SOURCE}{name}"),

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
@@ -28,13 +29,16 @@ pub enum SecretSource {
     SecretsManager(SecretId),
     /// A parameter in AWS Systems Manager Parameter Store (`KEYWARD_SOURCE_<NAME>=ssm:...`).
     Parameter(ParameterId),
+    /// A sealed file ([`super::sealed`]) at this path (`KEYWARD_SOURCE_<NAME>=sealed:...`): in Lambda mode,
+    /// relative to the package (`LAMBDA_TASK_ROOT`); on the command line, to the working directory.
+    Sealed(PathBuf),
 }
 
 impl std::fmt::Debug for SecretSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::EnvCiphertext(blob) => write!(f, "EnvCiphertext({} bytes)", blob.len()),
-            Self::SecretsManager(_) | Self::Parameter(_) => write!(f, "{self}"),
+            Self::SecretsManager(_) | Self::Parameter(_) | Self::Sealed(_) => write!(f, "{self}"),
         }
     }
 }
@@ -60,15 +64,23 @@ impl std::fmt::Display for SecretSource {
                 write!(f, "{PARAMETER}{name}")?;
                 selector.as_ref().map_or(Ok(()), |selector| write!(f, ":{selector}"))
             }
+            Self::Sealed(path) => write!(f, "{SEALED}{}", path.display()),
         }
     }
 }
 
 impl SecretSource {
+    /// Whether fetching it needs a [`SecretStore`](super::SecretStore): Secrets Manager's and SSM's do; an env
+    /// ciphertext and a sealed file need only the key service.
+    pub fn needs_store(&self) -> bool {
+        matches!(self, Self::SecretsManager(_) | Self::Parameter(_))
+    }
+
     /// The secret a stored source names, however it is spelled: `secretsmanager:<name>` for a Secrets Manager
     /// secret (by name or ARN, the ARN's random suffix dropped; any JSON key or version), `ssm:<name>` for a
     /// parameter (by name or ARN; any version or label), and SSM's references to Secrets Manager
-    /// (`/aws/reference/secretsmanager/<name>`) as the secret they name. `None` for an env ciphertext.
+    /// (`/aws/reference/secretsmanager/<name>`) as the secret they name, `sealed:<path>` for a sealed file. `None`
+    /// for an env ciphertext.
     ///
     /// Two sources of one identity hold the same secret, or versions of it: what is true of one (the host injects
     /// it) is true of both. A name that merely ends like a suffix (`db-abcdef`) is taken for the same secret as
@@ -91,12 +103,14 @@ impl SecretSource {
                     None => Some(format!("{PARAMETER}{name}")),
                 }
             }
+            Self::Sealed(path) => Some(format!("{SEALED}{}", path.display())),
         }
     }
 }
 
 const SECRETS_MANAGER: &str = "secretsmanager:";
 const PARAMETER: &str = "ssm:";
+const SEALED: &str = "sealed:";
 
 /// A Secrets Manager secret, as GetSecretValue asks for it, and the key of its JSON value to take, if one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -141,9 +155,9 @@ impl ParameterId {
 impl std::str::FromStr for SecretSource {
     type Err = String;
 
-    /// Parses `secretsmanager:<name or ARN>[#<json key>][@<stage or version id>]` or
-    /// `ssm:<name or ARN>[:<version or label>]`. A Secrets Manager name may hold `@`: the text after the last `@`
-    /// (unless a `#` follows it) is the version, so such a name is given with one
+    /// Parses `secretsmanager:<name or ARN>[#<json key>][@<stage or version id>]`,
+    /// `ssm:<name or ARN>[:<version or label>]` or `sealed:<path>`. A Secrets Manager name may hold `@`: the text
+    /// after the last `@` (unless a `#` follows it) is the version, so such a name is given with one
     /// (`secretsmanager:me@example.com@AWSCURRENT`, `secretsmanager:me@example.com#password`).
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
@@ -211,9 +225,15 @@ impl std::str::FromStr for SecretSource {
             }
             return Ok(Self::Parameter(ParameterId { name, selector }));
         }
+        if let Some(path) = text.strip_prefix(SEALED) {
+            if path.is_empty() {
+                return Err(format!("{shown:?} names no file: give sealed:<path of a file keyward seal made>"));
+            }
+            return Ok(Self::Sealed(PathBuf::from(path)));
+        }
         Err(format!(
-            "{shown:?} is not a secret source: give secretsmanager:<name or ARN>[#<json key>][@<stage or version id>] \
-             or ssm:<parameter name>[:<version or label>]"
+            "{shown:?} is not a secret source: give secretsmanager:<name or ARN>[#<json key>][@<stage or version id>], \
+             ssm:<parameter name>[:<version or label>] or sealed:<path>"
         ))
     }
 }
@@ -278,6 +298,9 @@ pub(crate) struct SecretTable {
     /// ([`SecretSource::identity`]), each with its origin: the same secret under another name, spelled another way
     /// (an ARN, a version, a label, another JSON key), is the host's alone too.
     injected: HashMap<String, String>,
+    /// The SHA-256 of each sealed file's encrypted data key, by the file's path, as read when the table was made:
+    /// the data key is a ciphertext with settings of its own (its name's), found by these bytes.
+    sealed: HashMap<PathBuf, [u8; 32]>,
 }
 
 impl SecretTable {
@@ -287,13 +310,15 @@ impl SecretTable {
     /// # Errors
     /// A secret with settings whose value is not base64, or one ciphertext under two names with different settings:
     /// the ciphertext cannot follow both, and picking one would silently drop the other's stamp or keys. A stored
-    /// secret's name that is a guest env var too: the guest would read one and the host fetch the other.
+    /// secret's name that is a guest env var too: the guest would read one and the host fetch the other. A sealed
+    /// file that cannot be read, or is not one.
     pub(crate) fn new(
         guest_env: &[(String, String)],
         secrets: &[(String, SecretSettings)],
         stored: &[(String, SecretSource)],
     ) -> Result<Self, SettingError> {
         let mut table = Self::default();
+        let mut encrypted_data_keys = Vec::new();
         for (name, value) in guest_env {
             let source = keyward_base64::decode(value).map(SecretSource::EnvCiphertext).map_err(|e| e.to_string());
             table.sources.insert(name.clone(), source);
@@ -309,17 +334,31 @@ impl SecretTable {
                 );
                 return Err(SettingError::new(format!("{SOURCE}{name}"), reason));
             }
+            if let SecretSource::Sealed(path) = source {
+                // Read now, so that a file missing from the package, or not sealed, fails init rather than the
+                // first invocation.
+                let key = super::sealed::read_file(path)
+                    .and_then(|bytes| Ok(super::sealed::Sealed::parse(&bytes)?.encrypted_data_key().to_vec()))
+                    .map_err(|e| SettingError::new(format!("{SOURCE}{name}"), e.to_string()))?;
+                table.sealed.insert(path.clone(), Sha256::digest(&key).into());
+                encrypted_data_keys.push((name, key));
+            }
         }
         let configured = secrets.iter().map(|(name, settings)| (name, settings.clone(), true));
         // A variable without settings of its own that holds a configured ciphertext would be decrypted with that
         // ciphertext's settings, not the defaults it was given.
         let unconfigured = guest_env
             .iter()
-            .filter(|(name, _)| !secrets.iter().any(|(n, _)| n == name))
-            .map(|(name, _)| (name, SecretSettings::default(), false));
+            .map(|(name, _)| name)
+            .chain(encrypted_data_keys.iter().map(|(name, _)| *name))
+            .filter(|name| !secrets.iter().any(|(n, _)| n == *name))
+            .map(|name| (name, SecretSettings::default(), false));
         for (name, settings, explicit) in configured.chain(unconfigured) {
             let blob = match table.sources.get(name) {
                 Some(Ok(SecretSource::EnvCiphertext(blob))) => blob.clone(),
+                Some(Ok(SecretSource::Sealed(_))) => {
+                    encrypted_data_keys.iter().find(|(n, _)| *n == name).map(|(_, key)| key.clone()).unwrap_or_default()
+                }
                 Some(Err(reason)) if explicit => {
                     let reason =
                         format!("{name}'s value is not base64 ({reason}), so it cannot have settings of its own");
@@ -379,6 +418,13 @@ impl SecretTable {
                 if let Some(identity) = stored.identity() {
                     self.injected.insert(identity, origin.to_string());
                 }
+                // A sealed file's data key is a ciphertext the guest could hand to `kms.decrypt` (it may carry a
+                // copy of the file): that ciphertext is the host's alone too.
+                if let SecretSource::Sealed(path) = stored
+                    && let Some(configured) = self.sealed.get(path).and_then(|digest| self.settings.get_mut(digest))
+                {
+                    configured.injected_into = Some(origin.to_string());
+                }
             }
         }
         Ok(source)
@@ -387,6 +433,11 @@ impl SecretTable {
     /// The origin the stored secret `source` is injected into, if the host injects it.
     pub(crate) fn injected_into(&self, source: &SecretSource) -> Option<&String> {
         self.injected.get(&source.identity()?)
+    }
+
+    /// The SHA-256 of the encrypted data key the sealed file at `path` held when the table was made.
+    pub(crate) fn sealed_key(&self, path: &std::path::Path) -> Option<&[u8; 32]> {
+        self.sealed.get(path)
     }
 
     /// The settings of the ciphertext whose SHA-256 is `digest`, if it has any.
@@ -473,6 +524,8 @@ mod tests {
                     selector: Some("live".into()),
                 }),
             ),
+            ("sealed:sealed/chain.pem.sealed", SecretSource::Sealed("sealed/chain.pem.sealed".into())),
+            ("sealed:/opt/tls/key.sealed", SecretSource::Sealed("/opt/tls/key.sealed".into())),
         ];
         for (text, source) in cases {
             assert_eq!(text.parse::<SecretSource>().as_ref(), Ok(&source), "{text}");
@@ -494,6 +547,7 @@ mod tests {
             ("ssm:/a:", "one version number or label"),
             ("ssm:/a:1:2", "one version number or label"),
             ("ssm:/a b", "is not an SSM parameter name"),
+            ("sealed:", "names no file: give sealed:<path"),
         ] {
             let error = text.parse::<SecretSource>().unwrap_err();
             assert!(error.contains(says), "{text}: {error}");
