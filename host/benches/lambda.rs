@@ -144,6 +144,26 @@ fn main() {
         ("KEYWARD_ALLOW_OUTBOUND", api.origin()),
         ("KEYWARD_INJECT_API_KEY", format!("{} Authorization: Bearer {{secret}}", api.origin())),
     ]);
+    // The probe reading three Secrets Manager secrets by name: prefetched at init (three calls at once), or fetched
+    // one by one by the first invocation.
+    let sm = aws_sdk_secretsmanager::Client::new(&moto_sdk_config(&moto));
+    for name in STORED {
+        runtime.block_on(sm.create_secret().name(format!("bench/{name}")).secret_string("bench-value").send()).unwrap();
+    }
+    let stored = |name, prefetch: bool| {
+        let mut function = keyward(name, &probe);
+        function.env.retain(|(name, _)| !matches!(*name, "KEYWARD_PREFETCH" | "KEYWARD_GUEST_ENV" | "PASSWORD"));
+        function.env.push(("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.url()));
+        for name in STORED {
+            function.env.push((name_source(name), format!("secretsmanager:bench/{name}")));
+        }
+        if prefetch {
+            function.env.push(("KEYWARD_PREFETCH", STORED.join(",")));
+        }
+        function.event = json!({ "action": "secret", "names": STORED }).to_string();
+        function.answer = "sha256_prefix";
+        function
+    };
     let mut functions = vec![
         native_function("native"),
         keyward("keyward", &hello),
@@ -151,6 +171,8 @@ fn main() {
         native_fetch,
         keyward_fetch,
         keyward_egress,
+        stored("keyward-sm-prefetched", true),
+        stored("keyward-sm-one-by-one", false),
     ];
     // Another build of the bootstrap (an earlier commit's, say) running hello beside this one: a change's cost
     // measured in one run, on one machine.
@@ -167,6 +189,7 @@ fn main() {
     let mut next = || measured.next().unwrap();
     let (native, keyward, keyward_js, native_fetch, keyward_fetch, keyward_egress) =
         (next(), next(), next(), next(), next(), next());
+    let (sm_prefetched, sm_one_by_one) = (next(), next());
     let baseline = baseline.map(|_| next());
     let kms_call = median(&mut kms_calls);
     let less_kms = |times: &[Duration]| times.iter().map(|t| t.saturating_sub(kms_call)).collect::<Vec<_>>();
@@ -240,6 +263,31 @@ fn main() {
             true,
         );
     }
+    table.pair(
+        "3 Secrets Manager secrets, cold start to first response, median: fetched one by one (left), prefetched",
+        &sm_one_by_one.cold,
+        &sm_prefetched.cold,
+        50,
+        "prefetched faster",
+        |one_by_one, prefetched| prefetched < one_by_one,
+    );
+    let (env_read, stored_read) = warm_reads(&runtime, &probe, &moto, &key, &ciphertext);
+    table.pair(
+        "warm read from the cache, in process, median: env ciphertext (left), Secrets Manager secret",
+        &env_read,
+        &stored_read,
+        50,
+        "±5%",
+        |env, stored| (stored - env).abs() <= 0.05 * env,
+    );
+    let (calls, took) = prefetch_parameters(&runtime, &probe, &moto, &key);
+    table.row(
+        "prefetch of 25 SSM parameters: GetParameters calls (left), time (right)",
+        calls.to_string(),
+        fmt(took),
+        "3 calls",
+        calls == 3,
+    );
     let (before, peak) = streamed_memory(&runtime, &probe);
     table.row(
         "host RSS while a guest streams a 200 MiB body (64 MiB guest): before (left), peak (right)",
@@ -288,6 +336,85 @@ fn main() {
     table.print();
     drop(emulator);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The names of the Secrets Manager secrets the stored-secret functions read.
+const STORED: [&str; 3] = ["DB_PASSWORD", "API_TOKEN", "SIGNING_SECRET"];
+
+/// `KEYWARD_SOURCE_<name>`, as a `'static` variable name for a [`Function`]'s environment.
+fn name_source(name: &str) -> &'static str {
+    Box::leak(format!("KEYWARD_SOURCE_{name}").into_boxed_str())
+}
+
+/// A host over the probe with moto as KMS and as the secret store, of `settings`.
+fn moto_host(probe: &Path, moto: &Server, key: &str, settings: HostSettings) -> Host {
+    let sdk_config = moto_sdk_config(moto);
+    let kms = keyward::aws::AwsKms::from_sdk_config(&sdk_config, vec![key.to_string()]);
+    let store = Arc::new(keyward::aws::AwsSecretStore::from_sdk_config(&sdk_config));
+    let backends = keyward::Backends::from(Arc::new(kms)).with_store(store);
+    Host::from_file(probe, backends, settings).unwrap()
+}
+
+/// Invocations of the probe reading one secret by name from a warm cache: an env var's KMS ciphertext, against a
+/// Secrets Manager secret (both fetched from moto once, before timing).
+fn warm_reads(
+    runtime: &tokio::runtime::Runtime,
+    probe: &Path,
+    moto: &Server,
+    key: &str,
+    ciphertext: &[u8],
+) -> (Vec<Duration>, Vec<Duration>) {
+    let secrets = SecretsSettings {
+        stamped_context: EncryptionContext::from_pairs([("function", "hello")]).unwrap(),
+        sources: vec![("STORED".into(), "secretsmanager:bench/DB_PASSWORD".parse().unwrap())],
+        prefetch: vec!["PASSWORD".into(), "STORED".into()],
+        cache: keyward::secrets::CacheSettings { ttl: Duration::from_secs(3600), ..Default::default() },
+        ..SecretsSettings::default()
+    };
+    let guest_env = vec![("PASSWORD".into(), base64::engine::general_purpose::STANDARD.encode(ciphertext))];
+    let host = moto_host(probe, moto, key, HostSettings { guest_env, secrets, ..HostSettings::default() });
+    runtime.block_on(host.prefetch()).unwrap();
+    let time = |name: &str| {
+        let event = json!({ "action": "secret", "names": [name] }).to_string();
+        (0..IN_PROCESS_RUNS)
+            .map(|_| {
+                let started = Instant::now();
+                let invocation = runtime.block_on(host.invoke(&event, InvocationContext::local("arn:bench")));
+                let elapsed = started.elapsed();
+                assert!(invocation.result.unwrap().contains("sha256_prefix"));
+                elapsed
+            })
+            .collect::<Vec<_>>()
+    };
+    // Interleaved rounds, so that a drift of the machine's speed falls on both.
+    let (mut env, mut stored) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        env.extend(time("PASSWORD"));
+        stored.extend(time("STORED"));
+    }
+    (env, stored)
+}
+
+/// Prefetching 25 SSM parameters at init: how many GetParameters calls moto saw, and how long it took.
+fn prefetch_parameters(runtime: &tokio::runtime::Runtime, probe: &Path, moto: &Server, key: &str) -> (usize, Duration) {
+    let ssm = aws_sdk_ssm::Client::new(&moto_sdk_config(moto));
+    let names: Vec<String> = (0..25).map(|i| format!("P{i:02}")).collect();
+    for name in &names {
+        let put = ssm.put_parameter().name(format!("/bench/{name}")).value("bench-value").overwrite(true);
+        runtime.block_on(put.r#type(aws_sdk_ssm::types::ParameterType::SecureString).send()).unwrap();
+    }
+    let secrets = SecretsSettings {
+        sources: names.iter().map(|n| (n.clone(), format!("ssm:/bench/{n}").parse().unwrap())).collect(),
+        prefetch: names.clone(),
+        cache: keyward::secrets::CacheSettings { ttl: Duration::from_secs(3600), ..Default::default() },
+        ..SecretsSettings::default()
+    };
+    let host = moto_host(probe, moto, key, HostSettings { secrets, ..HostSettings::default() });
+    recorder_start(moto);
+    let started = Instant::now();
+    runtime.block_on(host.prefetch()).unwrap();
+    let took = started.elapsed();
+    (recorder_calls(moto, "AmazonSSM.GetParameters"), took)
 }
 
 /// A Decrypt call from a fresh client (its own connection), timed from send to answer.

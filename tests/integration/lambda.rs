@@ -371,3 +371,54 @@ async fn kms_over_https_trusts_the_ca_bundle_and_otherwise_the_built_in_roots() 
     let log = bad.log_text();
     assert!(log.contains(&format!("AWS_CA_BUNDLE: {not_pem}: it holds no certificate")), "{log}");
 }
+
+/// Where Lambda serves the role's credentials from a container endpoint (SnapStart does, with no credentials in the
+/// environment), the host asks it, with its authorization token, and signs KMS calls with what it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_container_endpoint_are_used() {
+    use std::io::{Read as _, Write as _};
+    let dir = TempDir::new("lambda-container-credentials");
+    let moto = start_moto();
+    let kms = aws_sdk_kms::Client::new(&moto_sdk_config(&moto));
+    let key = create_key(&kms).await;
+    let password = b64(&encrypt(&kms, &key, b"snapstart-s3cret", &[]).await);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            seen.lock().unwrap().push(String::from_utf8_lossy(&request[..n]).into_owned());
+            let body = json!({
+                "AccessKeyId": "ASIACONTAINER", "SecretAccessKey": "container-secret", "Token": "container-token",
+                "Expiration": "2099-01-01T00:00:00Z"
+            })
+            .to_string();
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+            let _ = stream.write_all(format!("{head}{body}").as_bytes());
+        }
+    });
+    let emulator = start_emulator(&dir.0, &["snapstart"]);
+    let env = vec![
+        ("KEYWARD_COMPONENT", guest("hello").display().to_string()),
+        ("KEYWARD_GUEST_ENV", "PASSWORD".to_string()),
+        ("PASSWORD", password),
+        ("KEYWARD_KMS_KEY_ID", key),
+        ("KEYWARD_KMS_ENDPOINT", moto.url()),
+        // No credentials in the environment (blank is unset, as the SDK reads it).
+        ("AWS_ACCESS_KEY_ID", String::new()),
+        ("AWS_SECRET_ACCESS_KEY", String::new()),
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", format!("http://127.0.0.1:{port}/2016-11-01/credential-provider/")),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-auth-token".to_string()),
+    ];
+    let function = Function::start(&emulator.runtime_api("snapstart"), &dir, "snapstart", &env);
+    let response = function.invoke(&emulator, &json!({})).unwrap_or_else(|e| panic!("{e}: {}", function.log_text()));
+    assert_eq!(hello_fingerprint(&response), fingerprint(b"snapstart-s3cret"));
+    let asked = asked.lock().unwrap();
+    assert!(!asked.is_empty(), "the credentials endpoint was not asked");
+    assert!(asked[0].starts_with("GET /2016-11-01/credential-provider/ "), "{}", asked[0]);
+    assert!(asked[0].to_ascii_lowercase().contains("authorization: container-auth-token"), "{}", asked[0]);
+}

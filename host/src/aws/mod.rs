@@ -1,5 +1,6 @@
-//! AWS clients: what every one of keyward's shares (the function role's credentials from the default chain, the
-//! region, the HTTPS client and its trust roots, retries and timeouts), and the one client of each service:
+//! AWS clients: what every one of keyward's shares (the function role's credentials and region as Lambda gives them,
+//! or the shell's default chain on the command line; the HTTPS client and its trust roots, retries and timeouts),
+//! and the one client of each service:
 //! [`kms`], and the services that keep secrets ([`store`]: [`secretsmanager`], [`ssm`]).
 
 pub mod kms;
@@ -44,32 +45,104 @@ impl AwsSettings {
         Self::from_env(&Env::new(&vars))
     }
 
-    /// The SDK's configuration every client is made from: the default credential chain and region (on Lambda, the
-    /// function's role and region), keyward's HTTPS client, retries and timeouts. Endpoints are the SDK's
-    /// (`AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL`); a client may set its own (`KEYWARD_KMS_ENDPOINT`).
+    /// Lambda mode's SDK configuration, made of what Lambda gives a function, in its environment: the region
+    /// (`AWS_REGION`), the role's credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`; or,
+    /// where Lambda serves them from a container endpoint, as SnapStart does, `AWS_CONTAINER_CREDENTIALS_FULL_URI`),
+    /// the endpoints (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, unless `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`
+    /// is true) and `AWS_USE_FIPS_ENDPOINT`, `AWS_USE_DUALSTACK_ENDPOINT`; keyward's HTTPS client, retries and
+    /// timeouts. A client may set its own endpoint (`KEYWARD_KMS_ENDPOINT`).
+    ///
+    /// Not `aws_config::defaults`: its profile files, SSO, web identity (STS) and instance metadata have no use
+    /// in a function, and cost the bootstrap a quarter of a megabyte. [`AwsSettings::shell_sdk_config`] is the
+    /// command line's, with the whole default chain.
     ///
     /// # Errors
     /// An [`AwsError`] when `LOG_SENSITIVE_BODIES` is on, the CA bundle is unusable, or no usable region is
     /// configured.
     pub async fn sdk_config(&self) -> Result<aws_config::SdkConfig, AwsError> {
+        use aws_config::meta::credentials::CredentialsProviderChain;
+        refuse_sensitive_logging(|name| std::env::var(name).ok())?;
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).ok_or(AwsError::NoRegion)?;
+        let http_client = https_client_trusting(self.ca_bundle.as_deref())?;
+        let provider_config = aws_config::provider_config::ProviderConfig::without_region().with_http_client(http_client.clone());
+        let credentials = CredentialsProviderChain::first_try(
+            "Environment",
+            aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
+        )
+        .or_else("EcsContainer", aws_config::ecs::EcsCredentialsProvider::builder().configure(&provider_config).build());
+        let is_true = |name: &str| var(name).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let ignore_endpoints = is_true("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS");
+        let builder = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region))
+            .credentials_provider(aws_sdk_kms::config::SharedCredentialsProvider::new(credentials))
+            .http_client(http_client)
+            .use_fips(is_true("AWS_USE_FIPS_ENDPOINT"))
+            .use_dual_stack(is_true("AWS_USE_DUALSTACK_ENDPOINT"))
+            .service_config(EndpointVariables { ignore: ignore_endpoints });
+        let builder = match var("AWS_ENDPOINT_URL").filter(|_| !ignore_endpoints) {
+            Some(url) => builder.endpoint_url(url),
+            None => builder,
+        };
+        checked_region(with_retries(builder).build())
+    }
+
+    /// The command line's SDK configuration: the AWS CLI's default chains of credentials and region (profiles,
+    /// SSO, web identity, instance metadata), and, as for [`AwsSettings::sdk_config`], keyward's HTTPS client,
+    /// retries and timeouts.
+    ///
+    /// # Errors
+    /// As [`AwsSettings::sdk_config`].
+    #[cfg(feature = "cli")]
+    pub async fn shell_sdk_config(&self) -> Result<aws_config::SdkConfig, AwsError> {
         refuse_sensitive_logging(|name| std::env::var(name).ok())?;
         let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(https_client_trusting(self.ca_bundle.as_deref())?)
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                    .build(),
-            );
-        let sdk_config = loader.load().await;
-        match sdk_config.region() {
-            None => Err(AwsError::NoRegion),
-            Some(region) if !crate::address::is_region(region.as_ref()) => {
-                Err(AwsError::Region(bounded(region.as_ref(), 64)))
-            }
-            Some(_) => Ok(sdk_config),
+            .retry_config(retry_config())
+            .timeout_config(timeout_config());
+        checked_region(loader.load().await)
+    }
+}
+
+/// `AWS_ENDPOINT_URL_<SERVICE>` (`AWS_ENDPOINT_URL_SECRETS_MANAGER`), as the SDK's clients ask for it: the
+/// environment half of aws-config's service configuration (a function has no profile).
+#[derive(Debug)]
+struct EndpointVariables {
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`.
+    ignore: bool,
+}
+
+impl aws_types::service_config::LoadServiceConfig for EndpointVariables {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        if self.ignore && key.env().starts_with("AWS_ENDPOINT_URL") {
+            return None;
         }
+        std::env::var(key.env()).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+fn retry_config() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS)
+}
+
+fn timeout_config() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .build()
+}
+
+fn with_retries(builder: aws_types::sdk_config::Builder) -> aws_types::sdk_config::Builder {
+    builder.retry_config(retry_config()).timeout_config(timeout_config())
+}
+
+/// `sdk_config`, if its region is a region's name.
+fn checked_region(sdk_config: aws_config::SdkConfig) -> Result<aws_config::SdkConfig, AwsError> {
+    match sdk_config.region() {
+        None => Err(AwsError::NoRegion),
+        Some(region) if !crate::address::is_region(region.as_ref()) => Err(AwsError::Region(bounded(region.as_ref(), 64))),
+        Some(_) => Ok(sdk_config),
     }
 }
 

@@ -56,7 +56,7 @@ impl Invoke {
         let mut backends = Backends::from(Arc::new(key));
         // Secrets kept by a service are fetched with the environment's AWS credentials, region and endpoints.
         if settings.secrets.sources.iter().any(|(_, source)| source.needs_store()) {
-            let sdk_config = AwsSettings::from_process_env().sdk_config().await?;
+            let sdk_config = AwsSettings::from_process_env().shell_sdk_config().await?;
             backends = backends.with_store(Arc::new(AwsSecretStore::from_sdk_config(&sdk_config)));
         }
         let host = Host::from_file(&self.component, backends, settings).map_err(|e| match e {

@@ -107,7 +107,7 @@ async fn seal_with_kms(
 ) -> anyhow::Result<(Vec<u8>, String)> {
     let endpoint = std::env::var("KEYWARD_KMS_ENDPOINT").ok().filter(|e| !e.trim().is_empty());
     let settings = AwsKmsSettings { key_ids: vec![key_id.to_string()], endpoint };
-    let sdk_config = AwsSettings::from_process_env().sdk_config().await?;
+    let sdk_config = AwsSettings::from_process_env().shell_sdk_config().await?;
     let kms = AwsKms::new(&sdk_config, settings)?;
     let data_key = kms.generate_data_key(key_id, context).await.map_err(|e| Failed(e.into()))?;
     let bytes = sealed::seal(plaintext, &data_key.plaintext, &data_key.ciphertext)?;
