@@ -397,7 +397,8 @@ async fn credentials_from_the_container_endpoint_are_used() {
                 "Expiration": "2099-01-01T00:00:00Z"
             })
             .to_string();
-            let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+            let head =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
             let _ = stream.write_all(format!("{head}{body}").as_bytes());
         }
     });
@@ -407,7 +408,7 @@ async fn credentials_from_the_container_endpoint_are_used() {
         ("KEYWARD_GUEST_ENV", "PASSWORD".to_string()),
         ("PASSWORD", password),
         ("KEYWARD_KMS_KEY_ID", key),
-        ("KEYWARD_KMS_ENDPOINT", moto.url()),
+        ("AWS_ENDPOINT_URL_KMS", moto.url()),
         // No credentials in the environment (blank is unset, as the SDK reads it).
         ("AWS_ACCESS_KEY_ID", String::new()),
         ("AWS_SECRET_ACCESS_KEY", String::new()),

@@ -317,7 +317,9 @@ async fn a_lambda_reads_stored_secrets_and_audits_their_versions() {
         ("KEYWARD_SOURCE_TOKEN", "ssm:/lambda/token".to_string()),
         ("KEYWARD_PREFETCH", "DB,TOKEN".to_string()),
         ("KEYWARD_CACHE_TTL_SECS", "1".to_string()),
-        ("AWS_ENDPOINT_URL", moto.url()),
+        // Each service's own endpoint variable, as the SDK names them.
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.url()),
+        ("AWS_ENDPOINT_URL_SSM", moto.url()),
     ];
     let function = crate::lambda::Function::start(&emulator.runtime_api("stored"), &dir, "stored", &env);
     let event = json!({ "action": "secret", "names": ["DB", "TOKEN"] });

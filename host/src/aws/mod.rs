@@ -65,12 +65,16 @@ impl AwsSettings {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).ok_or(AwsError::NoRegion)?;
         let http_client = https_client_trusting(self.ca_bundle.as_deref())?;
-        let provider_config = aws_config::provider_config::ProviderConfig::without_region().with_http_client(http_client.clone());
+        let provider_config =
+            aws_config::provider_config::ProviderConfig::without_region().with_http_client(http_client.clone());
         let credentials = CredentialsProviderChain::first_try(
             "Environment",
             aws_config::environment::EnvironmentVariableCredentialsProvider::new(),
         )
-        .or_else("EcsContainer", aws_config::ecs::EcsCredentialsProvider::builder().configure(&provider_config).build());
+        .or_else(
+            "EcsContainer",
+            aws_config::ecs::EcsCredentialsProvider::builder().configure(&provider_config).build(),
+        );
         let is_true = |name: &str| var(name).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let ignore_endpoints = is_true("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS");
         let builder = aws_config::SdkConfig::builder()
@@ -105,20 +109,33 @@ impl AwsSettings {
     }
 }
 
-/// `AWS_ENDPOINT_URL_<SERVICE>` (`AWS_ENDPOINT_URL_SECRETS_MANAGER`), as the SDK's clients ask for it: the
-/// environment half of aws-config's service configuration (a function has no profile).
+/// The endpoint variables, as the SDK's clients ask for them: `AWS_ENDPOINT_URL_<SERVICE>` (the service id in upper
+/// case, spaces as `_`: `AWS_ENDPOINT_URL_SECRETS_MANAGER`), else `AWS_ENDPOINT_URL`. The environment half of
+/// aws-config's service configuration (`EnvServiceConfig`; a function has no profile).
 #[derive(Debug)]
 struct EndpointVariables {
     /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`.
     ignore: bool,
 }
 
-impl aws_types::service_config::LoadServiceConfig for EndpointVariables {
-    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
-        if self.ignore && key.env().starts_with("AWS_ENDPOINT_URL") {
+impl EndpointVariables {
+    fn lookup(
+        &self,
+        key: &aws_types::service_config::ServiceConfigKey<'_>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        if self.ignore && key.env() == "AWS_ENDPOINT_URL" {
             return None;
         }
-        std::env::var(key.env()).ok().filter(|v| !v.trim().is_empty())
+        let service = key.service_id().to_uppercase().replace(' ', "_");
+        let var = |name: &str| var(name).filter(|value| !value.trim().is_empty());
+        var(&format!("{}_{service}", key.env())).or_else(|| var(key.env()))
+    }
+}
+
+impl aws_types::service_config::LoadServiceConfig for EndpointVariables {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        self.lookup(&key, |name| std::env::var(name).ok())
     }
 }
 
@@ -141,7 +158,9 @@ fn with_retries(builder: aws_types::sdk_config::Builder) -> aws_types::sdk_confi
 fn checked_region(sdk_config: aws_config::SdkConfig) -> Result<aws_config::SdkConfig, AwsError> {
     match sdk_config.region() {
         None => Err(AwsError::NoRegion),
-        Some(region) if !crate::address::is_region(region.as_ref()) => Err(AwsError::Region(bounded(region.as_ref(), 64))),
+        Some(region) if !crate::address::is_region(region.as_ref()) => {
+            Err(AwsError::Region(bounded(region.as_ref(), 64)))
+        }
         Some(_) => Ok(sdk_config),
     }
 }
@@ -342,6 +361,31 @@ fn built_in_roots() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endpoint_variables_are_read_as_the_sdk_reads_them() {
+        let vars = |name: &str| match name {
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER" => Some("http://127.0.0.1:1".to_string()),
+            "AWS_ENDPOINT_URL_SSM" => Some(" ".to_string()),
+            "AWS_ENDPOINT_URL" => Some("http://127.0.0.1:2".to_string()),
+            _ => None,
+        };
+        let key = |service| {
+            aws_types::service_config::ServiceConfigKey::builder()
+                .service_id(service)
+                .env("AWS_ENDPOINT_URL")
+                .profile("endpoint_url")
+                .build()
+                .unwrap()
+        };
+        let read = EndpointVariables { ignore: false };
+        assert_eq!(read.lookup(&key("Secrets Manager"), vars).as_deref(), Some("http://127.0.0.1:1"));
+        // A blank service variable is unset; the global one applies.
+        assert_eq!(read.lookup(&key("SSM"), vars).as_deref(), Some("http://127.0.0.1:2"));
+        assert_eq!(read.lookup(&key("KMS"), vars).as_deref(), Some("http://127.0.0.1:2"));
+        let ignoring = EndpointVariables { ignore: true };
+        assert_eq!(ignoring.lookup(&key("Secrets Manager"), vars), None);
+    }
+
     use super::*;
 
     #[test]

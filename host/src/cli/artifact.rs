@@ -213,10 +213,12 @@ fn sealed_files(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         let entries =
             std::fs::read_dir(dir).with_context(|| format!("cannot read --sealed folder {}", dir.display()))?;
         for entry in entries {
-            let path = entry.with_context(|| format!("cannot read --sealed folder {}", dir.display()))?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let entry = entry.with_context(|| format!("cannot read --sealed folder {}", dir.display()))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
             let name = if under.is_empty() { name } else { format!("{under}/{name}") };
-            if path.is_dir() {
+            // A folder is walked, a link to one is not (it could lead back here).
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 walk(&path, &name, out)?;
                 continue;
             }

@@ -66,7 +66,7 @@ impl Seal {
                 (sealed::seal(&plaintext, data_key.as_slice(), &encrypted)?, format!("local key {}", key.id()))
             }
             (None, Some(key_id)) => seal_with_kms(&plaintext, key_id, &context).await?,
-            (None, None) => unreachable!("clap requires --key or --key-id"),
+            (None, None) => anyhow::bail!("seal needs --key FILE or --key-id KEY: name the key to seal with"),
         };
         write_whole(&out, &bytes)?;
         println!(

@@ -155,6 +155,7 @@ impl SecretGate {
     /// digest, so a new file is audited as a new version.
     async fn open_sealed(&self, path: &Path, deadline: Option<Instant>, user: User) -> Result<Fetched, KmsError> {
         let invalid = |e: SealedError| KmsError::InvalidCiphertext(e.to_string());
+        // Read on the runtime's thread: a file of the package, at most 1 MiB, read once per TTL.
         let bytes = sealed::read_file(path).map_err(|e| KmsError::Unavailable(e.to_string()))?;
         let file = Sealed::parse(&bytes).map_err(invalid)?;
         let data_key = file.encrypted_data_key();
