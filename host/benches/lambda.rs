@@ -72,15 +72,10 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("keyward-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cwasm = |guest: &str| {
-        let wasm = root.join(format!("target/wasm32-wasip2/release/{guest}.wasm"));
-        let cwasm = dir.join(format!("{guest}.cwasm"));
-        let compiled = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(["compile", wasm.to_str().unwrap(), "-o", cwasm.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(compiled.success(), "cannot compile {}: run `cargo xtask bench`", wasm.display());
-        cwasm
+        compile_file(
+            &root.join(format!("target/wasm32-wasip2/release/{guest}.wasm")),
+            &dir.join(format!("{guest}.cwasm")),
+        )
     };
     let hello = cwasm("hello");
     let hello_js = cwasm("hello-js");
@@ -175,10 +170,15 @@ fn main() {
         stored("keyward-sm-one-by-one", false),
     ];
     // Another build of the bootstrap (an earlier commit's, say) running hello beside this one: a change's cost
-    // measured in one run, on one machine.
+    // measured in one run, on one machine. An earlier host may not link today's hello (a guest built on a newer SDK
+    // imports more): KEYWARD_BENCH_BASELINE_COMPONENT names the hello.wasm of that commit.
     let baseline = std::env::var_os("KEYWARD_BENCH_BASELINE").map(PathBuf::from);
     if let Some(program) = &baseline {
-        functions.push(Function { program: program.clone(), ..keyward("baseline", &hello) });
+        let component = match std::env::var_os("KEYWARD_BENCH_BASELINE_COMPONENT") {
+            Some(wasm) => compile_file(Path::new(&wasm), &dir.join("baseline-hello.cwasm")),
+            None => hello.clone(),
+        };
+        functions.push(Function { program: program.clone(), ..keyward("baseline", &component) });
     }
     let names: Vec<String> = functions
         .iter()
@@ -336,6 +336,17 @@ fn main() {
     table.print();
     drop(emulator);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `keyward compile` of `wasm` into `cwasm`.
+fn compile_file(wasm: &Path, cwasm: &Path) -> PathBuf {
+    let compiled = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["compile", wasm.to_str().unwrap(), "-o", cwasm.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(compiled.success(), "cannot compile {}: run `cargo xtask bench`", wasm.display());
+    cwasm.to_path_buf()
 }
 
 /// The names of the Secrets Manager secrets the stored-secret functions read.
