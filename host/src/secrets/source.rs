@@ -356,9 +356,11 @@ impl SecretTable {
         for (name, settings, explicit) in configured.chain(unconfigured) {
             let blob = match table.sources.get(name) {
                 Some(Ok(SecretSource::EnvCiphertext(blob))) => blob.clone(),
-                Some(Ok(SecretSource::Sealed(_))) => {
-                    encrypted_data_keys.iter().find(|(n, _)| *n == name).map(|(_, key)| key.clone()).unwrap_or_default()
-                }
+                // Every sealed source's data key was read above.
+                Some(Ok(SecretSource::Sealed(_))) => match encrypted_data_keys.iter().find(|(n, _)| *n == name) {
+                    Some((_, key)) => key.clone(),
+                    None => continue,
+                },
                 Some(Err(reason)) if explicit => {
                     let reason =
                         format!("{name}'s value is not base64 ({reason}), so it cannot have settings of its own");
