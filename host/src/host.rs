@@ -14,7 +14,8 @@ use crate::capability::http::OutboundRecord;
 use crate::capability::keys::KeyOperationRecord;
 use crate::error::{InvokeError, check_event};
 use crate::sandbox::budget::Budget;
-use crate::sandbox::{ComponentSource, FreshInstance, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance};
+use crate::incoming::{self, LambdaContext};
+use crate::sandbox::{ComponentSource, FreshInstance, Input, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance, World};
 use crate::secrets::PrefetchError;
 use crate::secrets::{Backends, DecryptRecord};
 use crate::settings::{HostSettings, SettingError};
@@ -224,12 +225,19 @@ impl Host {
         .await
     }
 
-    /// Checks the event and works out the invocation's time.
+    /// Checks the event (for an HTTP component: reads its request) and works out the invocation's time.
     fn prepare<'a>(&self, event: &'a [u8], ctx: InvocationContext) -> Result<RunRequest<'a>, InvokeError> {
         let event = check_event(event)?;
         let budget = Budget::new(self.limits().timeout, ctx.deadline)?;
+        let input = match self.sandbox.world() {
+            World::Handler => Input::Event(event),
+            World::Http => Input::Http(
+                incoming::parse(event, LambdaContext { request_id: &ctx.request_id })
+                    .map_err(|e| InvokeError::InvalidEvent(e.to_string()))?,
+            ),
+        };
         Ok(RunRequest {
-            event,
+            input,
             context: HandlerContext {
                 request_id: ctx.request_id,
                 function_arn: ctx.function_arn,

@@ -21,6 +21,7 @@ pub mod capability;
 pub mod context;
 pub mod error;
 mod host;
+mod incoming;
 pub mod lambda;
 pub mod logging;
 pub mod mask;
@@ -52,7 +53,7 @@ mod tests {
         let layout = include_str!("../../docs/layout.md");
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut unnamed = Vec::new();
-        let dirs = ["sandbox", "secrets", "aws", "capability", "capability/kms", "capability/keys"];
+        let dirs = ["sandbox", "secrets", "aws", "capability", "capability/kms", "capability/keys", "incoming"];
         for dir in std::iter::once(src.clone()).chain(dirs.map(|d| src.join(d))) {
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let name = entry.unwrap().file_name().into_string().unwrap();

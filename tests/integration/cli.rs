@@ -24,7 +24,11 @@ fn bad_component_files_get_one_clear_line_and_exit_code_2() {
         ("an empty file", Vec::new(), "not a WebAssembly file"),
         ("a core module", wat("(module (func (export \"handle\")))"), "core WebAssembly module, not a component"),
         ("a corrupt component", b"\0asm\x0d\0\x01\0\xff\xff\xff".to_vec(), "invalid component"),
-        ("a component of another world", wat("(component)"), "does not export `keyward:lambda/handler@0.1.0`"),
+        (
+            "a component of another world",
+            wat("(component)"),
+            "exports neither `keyward:lambda/handler@0.1.0` (keyward's handler world) nor `wasi:http/incoming-handler@0.2.x`",
+        ),
         (
             "a component importing sockets",
             wat(r#"(component (import "wasi:sockets/tcp@0.2.0" (instance)))"#),
@@ -43,7 +47,17 @@ fn bad_component_files_get_one_clear_line_and_exit_code_2() {
                 (func $f (canon lift (core func $i "f")))
                 (instance $h (export "handle" (func $f)))
                 (export "keyward:lambda/handler@0.1.0" (instance $h)))"#),
-            "does not implement the keyward:lambda/secret-handler world",
+            "is of no world keyward runs: its `handle` does not have the signature",
+        ),
+        (
+            "an HTTP handler of the wrong shape",
+            wat(r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (instance $h (export "handle" (func $f)))
+                (export "wasi:http/incoming-handler@0.2.0" (instance $h)))"#),
+            "is of no world keyward runs: ",
         ),
     ];
     for (what, bytes, expected) in cases {

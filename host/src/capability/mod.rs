@@ -104,6 +104,11 @@ impl Instance {
         self.secrets.start(deadline);
     }
 
+    /// What wasi:http's host functions reach: for the host to hand an HTTP component its request.
+    pub(crate) fn http_view<'a>(&'a mut self, table: &'a mut ResourceTable) -> wasmtime_wasi_http::WasiHttpCtxView<'a> {
+        self.http.view(table)
+    }
+
     /// The invocation's records, and what must outlive its response, taken out.
     pub(crate) fn finish(&mut self) -> Finished {
         Finished {

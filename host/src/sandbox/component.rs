@@ -7,6 +7,8 @@ use wasmtime::component::types::{self, ComponentItem};
 use wasmtime::component::{Component, Linker, Type};
 
 use super::GuestState;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
 use crate::bindings::{HANDLER_EXPORT, SecretHandlerPre};
 use crate::capability::kms::GuestPlaintext;
 
@@ -51,7 +53,7 @@ pub enum LoadError {
     )]
     PlaintextDenied(String),
     /// The component does not export the handler, or exports it with another shape.
-    #[error("component does not implement the keyward:lambda/secret-handler world: {0}")]
+    #[error("component is of no world keyward runs: {0}")]
     WrongWorld(String),
     /// A precompiled component (`.cwasm`) this host cannot load.
     #[error(
@@ -117,7 +119,7 @@ pub(crate) fn load(
     linker: &Linker<GuestState>,
     source: ComponentSource<'_>,
     plaintext: GuestPlaintext,
-) -> Result<SecretHandlerPre<GuestState>, LoadError> {
+) -> Result<GuestPre, LoadError> {
     let component = match source {
         ComponentSource::Bytes(bytes) if is_precompiled(bytes) => {
             // SAFETY: see `deserialize_file` below; these bytes are the file's.
@@ -152,9 +154,82 @@ pub(crate) fn load(
             return Err(LoadError::PlaintextDenied(name.to_string()));
         }
     }
-    check_handler(engine, &ty).map_err(LoadError::WrongWorld)?;
-    let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(error_line(&e)))?;
-    SecretHandlerPre::new(pre).map_err(|e| LoadError::WrongWorld(error_line(&e)))
+    let world = world(engine, &ty).map_err(LoadError::WrongWorld)?;
+    let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld(error_line(&e));
+    let pre = linker.instantiate_pre(&component).map_err(wrong_world)?;
+    Ok(match world {
+        World::Handler => GuestPre::Handler(SecretHandlerPre::new(pre).map_err(wrong_world)?),
+        World::Http => GuestPre::Http(ProxyPre::new(pre).map_err(wrong_world)?),
+    })
+}
+
+/// The two worlds a component may be of, told apart by their exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// keyward's own (`keyward:lambda/handler`): the event JSON in, the response JSON out.
+    Handler,
+    /// The Wasm ecosystem's HTTP world (`wasi:http/incoming-handler` 0.2.x): an HTTP event's request in, its
+    /// response out.
+    Http,
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            World::Handler => "keyward:lambda/handler",
+            World::Http => "wasi:http/incoming-handler",
+        })
+    }
+}
+
+/// A linked component, ready to be instantiated, of either world.
+pub(crate) enum GuestPre {
+    Handler(SecretHandlerPre<GuestState>),
+    Http(ProxyPre<GuestState>),
+}
+
+impl GuestPre {
+    pub(crate) fn world(&self) -> World {
+        match self {
+            GuestPre::Handler(_) => World::Handler,
+            GuestPre::Http(_) => World::Http,
+        }
+    }
+
+    /// The compiled component.
+    #[cfg(feature = "compiler")]
+    pub(crate) fn component(&self) -> &Component {
+        match self {
+            GuestPre::Handler(pre) => pre.instance_pre().component(),
+            GuestPre::Http(pre) => pre.instance_pre().component(),
+        }
+    }
+}
+
+/// The export of the HTTP world, in any 0.2 version.
+const HTTP_EXPORT: &str = "wasi:http/incoming-handler@0.2.";
+
+/// Which world the component's exports make it: keyward's handler (its `handle` checked against the WIT signature
+/// now, so a mismatch is a load error rather than a failure of every invocation), or the HTTP world.
+fn world(engine: &Engine, ty: &types::Component) -> Result<World, String> {
+    let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    let http = exports.iter().any(|name| name.starts_with(HTTP_EXPORT));
+    match (exports.contains(&HANDLER_EXPORT), http) {
+        (true, true) => Err(format!(
+            "it exports both `{HANDLER_EXPORT}` and `wasi:http/incoming-handler`; keyward runs a component of one \
+             world, so export only one"
+        )),
+        (true, false) => check_handler(engine, ty).map(|()| World::Handler),
+        (false, true) => Ok(World::Http),
+        (false, false) => {
+            let found: Vec<String> = exports.iter().map(|name| format!("`{name}`")).collect();
+            let found = if found.is_empty() { "none".to_string() } else { found.join(", ") };
+            Err(format!(
+                "it exports neither `{HANDLER_EXPORT}` (keyward's handler world) nor `wasi:http/incoming-handler@0.2.x` \
+                 (the HTTP world); its exports: {found}"
+            ))
+        }
+    }
 }
 
 #[cfg(feature = "compiler")]
@@ -181,13 +256,10 @@ fn load_error(error: &wasmtime::Error, otherwise: fn(String) -> LoadError) -> Lo
     }
 }
 
-/// Checks the exported `handle` against the WIT signature now, so a mismatch is a load error rather than a
-/// failure of every invocation.
+/// Checks the exported `handle` against the WIT signature.
 fn check_handler(engine: &Engine, ty: &types::Component) -> Result<(), String> {
     let Some((_, handler)) = ty.exports(engine).find(|(name, _)| *name == HANDLER_EXPORT) else {
-        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| format!("`{name}`")).collect();
-        let found = if exports.is_empty() { "none".to_string() } else { exports.join(", ") };
-        return Err(format!("it does not export `{HANDLER_EXPORT}` (its exports: {found})"));
+        return Err(format!("it does not export `{HANDLER_EXPORT}`"));
     };
     let ComponentItem::ComponentInstance(handler) = handler.ty else {
         return Err(format!("its export `{HANDLER_EXPORT}` is not an interface instance"));

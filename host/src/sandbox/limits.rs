@@ -216,6 +216,14 @@ pub enum LimitExceeded {
         /// The limit.
         limit: usize,
     },
+    /// An HTTP component's response body grew past the response limit (it was read no further).
+    #[error(
+        "the HTTP response body grew past the limit of {limit} bytes (the response limit, at most Lambda's 6 MB);          send a smaller body"
+    )]
+    HttpBodySize {
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Most elements a guest table may have (a Rust guest uses a few hundred; also sizes the pool's table slots).

@@ -18,7 +18,8 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use budget::Budget;
 pub(crate) use component::ComponentSource;
-pub use component::LoadError;
+pub use component::{LoadError, World};
+use component::GuestPre;
 use component::error_line;
 #[cfg(feature = "compiler")]
 pub(crate) use component::read as read_component;
@@ -32,12 +33,15 @@ use limits::StoreLimiter;
 pub use limits::{LAMBDA_PAYLOAD_LIMIT, LimitExceeded, Limits};
 use output::GuestOutput;
 
-use crate::bindings::{HandlerContext, SecretHandler, SecretHandlerPre};
+use wasmtime_wasi_http::p2::bindings::Proxy;
+
+use crate::bindings::{HandlerContext, SecretHandler};
 use crate::capability::http::OutboundRecord;
 use crate::capability::keys::KeyOperationRecord;
 use crate::capability::kms::GuestPlaintext;
 use crate::capability::{self, Capabilities};
 use crate::error::InvokeError;
+use crate::incoming::{self, EventRequest, Failure};
 use crate::secrets::{BeforeInvocation, DecryptRecord};
 
 /// What a store holds for one invocation: WASI's context and resource table, the memory limiter, the time, and
@@ -66,19 +70,33 @@ impl WasiView for GuestState {
     }
 }
 
-/// What one guest run needs from the host besides the event.
+/// What one guest run needs from the host.
 #[derive(Debug)]
 pub(crate) struct RunRequest<'a> {
-    pub(crate) event: &'a str,
+    pub(crate) input: Input<'a>,
     pub(crate) context: HandlerContext,
     pub(crate) budget: Budget,
+}
+
+/// What the guest is given: the event, for a guest of keyward's handler world; the request the event carries, for
+/// an HTTP component.
+#[derive(Debug)]
+pub(crate) enum Input<'a> {
+    Event(&'a str),
+    Http(EventRequest),
+}
+
+/// A guest instance of either world.
+enum Guest {
+    Handler(SecretHandler),
+    Http(Proxy),
 }
 
 /// A guest instance no invocation has run in yet, with its slot of the pool: made ahead of its invocation in
 /// Lambda mode (before the next is asked for), or by the invocation itself.
 pub(crate) struct FreshInstance {
     store: Store<GuestState>,
-    guest: SecretHandler,
+    guest: Guest,
     permit: tokio::sync::OwnedSemaphorePermit,
     output: [GuestOutput; 2],
     /// How long it took to make.
@@ -143,7 +161,7 @@ impl Run {
 /// A compiled, linked guest, ready to be instantiated once per invocation.
 pub(crate) struct Sandbox {
     engine: Engine,
-    pre: SecretHandlerPre<GuestState>,
+    pre: GuestPre,
     limits: Limits,
     /// One permit per instance the pool holds ([`Limits::max_instances`]): a run waits for one, within its own
     /// time, rather than failing to instantiate when more invocations arrive at once than the pool holds. A permit
@@ -174,6 +192,11 @@ impl Sandbox {
     /// The limits guests run under.
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The world of the guest.
+    pub(crate) fn world(&self) -> World {
+        self.pre.world()
     }
 
     /// Runs the guest's handler once in a fresh instance, made once one of the pool's slots is free.
@@ -230,7 +253,13 @@ impl Sandbox {
             Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
         });
         store.set_epoch_deadline(1);
-        let instantiated = tokio::time::timeout_at(deadline, self.pre.instantiate_async(&mut store)).await;
+        let instantiate = async {
+            match &self.pre {
+                GuestPre::Handler(pre) => pre.instantiate_async(&mut store).await.map(Guest::Handler),
+                GuestPre::Http(pre) => pre.instantiate_async(&mut store).await.map(Guest::Http),
+            }
+        };
+        let instantiated = tokio::time::timeout_at(deadline, instantiate).await;
         let time_limit = budget.exceeded();
         match instantiated.unwrap_or_else(|_| Err(wasmtime::Error::new(time_limit.clone()))) {
             Ok(guest) => Ok(FreshInstance { store, guest, permit, output, instantiate: started.elapsed() }),
@@ -252,12 +281,23 @@ impl Sandbox {
         let time_limit = budget.exceeded();
         let started = Instant::now();
         let call = async {
-            let returned = guest
-                .keyward_lambda_handler()
-                .call_handle(&mut store, request.event, &request.context)
-                .await
-                .map_err(|e| self.trap_error(&e, &time_limit))?;
-            returned.map_err(InvokeError::Guest)
+            match (&guest, request.input) {
+                (Guest::Handler(guest), Input::Event(event)) => {
+                    let returned = guest
+                        .keyward_lambda_handler()
+                        .call_handle(&mut store, event, &request.context)
+                        .await
+                        .map_err(|e| self.trap_error(&e, &time_limit))?;
+                    returned.map_err(InvokeError::Guest)
+                }
+                (Guest::Http(proxy), Input::Http(EventRequest { request, shape })) => {
+                    let limit = self.limits.max_response_bytes;
+                    let answer = incoming::handle(&mut store, proxy, request, limit).await;
+                    let answer = answer.map_err(|failure| self.http_failure(failure, &time_limit))?;
+                    Ok(incoming::to_json(shape, answer.status, &answer.headers, &answer.body))
+                }
+                _ => Err(InvokeError::Instantiate("the input does not match the guest's world".into())),
+            }
         };
         let deadline = tokio::time::Instant::from_std(budget.outer_deadline());
         let called = tokio::time::timeout_at(deadline, call).await.unwrap_or(Err(InvokeError::Limit(time_limit)));
@@ -311,7 +351,7 @@ fn load(
     component: ComponentSource<'_>,
     limits: &Limits,
     plaintext: GuestPlaintext,
-) -> Result<(Engine, SecretHandlerPre<GuestState>), LoadError> {
+) -> Result<(Engine, GuestPre), LoadError> {
     let engine_error = |e: wasmtime::Error| LoadError::Engine(error_line(&e));
     let engine = engine::build(limits).map_err(engine_error)?;
     let mut linker = Linker::new(&engine);
@@ -336,7 +376,7 @@ pub fn precompile(component: &[u8], target: &CompileTarget) -> Result<Vec<u8>, L
     let (_, pre) = load(ComponentSource::Bytes(component), &limits, GuestPlaintext::Allow)?;
     let compiled = match target {
         // Loading compiled it for this machine as it is already.
-        CompileTarget { triple: None, cpu: Cpu::Native } => pre.instance_pre().component().serialize(),
+        CompileTarget { triple: None, cpu: Cpu::Native } => pre.component().serialize(),
         target => engine::build_for(&limits, target)
             .map_err(|e| LoadError::Engine(error_line(&e)))?
             .precompile_component(component),
@@ -374,6 +414,24 @@ impl Sandbox {
             Some(Trap::Interrupt) => time_limit.clone().into(),
             Some(trap) => InvokeError::Trap(describe_trap(*trap)),
             None => InvokeError::Trap(error.root_cause().to_string()),
+        }
+    }
+
+    /// Why an HTTP component gave no response, in keyward's words.
+    fn http_failure(&self, failure: Failure, time_limit: &LimitExceeded) -> InvokeError {
+        match failure {
+            Failure::Trap(error) => self.trap_error(&error, time_limit),
+            Failure::NoResponse { body_started: false } => InvokeError::Guest(
+                "its wasi:http handler returned without setting its response-outparam".into(),
+            ),
+            Failure::NoResponse { body_started: true } => InvokeError::Guest(
+                "its wasi:http handler returned without finishing its response body (outgoing-body.finish)".into(),
+            ),
+            Failure::ErrorCode(code) => {
+                InvokeError::Guest(format!("its wasi:http handler set its response-outparam to the error {code:?}"))
+            }
+            Failure::Body => InvokeError::Guest("its wasi:http handler aborted its response body".into()),
+            Failure::TooLarge { limit } => LimitExceeded::HttpBodySize { limit }.into(),
         }
     }
 
