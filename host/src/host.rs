@@ -13,9 +13,11 @@ use crate::capability::Capabilities;
 use crate::capability::http::OutboundRecord;
 use crate::capability::keys::KeyOperationRecord;
 use crate::error::{InvokeError, check_event};
-use crate::sandbox::budget::Budget;
 use crate::incoming::{self, LambdaContext};
-use crate::sandbox::{ComponentSource, FreshInstance, Input, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance, World};
+use crate::sandbox::budget::Budget;
+use crate::sandbox::{
+    ComponentSource, FreshInstance, Input, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance, World,
+};
 use crate::secrets::PrefetchError;
 use crate::secrets::{Backends, DecryptRecord};
 use crate::settings::{HostSettings, SettingError};
@@ -231,10 +233,10 @@ impl Host {
         let budget = Budget::new(self.limits().timeout, ctx.deadline)?;
         let input = match self.sandbox.world() {
             World::Handler => Input::Event(event),
-            World::Http => Input::Http(
+            World::Http => Input::Http(Box::new(
                 incoming::parse(event, LambdaContext { request_id: &ctx.request_id })
                     .map_err(|e| InvokeError::InvalidEvent(e.to_string()))?,
-            ),
+            )),
         };
         Ok(RunRequest {
             input,

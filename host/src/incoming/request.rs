@@ -147,11 +147,32 @@ impl<T> Ordered<T> {
 
 /// Characters a path may not hold as they are (RFC 3986 §3.3: `pchar` and `/`); API Gateway and Function URLs send
 /// the path decoded, so a space or a `?` in it is encoded again. A `%` is left: the path may be encoded already.
-const PATH: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{')
-    .add(b'}').add(b'\\').add(b'^').add(b'|');
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
 /// Characters a query may not hold as they are (RFC 3986 §3.4).
-const QUERY: &AsciiSet =
-    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'<').add(b'>').add(b'`').add(b'{').add(b'}').add(b'\\').add(b'^').add(b'|');
+const QUERY: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
 
 /// Reads `event` (JSON, checked by [`check_event`](crate::error::check_event)) as an HTTP request.
 ///
@@ -278,9 +299,7 @@ fn query(event: &Event, shape: Shape) -> String {
                 .iter()
                 .flat_map(|(name, values)| values.iter().flatten().map(move |value| (name, value.as_str())))
                 .collect(),
-            (_, Some(single)) => {
-                single.iter().filter_map(|(name, value)| Some((name, value.as_deref()?))).collect()
-            }
+            (_, Some(single)) => single.iter().filter_map(|(name, value)| Some((name, value.as_deref()?))).collect(),
             _ => Vec::new(),
         }
     };
@@ -304,7 +323,8 @@ fn add_context_headers(
     source_ip: Option<&str>,
 ) -> Result<(), String> {
     let value = |text: &str, what: &str| {
-        HeaderValue::from_bytes(text.as_bytes()).map_err(|_| format!("its {what} cannot be a header value (a control character)"))
+        HeaderValue::from_bytes(text.as_bytes())
+            .map_err(|_| format!("its {what} cannot be a header value (a control character)"))
     };
     headers.insert("x-amzn-request-id", value(lambda.request_id, "request id")?);
     if let Some(context) = context {

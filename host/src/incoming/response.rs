@@ -13,7 +13,8 @@ use super::Shape;
 
 /// Content types whose body is sent as text (when it is UTF-8): lambda_http's list, from MDN's common types and
 /// the YAML media type draft.
-const TEXT_PREFIXES: [&str; 5] = ["text/", "application/json", "application/javascript", "application/xml", "application/yaml"];
+const TEXT_PREFIXES: [&str; 5] =
+    ["text/", "application/json", "application/javascript", "application/xml", "application/yaml"];
 /// Structured-syntax suffixes (RFC 6839) of text types.
 const TEXT_SUFFIXES: [&str; 3] = ["+xml", "+yaml", "+json"];
 
@@ -47,7 +48,7 @@ pub(crate) fn to_json(shape: Shape, status: StatusCode, headers: &HeaderMap, bod
                 // One value per name: repeated headers are joined, but Set-Cookie values cannot be.
                 let mut single = joined(headers, |name| name != SET_COOKIE);
                 let cookies = headers.get_all(SET_COOKIE);
-                if let Some(last) = cookies.iter().last() {
+                if let Some(last) = cookies.iter().next_back() {
                     single.insert(SET_COOKIE.as_str().into(), json!(text(last)));
                 }
                 if cookies.iter().count() > 1 {
@@ -91,7 +92,11 @@ fn multi_value(headers: &HeaderMap) -> Map<String, Value> {
 
 /// Repeated headers joined with `", "` (RFC 9110 §5.3), but for those `keep` leaves out.
 fn joined(headers: &HeaderMap, keep: impl Fn(&HeaderName) -> bool) -> Map<String, Value> {
-    headers.keys().filter(|name| keep(name)).map(|name| (name.to_string(), json!(values(headers, name).join(", ")))).collect()
+    headers
+        .keys()
+        .filter(|name| keep(name))
+        .map(|name| (name.to_string(), json!(values(headers, name).join(", "))))
+        .collect()
 }
 
 fn values(headers: &HeaderMap, name: &HeaderName) -> Vec<String> {

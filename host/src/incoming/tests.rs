@@ -157,8 +157,14 @@ fn events_that_are_no_request_are_refused_without_quoting_them() {
             json!({"rawPath": "/", "requestContext": {"http": {"method": "GET"}}, "headers": {"host": format!("{secretish}/x")}}),
             "is not a host and port",
         ),
-        (json!({"rawPath": "/", "requestContext": {"http": {"method": "GET"}}, "isBase64Encoded": secretish}), "wrong type"),
-        (json!({"rawPath": "/", "requestContext": {"http": {"method": secretish.len()}}}), "within its `requestContext`"),
+        (
+            json!({"rawPath": "/", "requestContext": {"http": {"method": "GET"}}, "isBase64Encoded": secretish}),
+            "wrong type",
+        ),
+        (
+            json!({"rawPath": "/", "requestContext": {"http": {"method": secretish.len()}}}),
+            "within its `requestContext`",
+        ),
     ];
     for (event, expected) in cases {
         let message = refusal(&event);

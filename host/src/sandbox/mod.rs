@@ -18,11 +18,11 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use budget::Budget;
 pub(crate) use component::ComponentSource;
-pub use component::{LoadError, World};
 use component::GuestPre;
 use component::error_line;
 #[cfg(feature = "compiler")]
 pub(crate) use component::read as read_component;
+pub use component::{LoadError, World};
 pub use digest::ComponentDigest;
 use engine::EpochTicker;
 #[cfg(feature = "compiler")]
@@ -83,7 +83,7 @@ pub(crate) struct RunRequest<'a> {
 #[derive(Debug)]
 pub(crate) enum Input<'a> {
     Event(&'a str),
-    Http(EventRequest),
+    Http(Box<EventRequest>),
 }
 
 /// A guest instance of either world.
@@ -290,7 +290,8 @@ impl Sandbox {
                         .map_err(|e| self.trap_error(&e, &time_limit))?;
                     returned.map_err(InvokeError::Guest)
                 }
-                (Guest::Http(proxy), Input::Http(EventRequest { request, shape })) => {
+                (Guest::Http(proxy), Input::Http(http)) => {
+                    let EventRequest { request, shape } = *http;
                     let limit = self.limits.max_response_bytes;
                     let answer = incoming::handle(&mut store, proxy, request, limit).await;
                     let answer = answer.map_err(|failure| self.http_failure(failure, &time_limit))?;
@@ -421,9 +422,9 @@ impl Sandbox {
     fn http_failure(&self, failure: Failure, time_limit: &LimitExceeded) -> InvokeError {
         match failure {
             Failure::Trap(error) => self.trap_error(&error, time_limit),
-            Failure::NoResponse { body_started: false } => InvokeError::Guest(
-                "its wasi:http handler returned without setting its response-outparam".into(),
-            ),
+            Failure::NoResponse { body_started: false } => {
+                InvokeError::Guest("its wasi:http handler returned without setting its response-outparam".into())
+            }
             Failure::NoResponse { body_started: true } => InvokeError::Guest(
                 "its wasi:http handler returned without finishing its response body (outgoing-body.finish)".into(),
             ),
