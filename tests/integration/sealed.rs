@@ -131,9 +131,11 @@ fn keyward_seals_invokes_and_packages_sealed_files() {
     let piped = keyward_cmd(&["seal", "-", "--key", &key]).stdin(std::process::Stdio::null()).output().unwrap();
     assert_eq!(piped.status.code(), Some(2));
     assert!(stderr(&piped).contains("sealing stdin needs -o FILE"), "{}", stderr(&piped));
-    let refusals: [(&[&str], &str); 4] = [
+    let refusals: [(&[&str], &str); 5] = [
         (&["seal", &plain], "the following required arguments were not provided: <--key <FILE>|--key-id <KEY>>"),
         (&["seal", &plain, "--key", &key, "-o", &plain], "is an input"),
+        // Sealing over the key file would lose every file sealed under it.
+        (&["seal", &plain, "--key", &key, "-o", &key], "is an input"),
         (&["seal", &dir.path("nope"), "--key", &key], "cannot read"),
         (&["seal", &plain, "--key", &key, "--context", "=v"], "--context"),
     ];

@@ -53,8 +53,10 @@ impl Seal {
                 PathBuf::from(name)
             }
         };
-        if !stdin {
-            refuse_overwriting_input(&self.file, &out)?;
+        // The key file and the bound component are inputs too: sealing over the key would lose every file it sealed.
+        let inputs = [(!stdin).then_some(&self.file), self.key.as_ref(), self.bind_component.as_ref()];
+        for input in inputs.into_iter().flatten() {
+            refuse_overwriting_input(input, &out)?;
         }
         let plaintext = read_plaintext(&self.file, stdin)?;
         let context = keyward::secrets::settings::stamped_context(self.context, self.bind_component.as_deref())?;
