@@ -145,21 +145,6 @@ impl<T> Ordered<T> {
     }
 }
 
-/// Characters a path may not hold as they are (RFC 3986 §3.3: `pchar` and `/`); API Gateway and Function URLs send
-/// the path decoded, so a space or a `?` in it is encoded again. A `%` is left: the path may be encoded already.
-const PATH: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'|');
 /// Characters a query may not hold as they are (RFC 3986 §3.4).
 const QUERY: &AsciiSet = &CONTROLS
     .add(b' ')
@@ -173,6 +158,10 @@ const QUERY: &AsciiSet = &CONTROLS
     .add(b'\\')
     .add(b'^')
     .add(b'|');
+/// Characters a path may not hold as they are (RFC 3986 §3.3: `pchar` and `/`), a query's and `?`; API Gateway and
+/// Function URLs send the path decoded, so a space or a `?` in it is encoded again. A `%` is left: the path may be
+/// encoded already.
+const PATH: &AsciiSet = &QUERY.add(b'?');
 
 /// Reads `event` (JSON, checked by [`check_event`](crate::error::check_event)) as an HTTP request.
 ///

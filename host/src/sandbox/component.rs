@@ -173,15 +173,6 @@ pub enum World {
     Http,
 }
 
-impl std::fmt::Display for World {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            World::Handler => "keyward:lambda/handler",
-            World::Http => "wasi:http/incoming-handler",
-        })
-    }
-}
-
 /// A linked component, ready to be instantiated, of either world.
 pub(crate) enum GuestPre {
     Handler(SecretHandlerPre<GuestState>),

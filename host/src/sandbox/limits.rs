@@ -218,7 +218,8 @@ pub enum LimitExceeded {
     },
     /// An HTTP component's response body grew past the response limit (it was read no further).
     #[error(
-        "the HTTP response body grew past the limit of {limit} bytes (the response limit, at most Lambda's 6 MB);          send a smaller body"
+        "the HTTP response body grew past the limit of {limit} bytes (the response limit, at most Lambda's 6 MB): \
+         send a smaller body"
     )]
     HttpBodySize {
         /// The limit.
