@@ -57,7 +57,7 @@ fn bad_component_files_get_one_clear_line_and_exit_code_2() {
                 (func $f (canon lift (core func $i "f")))
                 (instance $h (export "handle" (func $f)))
                 (export "wasi:http/incoming-handler@0.2.0" (instance $h)))"#),
-            "is of no world keyward runs: ",
+            "is of no world keyward runs: its `wasi:http/incoming-handler@0.2.0` has no function `handle(request: incoming-request, response-out: response-outparam)`",
         ),
     ];
     for (what, bytes, expected) in cases {
@@ -120,6 +120,12 @@ fn bad_arguments_are_refused_with_exit_code_2() {
             "the component's memory starts at 1.1 MiB, more than the memory limit: raise the limit",
         ),
         (vec!["invoke", hello, "--key", &key, "--env", "AWS_SESSION_TOKEN=x"], "AWS credentials"),
+        // The host's settings errors name the flags that were given, not Lambda mode's variables.
+        (
+            vec!["invoke", hello, "--key", &key, "--env", "DB=Y3Q=", "--source", "DB=sealed:db.sealed"],
+            "keyward: error: --source DB: DB is a guest env var (--env) too",
+        ),
+        (vec!["invoke", hello, "--key", &key, "--source", "DB=ssm:/db:0"], "--source DB: \"ssm:/db:0\": after the"),
         (vec!["decrypt", "--key", &key, "%%%"], "not base64"),
         (vec!["lambda"], "AWS_LAMBDA_RUNTIME_API is not set"),
     ] {

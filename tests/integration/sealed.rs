@@ -100,14 +100,16 @@ async fn a_sealed_chain_is_a_key_handle_for_the_rust_and_javascript_signers() {
     // Copied to another function: its host stamps another context, under which the data key does not open.
     let moved = sealed_host("signer", &key, &sealed, "another-function").unwrap();
     let error = invoke(&moved, sign_event("x")).await.result.unwrap_err().to_string();
-    assert!(error.contains("key invalid-ciphertext") && error.contains("authentication failed"), "{error}");
+    let data_key = format!("invalid-ciphertext: sealed file {sealed}: its data key: ");
+    assert!(error.contains(&data_key) && error.contains("authentication failed"), "{error}");
     // Altered after sealing: refused when opened, naming the fault.
     let mut altered = file.clone();
     *altered.last_mut().unwrap() ^= 1;
     std::fs::write(&sealed, &altered).unwrap();
     let host = sealed_host("signer", &key, &sealed, "signer").unwrap();
     let error = invoke(&host, sign_event("x")).await.result.unwrap_err().to_string();
-    assert!(error.contains("the sealed file was altered (authentication failed): seal it again"), "{error}");
+    let altered = format!("sealed file {sealed}: altered after sealing (authentication failed): seal it again");
+    assert!(error.contains(&altered), "{error}");
     // Not a sealed file at all (the plaintext, by mistake): the host is not built, and says so without the content.
     let error = sealed_host("signer", &key, &plain, "signer").unwrap_err().to_string();
     assert!(error.contains("KEYWARD_SOURCE_SIGNING_KEY: not a keyward sealed file"), "{error}");
@@ -131,8 +133,19 @@ fn keyward_seals_invokes_and_packages_sealed_files() {
     let piped = keyward_cmd(&["seal", "-", "--key", &key]).stdin(std::process::Stdio::null()).output().unwrap();
     assert_eq!(piped.status.code(), Some(2));
     assert!(stderr(&piped).contains("sealing stdin needs -o FILE"), "{}", stderr(&piped));
-    let refusals: [(&[&str], &str); 5] = [
-        (&["seal", &plain], "the following required arguments were not provided: <--key <FILE>|--key-id <KEY>>"),
+    let refusals: [(&[&str], &str); 8] = [
+        (
+            &["seal", &plain],
+            "the following required arguments were not provided: <--key <FILE>|--key-id <KEY>>; see `keyward seal --help`",
+        ),
+        (&["seal", &plain, "--key-id", ""], "'--key-id <KEY>'"),
+        // A placeholder is the host's to fill in: sealed under it literally, the file would open nowhere.
+        (
+            &["seal", &plain, "--key", &key, "--context", "function={function_name}"],
+            "--context: function: {function_name} is a placeholder the host fills in, not a value; write in its place \
+             the value of AWS_LAMBDA_FUNCTION_NAME on the function",
+        ),
+        (&["seal", &plain, "--key", &key, "--context", "c={component}"], "use --bind-component COMPONENT"),
         (&["seal", &plain, "--key", &key, "-o", &plain], "is an input"),
         // Sealing over the key file would lose every file sealed under it.
         (&["seal", &plain, "--key", &key, "-o", &key], "is an input"),
@@ -163,7 +176,8 @@ fn keyward_seals_invokes_and_packages_sealed_files() {
     assert_eq!(answer["secrets"][0]["sha256_prefix"], fingerprint(secret.as_bytes()));
     let out = run("function=other");
     let answer: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert!(answer["secrets"][0]["error"].as_str().unwrap().starts_with("kms invalid-ciphertext"), "{answer}");
+    let error = answer["secrets"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with(&format!("kms invalid-ciphertext: sealed file {sealed}: its data key: ")), "{error}");
 
     // Packaging ships the sealed files, and refuses a folder with a plaintext in it.
     let folder = dir.0.join("secrets");
@@ -181,6 +195,12 @@ fn keyward_seals_invokes_and_packages_sealed_files() {
     let mut shipped = Vec::new();
     std::io::Read::read_to_end(&mut archive.by_name("sealed/tls/config.json.sealed").unwrap(), &mut shipped).unwrap();
     assert_eq!(shipped, std::fs::read(&sealed).unwrap());
+    // A link to a folder is not followed (it could lead back into the folder), and says so.
+    std::os::unix::fs::symlink(folder.join("tls"), folder.join("linked")).unwrap();
+    let out = package(&folder);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("linked is a link to a folder: --sealed does not follow links"), "{}", stderr(&out));
+    std::fs::remove_file(folder.join("linked")).unwrap();
     std::fs::copy(&plain, folder.join("tls/config.json")).unwrap();
     let out = package(&folder);
     assert_eq!(out.status.code(), Some(2));
@@ -247,7 +267,8 @@ async fn a_lambda_opens_its_sealed_file_and_another_function_cannot() {
     let moved = start("moved-fn");
     let answer = moved.invoke(&emulator, &event).unwrap_or_else(|e| panic!("{e}: {}", moved.log_text()));
     let error = answer["secrets"][0]["error"].as_str().unwrap();
-    assert!(error.starts_with("kms invalid-ciphertext: KMS refused the ciphertext"), "{error}");
+    let refused = "sealed/chain.pem.sealed: its data key: KMS refused the ciphertext";
+    assert!(error.starts_with("kms invalid-ciphertext: sealed file ") && error.contains(refused), "{error}");
     for log in [function.settled_log(), moved.settled_log()] {
         assert!(!log.contains("BEGIN CERTIFICATE") && !log.contains("PRIVATE KEY"), "the log holds the file: {log}");
     }

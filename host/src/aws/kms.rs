@@ -396,6 +396,10 @@ impl AwsKms {
                 None if matches!(status, 401 | 403) => KmsError::Denied(format!(
                     "KMS at {endpoint} refused the request with HTTP {status} and no error code (key {key_id}){detail}"
                 )),
+                None if (200..300).contains(&status) => KmsError::Unavailable(format!(
+                    "KMS at {endpoint} answered HTTP {status} with a body that is no KMS answer (key {key_id}): \
+                     check that the endpoint is KMS's"
+                )),
                 None => KmsError::Unavailable(format!(
                     "KMS at {endpoint} answered HTTP {status} without an error code (key {key_id}){detail}"
                 )),
@@ -510,6 +514,12 @@ mod tests {
             &context,
         );
         assert!(no_code.to_string().contains("HTTP 503"), "{no_code}");
+        let no_answer = backend.map_error(
+            &service_error(DecryptError::generic(ErrorMetadata::builder().build()), 200),
+            "k",
+            &context,
+        );
+        assert!(no_answer.to_string().contains("answered HTTP 200 with a body that is no KMS answer"), "{no_answer}");
     }
 
     /// A success that is not one (no plaintext, no key id, an empty plaintext, another key) is never handed on.

@@ -292,6 +292,11 @@ pub(crate) fn service_error(
         None if matches!(status, 401 | 403) => KmsError::Denied(format!(
             "{service} at {endpoint} refused the request for {about} with HTTP {status}{detail}"
         )),
+        // A success whose body the SDK could not read as the operation's answer: a proxy's page, another service.
+        None if (200..300).contains(&status) => KmsError::Unavailable(format!(
+            "{service} at {endpoint} answered HTTP {status} with a body that is no {service} answer ({about}): \
+             check that the endpoint is {service}'s"
+        )),
         None => KmsError::Unavailable(format!(
             "{service} at {endpoint} answered HTTP {status} without an error code ({about}){detail}"
         )),
@@ -397,6 +402,18 @@ mod tests {
         let pem = built_in_roots().as_bytes();
         let (added, refused) = roots.add_parsable_certificates(CertificateDer::pem_slice_iter(pem).map(Result::unwrap));
         assert_eq!((added, refused), (5, 0));
+    }
+
+    /// A body the SDK could not read as the answer comes with a success status and no code: it is not read as an
+    /// error without a code.
+    #[test]
+    fn a_success_that_is_no_answer_says_so() {
+        let error = service_error("SSM", "http://127.0.0.1:1", "parameter /db", (None, 200), "");
+        assert_eq!(
+            error.to_string(),
+            "unavailable: SSM at http://127.0.0.1:1 answered HTTP 200 with a body that is no SSM answer (parameter \
+             /db): check that the endpoint is SSM's"
+        );
     }
 
     #[test]

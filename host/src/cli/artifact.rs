@@ -217,11 +217,17 @@ fn sealed_files(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             let name = if under.is_empty() { name } else { format!("{under}/{name}") };
-            // A folder is walked, a link to one is not (it could lead back here).
+            // A folder is walked, a link to one is not (it could lead back here); a link to a file is read.
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 walk(&path, &name, out)?;
                 continue;
             }
+            anyhow::ensure!(
+                !path.is_dir(),
+                "{} is a link to a folder: --sealed does not follow links to folders (one could lead back into \
+                 --sealed); put the folder itself there",
+                path.display()
+            );
             let bytes = keyward::secrets::sealed::read_file(&path)?;
             keyward::secrets::sealed::Sealed::parse(&bytes).map_err(|e| {
                 anyhow::anyhow!("{}: {e}; --sealed ships only sealed files, never a plaintext", path.display())

@@ -106,7 +106,8 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     if matches!(error.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) && arg.starts_with("--env") {
         eprintln!(
             "keyward: error: a value of --env is not of the form NAME=VALUE with a non-empty NAME (not shown, in \
-             case it is a secret); see `keyward --help`"
+             case it is a secret); see `{}`",
+            help_hint()
         );
         return ExitCode::from(EXIT_BAD_INPUT);
     }
@@ -118,7 +119,8 @@ fn usage_error(error: &clap::Error) -> ExitCode {
         if !(flag_like && stray.chars().all(|c| c.is_ascii_graphic())) {
             eprintln!(
                 "keyward: error: an unexpected argument (not shown, in case it is a secret: give a secret with \
-                 --plaintext or on stdin); see `keyward --help`"
+                 --plaintext or on stdin); see `{}`",
+                help_hint()
             );
             return ExitCode::from(EXIT_BAD_INPUT);
         }
@@ -129,8 +131,19 @@ fn usage_error(error: &clap::Error) -> ExitCode {
     let paragraph: Vec<&str> = rendered.lines().map(str::trim).take_while(|line| !line.is_empty()).collect();
     let what = paragraph.join(" ");
     let what = what.strip_prefix("error: ").unwrap_or(&what);
-    eprintln!("keyward: error: {}; see `keyward --help`", keyward::error::one_line(what));
+    eprintln!("keyward: error: {}; see `{}`", keyward::error::one_line(what), help_hint());
     ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// Where help for the arguments is: `keyward <verb> --help` when they name a verb (as cargo's errors point to
+/// `cargo <verb> --help`).
+fn help_hint() -> String {
+    use clap::CommandFactory as _;
+    let verb = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
+    match verb {
+        Some(verb) if Cli::command().find_subcommand(&verb).is_some() => format!("keyward {verb} --help"),
+        _ => "keyward --help".into(),
+    }
 }
 
 /// A component's load error naming the file (a read error names it already).

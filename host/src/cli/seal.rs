@@ -27,7 +27,7 @@ pub(crate) struct Seal {
     key: Option<PathBuf>,
     /// Seal with this KMS key (id, ARN or alias): the data key comes from GenerateDataKey, with the AWS credentials
     /// and region of the environment (KEYWARD_KMS_ENDPOINT, AWS_ENDPOINT_URL_KMS and AWS_ENDPOINT_URL are followed).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     key_id: Option<String>,
     /// An encryption context pair the file is bound to (repeatable): the pairs the host stamps
     /// (KEYWARD_KMS_CONTEXT, with its placeholders filled in, e.g. `function=<function name>`).

@@ -173,6 +173,16 @@ pub enum World {
     Http,
 }
 
+impl World {
+    /// The export that makes a component of this world, for the log line that says which it runs.
+    pub fn export(self) -> &'static str {
+        match self {
+            World::Handler => HANDLER_EXPORT,
+            World::Http => "wasi:http/incoming-handler@0.2",
+        }
+    }
+}
+
 /// A linked component, ready to be instantiated, of either world.
 pub(crate) enum GuestPre {
     Handler(SecretHandlerPre<GuestState>),
@@ -211,7 +221,7 @@ fn world(engine: &Engine, ty: &types::Component) -> Result<World, String> {
              world, so export only one"
         )),
         (true, false) => check_handler(engine, ty).map(|()| World::Handler),
-        (false, true) => Ok(World::Http),
+        (false, true) => check_http(engine, ty).map(|()| World::Http),
         (false, false) => {
             let found: Vec<String> = exports.iter().map(|name| format!("`{name}`")).collect();
             let found = if found.is_empty() { "none".to_string() } else { found.join(", ") };
@@ -278,6 +288,33 @@ fn check_handler(engine: &Engine, ty: &types::Component) -> Result<(), String> {
              of keyward:lambda@0.1.0 (was it built against another version of wit/keyward.wit?)"
                 .into(),
         );
+    }
+    Ok(())
+}
+
+/// Checks the exported `wasi:http/incoming-handler`'s `handle`: two owned handles (the request and the response
+/// outparam) in, nothing out. wasmtime's bindings check the resource types only at instantiation, so without this a
+/// mismatch would fail every invocation instead of the load.
+fn check_http(engine: &Engine, ty: &types::Component) -> Result<(), String> {
+    let Some((name, export)) = ty.exports(engine).find(|(name, _)| name.starts_with(HTTP_EXPORT)) else {
+        return Err("it does not export `wasi:http/incoming-handler`".into());
+    };
+    let ComponentItem::ComponentInstance(handler) = export.ty else {
+        return Err(format!("its export `{name}` is not an interface instance"));
+    };
+    let handle = handler.exports(engine).find(|(name, _)| *name == "handle").map(|(_, export)| export.ty);
+    let shape_ok = match handle {
+        Some(ComponentItem::ComponentFunc(handle)) => {
+            let params: Vec<Type> = handle.params().map(|(_, ty)| ty).collect();
+            matches!(params.as_slice(), [Type::Own(_), Type::Own(_)]) && handle.results().next().is_none()
+        }
+        _ => false,
+    };
+    if !shape_ok {
+        return Err(format!(
+            "its `{name}` has no function `handle(request: incoming-request, response-out: response-outparam)` \
+             (was it built against another version of wasi:http?)"
+        ));
     }
     Ok(())
 }

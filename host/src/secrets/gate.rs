@@ -16,7 +16,7 @@ use super::cache::{Answer, CacheKey, CacheUse, PlaintextCache};
 use super::sealed::{self, Sealed, SealedError};
 use super::session::Session;
 use super::settings::CheckedSecrets;
-use super::source::{ParameterId, SecretSource, SecretTable, Unnamed, User};
+use super::source::{InjectedInto, ParameterId, SecretSource, SecretTable, Unnamed, User};
 use super::store::{Fetched, MAX_PARAMETERS_PER_CALL, SecretStore, json_value};
 use super::{Backends, DecryptRequest, Decrypted, KmsBackend, KmsError, Plaintext, hex};
 use crate::context::{COMPONENT_KEY, EncryptionContext};
@@ -154,18 +154,19 @@ impl SecretGate {
     /// name's settings, the cache, a `kms decrypt` audit line), then the file under it. Its version is the file's
     /// digest, so a new file is audited as a new version.
     async fn open_sealed(&self, path: &Path, deadline: Option<Instant>, user: User) -> Result<Fetched, KmsError> {
-        let invalid = |e: SealedError| KmsError::InvalidCiphertext(e.to_string());
-        // Read on the runtime's thread: a file of the package, at most 1 MiB, read once per TTL.
+        // Every error names the file: a guest knows its secret by name, and the name's source is the host's.
+        let shown = format!("sealed file {}", path.display());
+        let invalid = |e: SealedError| KmsError::InvalidCiphertext(e.to_string()).about(&shown);
+        // Read on the runtime's thread: a file of the package, at most 1 MiB, read once per TTL. Its errors name it.
         let bytes = sealed::read_file(path).map_err(|e| KmsError::Unavailable(e.to_string()))?;
         let file = Sealed::parse(&bytes).map_err(invalid)?;
         let data_key = file.encrypted_data_key();
         if self.table.sealed_key(path) != Some(&Sha256::digest(data_key).into()) {
-            return Err(KmsError::InvalidCiphertext(format!(
-                "sealed file {} is not the one the host read at start: restart the host to use the new one",
-                path.display()
-            )));
+            let why = "it is not the one the host read at start: restart the host to use the new one";
+            return Err(KmsError::InvalidCiphertext(why.into()).about(&shown));
         }
-        let data_key = self.decrypt_for(data_key, Vec::new(), deadline, user).await.0?;
+        let data_key = self.decrypt_for(data_key, Vec::new(), deadline, user).await.0;
+        let data_key = data_key.map_err(|e| e.about(format!("{shown}: its data key")))?;
         let value = file.open(data_key.expose_secret()).map_err(invalid)?;
         Ok(Fetched { value, version_id: format!("sha256:{}", hex(&Sha256::digest(&bytes)[..8])) })
     }
@@ -212,7 +213,9 @@ impl SecretGate {
             Ok(Decrypted { plaintext, key_id: fetched.version_id })
         };
         let answer = match self.table.injected_into(source) {
-            Some(origin) if user == User::Guest => Answer::new(Err(injected_denial(name, origin)), CacheUse::Off),
+            Some(injected) if user == User::Guest => {
+                Answer::new(Err(injected_denial(Some(name), injected)), CacheUse::Off)
+            }
             _ => match &self.cache {
                 Some(cache) => cache.get_or_fetch(key, deadline, fetch).await,
                 None => Answer::new(fetch(deadline).await, CacheUse::Off),
@@ -335,12 +338,11 @@ impl SecretGate {
         let configured = self.table.settings(&digest);
         let settings = configured.map(|c| &c.settings);
         let stamped = settings.and_then(|s| s.stamped_context.as_ref()).unwrap_or(&self.stamped);
-        let injected =
-            configured.filter(|_| user == User::Guest).and_then(|c| Some((&c.name, c.injected_into.as_ref()?)));
+        let injected = configured.filter(|_| user == User::Guest).and_then(|c| c.injected_into.as_ref());
         let context = match (injected, settings.and_then(|s| s.algorithm.as_ref())) {
             // The guest must not hold what the host injects: it could send it anywhere its code (or a dependency)
             // chooses, where the host sends it only to its origin.
-            (Some((name, origin)), _) => Err(injected_denial(name, origin)),
+            (Some(injected), _) => Err(injected_denial(None, injected)),
             // KMS takes no context for an asymmetric key: none is stamped, and a guest may give none.
             (None, Some(_)) if !guest_context.is_empty() => Err(KmsError::Denied(
                 "this secret is under an asymmetric KMS key, which takes no encryption context".into(),
@@ -486,9 +488,16 @@ fn no_store() -> KmsError {
 }
 
 /// The refusal of a secret the host injects, to the guest.
-fn injected_denial(name: &str, origin: &str) -> KmsError {
+/// The guest's denial of a secret the host injects; `asked` is the name the guest asked by, when it asked by name
+/// (not by a ciphertext), which may be another name for the injected secret.
+fn injected_denial(asked: Option<&str>, injected: &InjectedInto) -> KmsError {
+    let InjectedInto { name, origin } = injected;
+    let which = match asked {
+        Some(asked) if asked != name => format!("{asked} is the secret {name}, which"),
+        _ => name.clone(),
+    };
     KmsError::Denied(format!(
-        "{name} is injected by the host into requests to {origin}, so it is never handed to the guest: send the \
+        "{which} is injected by the host into requests to {origin}, so it is never handed to the guest: send the \
          request, and the host adds it"
     ))
 }
@@ -598,6 +607,35 @@ mod tests {
         assert!(
             matches!(result, Err(KmsError::InvalidCiphertext(ref m)) if m.contains("not the one the host read at start")),
             "{result:?}"
+        );
+    }
+
+    /// Two names for one sealed file, its path spelled two ways, one of them injected: the guest is denied the
+    /// other too, and told which injected secret it is.
+    #[tokio::test]
+    async fn a_second_name_for_an_injected_sealed_file_is_denied_naming_the_injected_one() {
+        let key = Arc::new(LocalKey::generate().unwrap());
+        let context = EncryptionContext::from_pairs([("function", "f")]).unwrap();
+        let path = sealed_file(&key, b"token", &context);
+        let respelled = path.parent().unwrap().join(".").join(path.file_name().unwrap());
+        let settings = SecretsSettings {
+            stamped_context: context,
+            sources: vec![
+                ("PASSWORD".into(), SecretSource::Sealed(path.clone())),
+                ("TOKEN".into(), SecretSource::Sealed(respelled)),
+            ],
+            ..SecretsSettings::default()
+        };
+        let mut checked = settings.check(&Vec::new().into()).unwrap();
+        checked.inject("TOKEN", "https://api.example.com").unwrap();
+        let gate = SecretGate::new(key, checked);
+        let source = gate.source("PASSWORD").unwrap().clone();
+        let (result, _) = gate.fetch("PASSWORD", &source, None, User::Guest).await;
+        let _ = std::fs::remove_file(&path);
+        let Err(KmsError::Denied(message)) = result else { panic!("{result:?}") };
+        assert!(
+            message.contains("TOKEN is injected by the host into requests to https://api.example.com"),
+            "{message}"
         );
     }
 

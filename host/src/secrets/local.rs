@@ -53,7 +53,7 @@ pub enum LocalKeyError {
     #[error("key file {0} already exists; refusing to overwrite a key (ciphertexts made with it would be lost)")]
     Exists(PathBuf),
     /// The key file does not hold a base64 256-bit key.
-    #[error("key file {path} is not a keyward local key: {reason}")]
+    #[error("key file {path} is not a keyward local key: {reason} (`keyward keygen --out FILE` makes one)")]
     Format {
         /// The file.
         path: PathBuf,
@@ -300,7 +300,7 @@ mod tests {
         }
         std::fs::write(&path, "bm90IGEga2V5\n").unwrap();
         let err = LocalKey::load(&path).unwrap_err().to_string();
-        assert!(err.contains("expected 32 bytes, found 9"), "{err}");
+        assert!(err.contains("expected 32 bytes, found 9 (`keyward keygen --out FILE` makes one)"), "{err}");
         std::fs::write(&path, "%%%").unwrap();
         assert!(LocalKey::load(&path).unwrap_err().to_string().contains("base64"));
         std::fs::remove_dir_all(&dir).unwrap();

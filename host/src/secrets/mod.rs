@@ -69,6 +69,15 @@ impl KmsError {
             KmsError::Unavailable(_) => "unavailable",
         }
     }
+
+    /// The same kind of error, its reason led by what it is about (`sealed file cert.sealed`).
+    pub(crate) fn about(self, what: impl std::fmt::Display) -> Self {
+        match self {
+            KmsError::Denied(why) => KmsError::Denied(format!("{what}: {why}")),
+            KmsError::InvalidCiphertext(why) => KmsError::InvalidCiphertext(format!("{what}: {why}")),
+            KmsError::Unavailable(why) => KmsError::Unavailable(format!("{what}: {why}")),
+        }
+    }
 }
 
 /// Lowercase hex of `bytes` (key ids, ciphertext ids, request ids).

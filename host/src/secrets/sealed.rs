@@ -74,7 +74,7 @@ pub enum SealedError {
     #[error("the data key is {0} bytes, not 32: the encrypted data key is not one `keyward seal` made")]
     DataKey(usize),
     /// Authentication failed.
-    #[error("the sealed file was altered (authentication failed): seal it again")]
+    #[error("altered after sealing (authentication failed): seal it again")]
     Tampered,
     /// The OS random source failed.
     #[error("the system random source failed: {0}")]

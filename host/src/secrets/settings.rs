@@ -351,6 +351,20 @@ impl Contexts<'_, '_> {
 pub fn stamped_context(pairs: Vec<Pair>, bind_component: Option<&Path>) -> Result<EncryptionContext, SettingError> {
     use crate::context::COMPONENT_KEY;
     let mut pairs: Vec<(String, String)> = pairs.into_iter().map(Into::into).collect();
+    // A placeholder is the host's to fill in; left literal, the context matches no function's and nothing opens.
+    let placeholders = PLACEHOLDERS.iter().map(|(p, var)| (*p, *var)).chain([(COMPONENT_PLACEHOLDER, "")]);
+    for (placeholder, var) in placeholders {
+        if let Some((key, _)) =
+            pairs.iter().find(|(key, value)| key.contains(placeholder) || value.contains(placeholder))
+        {
+            let instead = match var {
+                "" => "use --bind-component COMPONENT".to_string(),
+                var => format!("write in its place the value of {var} on the function"),
+            };
+            let reason = format!("{key}: {placeholder} is a placeholder the host fills in, not a value; {instead}");
+            return Err(SettingError::new("--context", reason));
+        }
+    }
     if let Some(component) = bind_component {
         if pairs.iter().any(|(key, _)| key == COMPONENT_KEY) {
             let reason = format!("--context {COMPONENT_KEY}=... gives the {COMPONENT_KEY} pair too: use one");
@@ -380,8 +394,8 @@ pub struct SecretFlags {
     #[arg(long, value_name = "N", default_value_t = SecretsSettings::default().max_decrypt_calls)]
     max_decrypt_calls: u32,
     /// Where the secret NAME lives, as KEYWARD_SOURCE_<NAME> says it (repeatable):
-    /// `secretsmanager:<name or ARN>[#<json key>][@<stage or version id>]` or `ssm:<name>[:<version or label>]`.
-    /// Fetched with the AWS credentials and region of the environment (AWS_ENDPOINT_URL_SECRETS_MANAGER,
+    /// `secretsmanager:<name or ARN>[#<json key>][@<stage or version id>]`, `ssm:<name>[:<version or label>]`, or
+    /// `sealed:<file>` (a file made by `keyward seal`, opened with --key or KMS). Fetched with the AWS credentials and region of the environment (AWS_ENDPOINT_URL_SECRETS_MANAGER,
     /// AWS_ENDPOINT_URL_SSM and AWS_ENDPOINT_URL are followed).
     #[arg(long = "source", value_name = "NAME=SOURCE")]
     sources: Vec<Pair>,

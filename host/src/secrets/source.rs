@@ -163,11 +163,11 @@ impl std::str::FromStr for SecretSource {
         let text = text.trim();
         // Quoted back in errors only in part: a value may be long.
         let shown = crate::error::bounded(text, 160);
-        if let Some(rest) = text.strip_prefix(SECRETS_MANAGER) {
+        if let Some(spec) = text.strip_prefix(SECRETS_MANAGER) {
             // A version comes last: an `@` before a `#` is the name's.
-            let (rest, version) = match rest.rsplit_once('@') {
+            let (rest, version) = match spec.rsplit_once('@') {
                 Some((rest, version)) if !version.contains('#') => (rest, Some(version)),
-                _ => (rest, None),
+                _ => (spec, None),
             };
             let (id, json_key) = match rest.split_once('#') {
                 Some((id, key)) => (id, Some(key)),
@@ -190,6 +190,16 @@ impl std::str::FromStr for SecretSource {
                 None => None,
                 Some("") => return Err(format!("{shown:?} has nothing after @: name a staging label or version id")),
                 Some(v) if is_uuid(v) => Some(SecretVersion::Id(v.to_string())),
+                // `me@example.com` would be secret `me` at stage `example.com`: a name holding `@` is the likelier.
+                Some(v) if v.contains('.') => {
+                    return Err(format!(
+                        "{shown:?} would read as staging label {:?}, and keyward reads no `.` in a label, so that a \
+                         name holding `@` is not misread: end such a name with its version \
+                         (secretsmanager:{}@AWSCURRENT)",
+                        crate::error::bounded(v, 160),
+                        crate::error::bounded(spec, 160),
+                    ));
+                }
                 Some(v) if v.len() <= 256 && v.chars().all(|c| c.is_ascii_graphic()) => {
                     Some(SecretVersion::Stage(v.to_string()))
                 }
@@ -204,6 +214,12 @@ impl std::str::FromStr for SecretSource {
             // An ARN's own colons come before `parameter/`; a selector's after it.
             let (head, tail) = match rest.find(":parameter/") {
                 Some(at) if rest.starts_with("arn:") => rest.split_at(at + ":parameter/".len()),
+                None if rest.starts_with("arn:") => {
+                    return Err(format!(
+                        "{shown:?} is not an SSM parameter ARN: one reads \
+                         arn:<partition>:ssm:<region>:<account>:parameter/<name>"
+                    ));
+                }
                 _ => ("", rest),
             };
             let (name, selector) = match tail.split_once(':') {
@@ -220,8 +236,11 @@ impl std::str::FromStr for SecretSource {
                     crate::error::bounded(&name, 160)
                 ));
             }
-            if selector.as_deref().is_some_and(|s| s.is_empty() || s.contains(':')) {
-                return Err(format!("{shown:?}: after the name's `:` comes one version number or label"));
+            if name.contains("//") {
+                return Err(format!("{shown:?}: a parameter name has no empty level (`//`)"));
+            }
+            if let Some(selector) = &selector {
+                check_parameter_selector(selector).map_err(|why| format!("{shown:?}: {why}"))?;
             }
             return Ok(Self::Parameter(ParameterId { name, selector }));
         }
@@ -238,6 +257,31 @@ impl std::str::FromStr for SecretSource {
     }
 }
 
+/// Checks what follows a parameter's name, as Parameter Store has it: a version (a number from 1) or a label (at
+/// most 100 letters, digits, `.`, `-` and `_`, not starting with a digit, `aws` or `ssm`).
+fn check_parameter_selector(selector: &str) -> Result<(), String> {
+    const ONE: &str = "after the name's `:` comes one version number (from 1) or label";
+    if selector.is_empty() || selector.contains(':') {
+        return Err(ONE.into());
+    }
+    let digits = selector.strip_prefix('-').unwrap_or(selector);
+    if digits.chars().all(|c| c.is_ascii_digit()) {
+        let first = selector.strip_prefix('-').is_none() && !selector.starts_with('0');
+        return if first { Ok(()) } else { Err(format!("{ONE}; versions count from 1, and {selector} is none")) };
+    }
+    let reserved = ["aws", "ssm"].iter().any(|p| selector.get(..3).is_some_and(|head| head.eq_ignore_ascii_case(p)));
+    if selector.len() > 100
+        || selector.starts_with(|c: char| c.is_ascii_digit())
+        || reserved
+        || !selector.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(format!(
+            "{ONE}; a label is at most 100 letters, digits, `.`, `-` and `_`, not starting with a digit, aws or ssm"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `text` is a UUID (8-4-4-4-12 hex digits), the shape of a Secrets Manager version id.
 fn is_uuid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
@@ -251,9 +295,17 @@ pub(crate) struct Configured {
     /// The guest env var it came from, for the audit line.
     pub(crate) name: String,
     pub(crate) settings: SecretSettings,
-    /// The origin the host injects it into requests to (`https://api.example.com`), if it does: such a secret is
-    /// the host's alone, never handed to the guest.
-    pub(crate) injected_into: Option<String>,
+    /// Where the host injects it into requests, if it does: such a secret is the host's alone, never handed to
+    /// the guest.
+    pub(crate) injected_into: Option<InjectedInto>,
+}
+
+/// A secret the host injects into requests: the name its injection gives it (another name may hold the same
+/// secret) and the origin it goes to (`https://api.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InjectedInto {
+    pub(crate) name: String,
+    pub(crate) origin: String,
 }
 
 /// Who a secret is fetched for.
@@ -297,7 +349,7 @@ pub(crate) struct SecretTable {
     /// The stored secrets (Secrets Manager's, SSM's) the host injects into requests, by the secret itself
     /// ([`SecretSource::identity`]), each with its origin: the same secret under another name, spelled another way
     /// (an ARN, a version, a label, another JSON key), is the host's alone too.
-    injected: HashMap<String, String>,
+    injected: HashMap<String, InjectedInto>,
     /// The SHA-256 of each sealed file's encrypted data key, by the file's path, as read when the table was made:
     /// the data key is a ciphertext with settings of its own (its name's), found by these bytes.
     sealed: HashMap<PathBuf, [u8; 32]>,
@@ -408,32 +460,33 @@ impl SecretTable {
             }
             Err(Unnamed::NotASecret(why)) => return Err(format!("{name}'s value is not base64 ({why})")),
         };
+        let injected = InjectedInto { name: name.to_string(), origin: origin.to_string() };
         match &source {
             SecretSource::EnvCiphertext(blob) => {
                 let digest: [u8; 32] = Sha256::digest(blob).into();
                 // Every base64 guest variable has settings (its own, or the defaults) once the table is built.
                 if let Some(configured) = self.settings.get_mut(&digest) {
-                    configured.injected_into = Some(origin.to_string());
+                    configured.injected_into = Some(injected.clone());
                 }
             }
             stored => {
                 if let Some(identity) = stored.identity() {
-                    self.injected.insert(identity, origin.to_string());
+                    self.injected.insert(identity, injected.clone());
                 }
                 // A sealed file's data key is a ciphertext the guest could hand to `kms.decrypt` (it may carry a
                 // copy of the file): that ciphertext is the host's alone too.
                 if let SecretSource::Sealed(path) = stored
                     && let Some(configured) = self.sealed.get(path).and_then(|digest| self.settings.get_mut(digest))
                 {
-                    configured.injected_into = Some(origin.to_string());
+                    configured.injected_into = Some(injected.clone());
                 }
             }
         }
         Ok(source)
     }
 
-    /// The origin the stored secret `source` is injected into, if the host injects it.
-    pub(crate) fn injected_into(&self, source: &SecretSource) -> Option<&String> {
+    /// Where the stored secret `source` is injected, if the host injects it.
+    pub(crate) fn injected_into(&self, source: &SecretSource) -> Option<&InjectedInto> {
         self.injected.get(&source.identity()?)
     }
 
@@ -546,9 +599,22 @@ mod tests {
             ("secretsmanager:db@", "nothing after @"),
             ("secretsmanager:db name", "is not a Secrets Manager secret name or ARN"),
             ("ssm:", "names no parameter"),
-            ("ssm:/a:", "one version number or label"),
-            ("ssm:/a:1:2", "one version number or label"),
+            ("ssm:/a:", "one version number (from 1) or label"),
+            ("ssm:/a:1:2", "one version number (from 1) or label"),
             ("ssm:/a b", "is not an SSM parameter name"),
+            ("ssm:/a:0", "versions count from 1, and 0 is none"),
+            ("ssm:/a:-1", "versions count from 1, and -1 is none"),
+            ("ssm:/a:1x", "a label is at most 100 letters"),
+            ("ssm:/a:AWSlive", "not starting with a digit, aws or ssm"),
+            ("ssm:/a//b", "no empty level"),
+            (
+                "ssm:arn:aws:ssm:eu-west-1:123456789012:db",
+                "one reads arn:<partition>:ssm:<region>:<account>:parameter/",
+            ),
+            (
+                "secretsmanager:me@example.com",
+                "end such a name with its version (secretsmanager:me@example.com@AWSCURRENT)",
+            ),
             ("sealed:", "names no file: give sealed:<path"),
         ] {
             let error = text.parse::<SecretSource>().unwrap_err();
@@ -567,7 +633,7 @@ mod tests {
         assert_eq!(error, "KEYWARD_SOURCE_DB: DB is given a source twice: give it one");
         let mut table = SecretTable::new(&[], &[], &stored).unwrap();
         let source = table.inject("DB", "https://api.example.com").unwrap();
-        assert_eq!(table.injected_into(&source).map(String::as_str), Some("https://api.example.com"));
+        assert_eq!(table.injected_into(&source).map(|i| i.origin.as_str()), Some("https://api.example.com"));
         // The same parameter spelled another way is injected too.
         for other in ["ssm:/db:3", "ssm:/db:live", "ssm:arn:aws:ssm:eu-west-1:123456789012:parameter/db"] {
             let other: SecretSource = other.parse().unwrap();
