@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tracing::Instrument as _;
 
 use crate::bindings::HandlerContext;
@@ -13,10 +14,11 @@ use crate::capability::Capabilities;
 use crate::capability::http::OutboundRecord;
 use crate::capability::keys::KeyOperationRecord;
 use crate::error::{InvokeError, check_event};
-use crate::incoming::{self, LambdaContext};
+use crate::incoming::{self, Answer, EventRequest, LambdaContext, Shape};
 use crate::sandbox::budget::Budget;
 use crate::sandbox::{
-    ComponentSource, FreshInstance, Input, Limits, LoadError, Run, RunRequest, Sandbox, UsedInstance, World,
+    ComponentSource, FreshInstance, Input, Limits, LoadError, Output, Run, RunRequest, Sandbox, UsedInstance, World,
+    check_response_size,
 };
 use crate::secrets::PrefetchError;
 use crate::secrets::{Backends, DecryptRecord};
@@ -59,11 +61,17 @@ impl InvocationContext {
     }
 }
 
-/// The outcome of one invocation, with what the host saw of it.
+/// The outcome of one invocation, with what the host saw of it: `T` is the response JSON for a Lambda event
+/// ([`Host::invoke`]), the HTTP response for a request ([`Host::handle_request`]).
 #[derive(Debug)]
-pub struct Invocation {
-    /// The response JSON, or why there is none.
-    pub result: Result<String, InvokeError>,
+pub struct Invocation<T = String> {
+    /// The response, or why there is none.
+    pub result: Result<T, InvokeError>,
+    /// For an HTTP component that failed on an HTTP request (an event's, or the local server's): the
+    /// `500 Internal Server Error` answer to send instead, shaped for the event's service (Lambda mode sends it
+    /// rather than a function error, for which API Gateway, a Function URL and an ALB answer a bare 502). Its body
+    /// is one line naming the error type and the request id; the error is in the log. `None` otherwise.
+    pub failure_answer: Option<T>,
     /// Every decrypt the guest asked for, in order (opening a key handle is one).
     pub decrypts: Vec<DecryptRecord>,
     /// Every operation the guest asked of a key handle, in order.
@@ -163,6 +171,11 @@ impl Host {
         Ok(self.caps.secrets.prefetch().await?)
     }
 
+    /// The world of the component this host runs: keyward's handler, or the HTTP world.
+    pub fn world(&self) -> World {
+        self.sandbox.world()
+    }
+
     /// The limits every invocation runs under.
     pub fn limits(&self) -> &Limits {
         self.sandbox.limits()
@@ -197,24 +210,86 @@ impl Host {
         event: &[u8],
         ctx: InvocationContext,
     ) -> Invocation {
-        let span = tracing::info_span!("invoke", request_id = %ctx.request_id);
+        let request_id = ctx.request_id.clone();
+        let prepared = self.prepare(event, ctx);
+        let shape = prepared.as_ref().ok().and_then(|(_, shape)| *shape);
+        let limits = self.limits();
+        let json = |output| match (output, shape) {
+            (Output::Json(json), _) => Ok(json),
+            (Output::Http(answer), Some(shape)) => {
+                let json = incoming::to_json(shape, answer.status, &answer.headers, &answer.body);
+                check_response_size(json.len(), limits).map(|()| json)
+            }
+            (Output::Http(_), None) => Err(InvokeError::Instantiate("an HTTP response to no HTTP event".into())),
+        };
+        let failure = |error: &InvokeError| Some(incoming::failure(shape?, error.error_type(), &request_id));
+        self.run(fresh, prepared.map(|(request, _)| request), &request_id, json, failure).await
+    }
+
+    /// Runs an HTTP component on `request` (an absolute URI: scheme, authority, path and query; the body whole) in
+    /// a fresh instance, as [`Host::invoke`] runs it on a Lambda HTTP event's request: the local server's way in.
+    /// A failure's [`Invocation::failure_answer`] is the `500` to send instead.
+    ///
+    /// A component of keyward's handler world fails with [`InvokeError::InvalidEvent`], and a deadline already past
+    /// with [`InvokeError::DeadlineExceeded`], without running.
+    pub async fn handle_request(
+        &self,
+        request: http::Request<Bytes>,
+        ctx: InvocationContext,
+    ) -> Invocation<http::Response<Bytes>> {
+        let request_id = ctx.request_id.clone();
+        let prepared = match self.sandbox.world() {
+            World::Http => self.run_request(Input::Http(Box::new(request)), ctx),
+            World::Handler => Err(InvokeError::InvalidEvent(
+                "this component is of keyward's handler world, which takes Lambda events, not HTTP requests: \
+                 export wasi:http/incoming-handler to be served over HTTP"
+                    .into(),
+            )),
+        };
+        let response = |output| match output {
+            Output::Http(Answer { status, headers, body }) => {
+                let mut response = http::Response::new(body);
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                Ok(response)
+            }
+            Output::Json(_) => Err(InvokeError::Instantiate("a JSON response to an HTTP request".into())),
+        };
+        let failure = |error: &InvokeError| Some(incoming::failure_response(error.error_type(), &request_id));
+        self.run(&mut None, prepared, &request_id, response, failure).await
+    }
+
+    /// Runs a prepared request (or reports why it was refused) in `fresh`'s instance or a new one; the guest's
+    /// output becomes the invocation's `T` by `convert`, and a failure's answer, if there is one, by `failure`.
+    async fn run<'a, T>(
+        &self,
+        fresh: &mut Option<FreshInstance>,
+        prepared: Result<RunRequest<'a>, InvokeError>,
+        request_id: &str,
+        convert: impl FnOnce(Output) -> Result<T, InvokeError>,
+        failure: impl FnOnce(&InvokeError) -> Option<T>,
+    ) -> Invocation<T> {
+        let span = tracing::info_span!("invoke", request_id = %request_id);
         async move {
             let started = Instant::now();
-            let run = match self.prepare(event, ctx) {
+            let run = match prepared {
                 Ok(request) => match fresh.take() {
                     Some(fresh) => self.sandbox.run_in(fresh, request).await,
                     None => self.sandbox.run(&self.caps, request).await,
                 },
                 Err(e) => Run::refused(e),
             };
+            let result = run.result.and_then(convert);
             let elapsed = started.elapsed();
-            match &run.result {
-                Ok(response) => tracing::debug!(elapsed_ms = elapsed.as_millis(), response_bytes = response.len(), "invocation succeeded"),
+            match &result {
+                Ok(_) => tracing::debug!(elapsed_ms = elapsed.as_millis(), "invocation succeeded"),
                 Err(e) => tracing::warn!(elapsed_ms = elapsed.as_millis(), error_type = e.error_type(), error = %e, "invocation failed"),
             }
+            let failure_answer = result.as_ref().err().and_then(failure);
             let phases = Phases { instantiate: run.instantiate, guest: run.guest, response: run.returned.elapsed() };
             Invocation {
-                result: run.result,
+                result,
+                failure_answer,
                 decrypts: run.decrypts,
                 key_operations: run.key_operations,
                 outbound: run.outbound,
@@ -227,17 +302,28 @@ impl Host {
         .await
     }
 
-    /// Checks the event (for an HTTP component: reads its request) and works out the invocation's time.
-    fn prepare<'a>(&self, event: &'a [u8], ctx: InvocationContext) -> Result<RunRequest<'a>, InvokeError> {
+    /// Checks the event (for an HTTP component: reads its request, and the shape its response takes) and works
+    /// out the invocation's time.
+    fn prepare<'a>(
+        &self,
+        event: &'a [u8],
+        ctx: InvocationContext,
+    ) -> Result<(RunRequest<'a>, Option<Shape>), InvokeError> {
         let event = check_event(event)?;
+        match self.sandbox.world() {
+            World::Handler => Ok((self.run_request(Input::Event(event), ctx)?, None)),
+            World::Http => {
+                let lambda = LambdaContext { request_id: &ctx.request_id };
+                let EventRequest { request, shape } =
+                    incoming::parse(event, lambda).map_err(|e| InvokeError::InvalidEvent(e.to_string()))?;
+                Ok((self.run_request(Input::Http(Box::new(request)), ctx)?, Some(shape)))
+            }
+        }
+    }
+
+    /// The run of `input` in the invocation's time.
+    fn run_request<'a>(&self, input: Input<'a>, ctx: InvocationContext) -> Result<RunRequest<'a>, InvokeError> {
         let budget = Budget::new(self.limits().timeout, ctx.deadline)?;
-        let input = match self.sandbox.world() {
-            World::Handler => Input::Event(event),
-            World::Http => Input::Http(Box::new(
-                incoming::parse(event, LambdaContext { request_id: &ctx.request_id })
-                    .map_err(|e| InvokeError::InvalidEvent(e.to_string()))?,
-            )),
-        };
         Ok(RunRequest {
             input,
             context: HandlerContext {

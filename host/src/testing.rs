@@ -30,7 +30,19 @@
 //! # Ok::<(), keyward::testing::StubError>(())
 //! ```
 //!
-//! `invoke` runs on a runtime of its own; from async code, use [`StubHost::invoke_async`].
+//! An HTTP component (one exporting `wasi:http/incoming-handler`, docs/http.md) is sent requests rather than events:
+//!
+//! ```no_run
+//! use keyward::testing::StubHost;
+//!
+//! let host = StubHost::load("target/wasm32-wasip2/release/http_hello.wasm")?.secret("PASSWORD", "hunter2");
+//! let response = host.request(http::Request::get("/hello").body(Vec::new()).unwrap())?;
+//! assert_eq!(response.status(), 200);
+//! # Ok::<(), keyward::testing::StubError>(())
+//! ```
+//!
+//! `invoke` and `request` run on a runtime of their own; from async code, use [`StubHost::invoke_async`] and
+//! [`StubHost::request_raw`].
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -39,6 +51,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use bytes::Bytes;
 use zeroize::Zeroizing;
 
 use crate::capability::http::{HttpSettings, Routed, Router};
@@ -49,6 +62,9 @@ use crate::secrets::{
     Backends, DecryptRecord, DecryptRequest, Decrypted, KmsBackend, KmsError, LocalKey, SecretsSettings,
 };
 use crate::{EncryptionContext, Host, HostError, HostSettings, Invocation, InvocationContext, InvokeError, Limits};
+
+/// The function ARN stub invocations are told.
+const STUB_ARN: &str = "arn:aws:lambda:local:000000000000:function:stub";
 
 /// Why a stub-host call failed.
 #[derive(Debug, thiserror::Error)]
@@ -356,19 +372,65 @@ impl StubHost {
     /// # Errors
     /// [`StubError::Host`] if the host cannot be built.
     pub async fn invoke_raw(&self, event: &str) -> Result<Invocation, StubError> {
-        let host = match self.host.get() {
-            Some(host) => host,
+        let invocation = self.host()?.invoke(event, InvocationContext::local(STUB_ARN)).await;
+        self.record(&invocation.decrypts, &invocation.key_operations);
+        Ok(invocation)
+    }
+
+    /// Sends `request` to an HTTP component (one exporting `wasi:http/incoming-handler`), as `keyward serve` and
+    /// Lambda mode hand it one; returns its response. A URI without scheme and authority (`/path?query`) is given
+    /// `https://` and the `Host` header's authority (or `localhost`).
+    ///
+    /// # Errors
+    /// [`StubError::Invoke`] for a guest error, trap or limit (the `500` a client would get is in
+    /// [`StubHost::request_raw`]'s [`Invocation::failure_answer`]); [`StubError::Host`] if the host cannot be built;
+    /// [`StubError::Stub`] for a URI that cannot be made absolute.
+    pub fn request(&self, request: http::Request<impl Into<Bytes>>) -> Result<http::Response<Bytes>, StubError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StubError::Stub(format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(async { Ok(self.request_raw(request).await?.result?) })
+    }
+
+    /// [`request`](StubHost::request), returning everything the host saw.
+    ///
+    /// # Errors
+    /// [`StubError::Host`] if the host cannot be built; [`StubError::Stub`] for a URI that cannot be made absolute.
+    pub async fn request_raw(
+        &self,
+        request: http::Request<impl Into<Bytes>>,
+    ) -> Result<Invocation<http::Response<Bytes>>, StubError> {
+        let (mut parts, body) = request.into_parts();
+        if parts.uri.scheme().is_none() {
+            let authority = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = format!("https://{authority}{path}")
+                .parse()
+                .map_err(|e| StubError::Stub(format!("request URI {path:?} on {authority:?}: {e}")))?;
+        }
+        let request = http::Request::from_parts(parts, body.into());
+        let invocation = self.host()?.handle_request(request, InvocationContext::local(STUB_ARN)).await;
+        self.record(&invocation.decrypts, &invocation.key_operations);
+        Ok(invocation)
+    }
+
+    /// The host, built at the first invocation.
+    fn host(&self) -> Result<&Host, StubError> {
+        match self.host.get() {
+            Some(host) => Ok(host),
             None => {
                 let host = self.build()?;
-                self.host.get_or_init(|| host)
+                Ok(self.host.get_or_init(|| host))
             }
-        };
-        let invocation =
-            host.invoke(event, InvocationContext::local("arn:aws:lambda:local:000000000000:function:stub")).await;
-        self.calls.lock().unwrap_or_else(PoisonError::into_inner).extend(invocation.decrypts.iter().cloned());
-        let operations = invocation.key_operations.iter().cloned();
-        self.key_operations.lock().unwrap_or_else(PoisonError::into_inner).extend(operations);
-        Ok(invocation)
+        }
+    }
+
+    /// Keeps an invocation's decrypts and key operations for [`StubHost::decrypt_calls`] and
+    /// [`StubHost::key_operations`].
+    fn record(&self, decrypts: &[DecryptRecord], operations: &[KeyOperationRecord]) {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner).extend(decrypts.iter().cloned());
+        self.key_operations.lock().unwrap_or_else(PoisonError::into_inner).extend(operations.iter().cloned());
     }
 
     fn stamped(&self) -> Result<EncryptionContext, StubError> {

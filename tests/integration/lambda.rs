@@ -295,7 +295,9 @@ async fn the_packaged_function_runs_from_its_task_root() {
         function.invoke(&emulator, &json!({})).unwrap_or_else(|e| panic!("{e}; log: {}", function.log_text()));
     assert_eq!(hello_fingerprint(&response), fingerprint(b"packaged-s3cret"));
     let log = function.log_when(|log| log.matches("kms decrypt").count() >= 2);
-    assert!(log.lines().any(|l| l.contains("keyward ready") && l.contains("handler.cwasm")), "{log}");
+    let ready =
+        |l: &str| l.contains("keyward ready") && l.contains("handler.cwasm") && l.contains("keyward:lambda/handler@");
+    assert!(log.lines().any(ready), "{log}");
     let audit: Vec<&str> = log.lines().filter(|l| l.contains("kms decrypt")).collect();
     assert_eq!(audit.len(), 2, "one prefetch (miss), one invocation (hit): {log}");
     assert!(audit[0].contains("cache=\"miss\"") && audit[1].contains("cache=\"hit\""), "{log}");

@@ -8,6 +8,7 @@ mod deploy;
 mod fault_proxy;
 mod hello;
 mod hostile;
+mod http_world;
 mod keys;
 mod kms;
 mod lambda;

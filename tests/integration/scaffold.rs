@@ -65,3 +65,29 @@ fn a_new_javascript_guest_builds_and_its_test_passes() {
     assert!(test.status.success(), "npm test:\n{}\n{}", stdout(&test), stderr(&test));
     assert!(stdout(&test).contains("# pass 1"), "{}", stdout(&test));
 }
+
+/// `keyward new --world http`: a wasi:http handler whose test sends it a request in the stub host; JavaScript is
+/// refused with the way to build one.
+#[test]
+fn a_new_http_guest_builds_and_its_test_passes() {
+    let dir = TempDir::new("scaffold-http");
+    let out = keyward_cmd(&["new", "my-http", "--world", "http"]).current_dir(&dir.0).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let project = dir.0.join("my-http");
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(workspace.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
+    let out = Command::new(env!("CARGO"))
+        .args(["test", "--release"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", workspace.join("target"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the scaffold's test failed:\n{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("test answers_a_request ... ok"), "{}", stdout(&out));
+
+    let js =
+        keyward_cmd(&["new", "my-js-http", "--world", "http", "--lang", "js"]).current_dir(&dir.0).output().unwrap();
+    assert_eq!(js.status.code(), Some(2));
+    assert!(stderr(&js).contains("keyward new scaffolds HTTP handlers in Rust only"), "{}", stderr(&js));
+    assert!(!dir.0.join("my-js-http").exists());
+}

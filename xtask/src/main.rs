@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 /// Guest components, by package name: the examples users run and the test guests the host's tests load.
-const GUESTS: &[&str] = &["hello", "signer", "jwt", "api-client", "probe", "netprobe"];
+const GUESTS: &[&str] = &["hello", "signer", "jwt", "api-client", "http-hello", "probe", "netprobe", "http-probe"];
 /// JavaScript guests: one npm project, its sources, and the components its build.mjs makes (with componentize-js,
 /// from npm) into the same folder as the Rust ones.
 const JS_GUESTS: (&str, &[&str], &[&str]) =
     ("guest/examples/js", &["hello.js", "signer.js", "api-client.js"], &["hello-js", "signer-js", "api-client-js"]);
 /// Guests that only exist as components: nothing of theirs to test natively.
-const WASM_ONLY: &[&str] = &["probe", "netprobe"];
+const WASM_ONLY: &[&str] = &["probe", "netprobe", "http-probe"];
 const WASM_TARGET: &str = "wasm32-wasip2";
 const DEMO_SECRET: &str = "correct-horse-battery-staple";
 /// What the tests run besides cargo: moto's KMS API, cargo-lambda's Runtime API emulator (a prebuilt binary in

@@ -6,6 +6,7 @@ mod invoke;
 mod keygen;
 mod new;
 mod seal;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,7 @@ enum Command {
     Decrypt(crypt::Decrypt),
     Seal(seal::Seal),
     Invoke(invoke::Invoke),
+    Serve(serve::Serve),
     Compile(artifact::Compile),
     Digest(artifact::Digest),
     Package(artifact::Package),
@@ -67,6 +69,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Encrypt(cmd) => cmd.run(),
         Command::Decrypt(cmd) => cmd.run(),
         Command::Invoke(cmd) => block_on(cmd.run()),
+        Command::Serve(cmd) => block_on(cmd.run()),
         Command::Seal(cmd) => block_on(cmd.run()),
         Command::Compile(cmd) => cmd.run(),
         Command::Digest(cmd) => cmd.run(),

@@ -20,10 +20,23 @@ pub(crate) struct New {
     /// The guest's language.
     #[arg(long, value_enum, default_value = "rust")]
     lang: Lang,
+    /// The guest's world: keyward's Lambda handler, or an HTTP handler (wasi:http/incoming-handler, as for
+    /// `wasmtime serve` and Spin).
+    #[arg(long, value_enum, default_value = "handler")]
+    world: WorldArg,
     /// A keyward source checkout to depend on (default: the one this keyward was built from, if it is still
     /// there; else the git repository).
     #[arg(long, value_name = "DIR")]
     keyward_src: Option<PathBuf>,
+}
+
+/// A world `keyward new` scaffolds a guest of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WorldArg {
+    /// keyward's `handler`: a Lambda event in, the response JSON out.
+    Handler,
+    /// `wasi:http/proxy`: an HTTP request in, its response out.
+    Http,
 }
 
 /// A guest language `keyward new` scaffolds.
@@ -55,9 +68,13 @@ impl New {
         );
         let dir = self.path.clone();
         anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
-        let files = match self.lang {
-            Lang::Rust => self.rust_files(&name)?,
-            Lang::Js => js_files(&name),
+        let files = match (self.lang, self.world) {
+            (Lang::Rust, world) => self.rust_files(&name, world)?,
+            (Lang::Js, WorldArg::Handler) => js_files(&name),
+            (Lang::Js, WorldArg::Http) => anyhow::bail!(
+                "keyward new scaffolds HTTP handlers in Rust only (--lang rust); a JavaScript HTTP handler is \
+                 componentize-js's `fetch` event handler, built for the wasi:http/proxy world, and runs as it is"
+            ),
         };
         for (path, text) in files {
             let path = dir.join(path);
@@ -74,7 +91,7 @@ impl New {
         Ok(())
     }
 
-    fn rust_files(&self, name: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
+    fn rust_files(&self, name: &str, world: WorldArg) -> anyhow::Result<Vec<(&'static str, String)>> {
         let source = self.keyward_src.clone().or_else(|| {
             let root = PathBuf::from(SOURCE_ROOT);
             root.join("guest/sdk/Cargo.toml").exists().then_some(root)
@@ -91,7 +108,11 @@ impl New {
             }
             None => Deps::Git(REPOSITORY.to_string()),
         };
-        Ok(files(name, &deps))
+        let templates = match world {
+            WorldArg::Handler => RUST_TEMPLATES,
+            WorldArg::Http => RUST_HTTP_TEMPLATES,
+        };
+        Ok(files(templates, name, &deps))
     }
 }
 
@@ -189,6 +210,14 @@ const RUST_TEMPLATES: &[Template] = &[
     template!(".gitignore", "rust/gitignore"),
 ];
 
+const RUST_HTTP_TEMPLATES: &[Template] = &[
+    template!("Cargo.toml", "rust-http/Cargo.toml.in"),
+    template!("src/lib.rs", "rust-http/src/lib.rs"),
+    template!("tests/stub_host.rs", "rust-http/tests/stub_host.rs"),
+    template!("README.md", "rust-http/README.md"),
+    template!(".gitignore", "rust/gitignore"),
+];
+
 const JS_TEMPLATES: &[Template] = &[
     template!("package.json", "js/package.json"),
     template!("handler.js", "js/handler.js"),
@@ -210,12 +239,12 @@ fn fill(templates: &[Template], values: &[(&str, &str)]) -> Vec<(&'static str, S
     templates.iter().map(|(path, text)| (*path, fill_one(text))).collect()
 }
 
-fn files(name: &str, deps: &Deps) -> Vec<(&'static str, String)> {
+fn files(templates: &[Template], name: &str, deps: &Deps) -> Vec<(&'static str, String)> {
     let crate_name = name.replace('-', "_");
     let keyward_guest = deps.spec("guest/sdk", "keyward-guest");
     let keyward = deps.spec("host", "keyward");
     fill(
-        RUST_TEMPLATES,
+        templates,
         &[("name", name), ("crate_name", &crate_name), ("keyward_guest", &keyward_guest), ("keyward", &keyward)],
     )
 }
@@ -238,8 +267,9 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled() {
-        for (path, text) in files("my-guest", &Deps::Path(PathBuf::from("/k"))).into_iter().chain(js_files("my-guest"))
-        {
+        let deps = Deps::Path(PathBuf::from("/k"));
+        let rust = [RUST_TEMPLATES, RUST_HTTP_TEMPLATES].into_iter().flat_map(|t| files(t, "my-guest", &deps));
+        for (path, text) in rust.chain(js_files("my-guest")) {
             for key in ["name", "crate_name", "keyward_guest", "keyward"] {
                 assert!(!text.contains(&format!("{{{key}}}")), "{path}: {{{key}}} is left");
             }

@@ -7,9 +7,9 @@ mod handler;
 mod request;
 mod response;
 
-pub(crate) use handler::{Failure, handle};
+pub(crate) use handler::{Answer, Failure, handle};
 pub(crate) use request::{EventRequest, LambdaContext, parse};
-pub(crate) use response::to_json;
+pub(crate) use response::{failure, failure_response, to_json};
 
 /// Which service sent an HTTP event: the response is shaped for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //! decodes it lossily).
 
 use base64::Engine as _;
+use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, SET_COOKIE};
 use http::{HeaderMap, HeaderName, StatusCode};
 use serde_json::{Map, Value, json};
@@ -66,6 +67,23 @@ pub(crate) fn to_json(shape: Shape, status: StatusCode, headers: &HeaderMap, bod
     }
     response.insert("isBase64Encoded".into(), json!(base64));
     Value::Object(response).to_string()
+}
+
+/// The answer to an HTTP event whose component failed: `500 Internal Server Error`, its body one line naming the
+/// error type and the request id. The error itself goes to the log only: it is for the function's team, and may
+/// hold what the guest set (an `error-code`'s text).
+pub(crate) fn failure(shape: Shape, error_type: &str, request_id: &str) -> String {
+    let response = failure_response(error_type, request_id);
+    to_json(shape, response.status(), response.headers(), response.body())
+}
+
+/// [`failure`]'s answer as an HTTP response, for the local server.
+pub(crate) fn failure_response(error_type: &str, request_id: &str) -> http::Response<Bytes> {
+    let body = format!("Internal Server Error: the function failed ({error_type}); request id {request_id}\n");
+    let mut response = http::Response::new(Bytes::from(body));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
 }
 
 /// Whether the body is text by its headers: not content-encoded, and of no content type or a text one.

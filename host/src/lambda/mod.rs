@@ -128,7 +128,8 @@ pub async fn run(config: Result<LambdaConfig, SettingError>) -> Result<(), Lambd
             return Err(e);
         }
     };
-    tracing::info!(init_ms = started.elapsed().as_millis(), component, concurrency, "keyward ready");
+    let world = host.world().export();
+    tracing::info!(init_ms = started.elapsed().as_millis(), component, world, concurrency, "keyward ready");
     if concurrency == 1 {
         return Ok(serve(&api, &host, &AtomicBool::new(false)).await?);
     }
@@ -197,13 +198,15 @@ async fn serve(api: &RuntimeApi, host: &Host, told: &AtomicBool) -> Result<(), R
         if let (true, Ok(ran)) = (makes_its_own, &ran) {
             ahead = ran.result.is_ok() && ran.phases.instantiate < host.ahead_of_time();
         }
-        let (result, instance) = match ran {
-            Ok(ran) => (ran.result, Some(ran.instance)),
-            Err(e) => (Err(e), None),
+        let (result, failure_answer, instance) = match ran {
+            Ok(ran) => (ran.result, ran.failure_answer, Some(ran.instance)),
+            Err(e) => (Err(e), None, None),
         };
-        let delivered = match result {
-            Ok(response) => api.respond(&invocation, response).await,
-            Err(e) => api.fail(&invocation, &Diagnostic::from(&e)).await,
+        let delivered = match (result, failure_answer) {
+            (Ok(response), _) => api.respond(&invocation, response).await,
+            // An HTTP component's failure is answered with a 500 (its error and error type are in the log).
+            (Err(_), Some(answer)) => api.respond(&invocation, answer).await,
+            (Err(e), None) => api.fail(&invocation, &Diagnostic::from(&e)).await,
         };
         log.write();
         // The response is out: now the instance is torn down (its memory given back, its pool slot freed). On

@@ -41,7 +41,7 @@ use crate::capability::keys::KeyOperationRecord;
 use crate::capability::kms::GuestPlaintext;
 use crate::capability::{self, Capabilities};
 use crate::error::InvokeError;
-use crate::incoming::{self, EventRequest, Failure};
+use crate::incoming::{self, Answer, Failure};
 use crate::secrets::{BeforeInvocation, DecryptRecord};
 
 /// What a store holds for one invocation: WASI's context and resource table, the memory limiter, the time, and
@@ -78,12 +78,20 @@ pub(crate) struct RunRequest<'a> {
     pub(crate) budget: Budget,
 }
 
-/// What the guest is given: the event, for a guest of keyward's handler world; the request the event carries, for
-/// an HTTP component.
+/// What the guest is given: the event, for a guest of keyward's handler world; a request (an event's, or one the
+/// local server received), for an HTTP component.
 #[derive(Debug)]
 pub(crate) enum Input<'a> {
     Event(&'a str),
-    Http(Box<EventRequest>),
+    Http(Box<http::Request<bytes::Bytes>>),
+}
+
+/// What the guest answered: its response JSON (checked to be JSON, within the response limit), or its HTTP
+/// response (its body within the limit).
+#[derive(Debug)]
+pub(crate) enum Output {
+    Json(String),
+    Http(Answer),
 }
 
 /// A guest instance of either world.
@@ -112,7 +120,7 @@ impl std::fmt::Debug for FreshInstance {
 /// What one guest run gave: the checked response or why there is none, every decrypt, key operation and outgoing
 /// request the guest asked for (also when it failed), the instance to tear down, and where the time went.
 pub(crate) struct Run {
-    pub(crate) result: Result<String, InvokeError>,
+    pub(crate) result: Result<Output, InvokeError>,
     pub(crate) decrypts: Vec<DecryptRecord>,
     pub(crate) key_operations: Vec<KeyOperationRecord>,
     pub(crate) outbound: Vec<OutboundRecord>,
@@ -288,14 +296,12 @@ impl Sandbox {
                         .call_handle(&mut store, event, &request.context)
                         .await
                         .map_err(|e| self.trap_error(&e, &time_limit))?;
-                    returned.map_err(InvokeError::Guest)
+                    returned.map_err(InvokeError::Guest).and_then(|response| self.check_response(response))
                 }
-                (Guest::Http(proxy), Input::Http(http)) => {
-                    let EventRequest { request, shape } = *http;
+                (Guest::Http(proxy), Input::Http(request)) => {
                     let limit = self.limits.max_response_bytes;
-                    let answer = incoming::handle(&mut store, proxy, request, limit).await;
-                    let answer = answer.map_err(|failure| self.http_failure(failure, &time_limit))?;
-                    Ok(incoming::to_json(shape, answer.status, &answer.headers, &answer.body))
+                    let answer = incoming::handle(&mut store, proxy, *request, limit).await;
+                    answer.map(Output::Http).map_err(|failure| self.http_failure(failure, &time_limit))
                 }
                 _ => Err(InvokeError::Instantiate("the input does not match the guest's world".into())),
             }
@@ -303,8 +309,7 @@ impl Sandbox {
         let deadline = tokio::time::Instant::from_std(budget.outer_deadline());
         let called = tokio::time::timeout_at(deadline, call).await.unwrap_or(Err(InvokeError::Limit(time_limit)));
         let returned = Instant::now();
-        let outcome = called.and_then(|response| self.check_response(response));
-        self.finish(store, permit, &output, outcome, [instantiate, returned - started], returned)
+        self.finish(store, permit, &output, called, [instantiate, returned - started], returned)
     }
 
     /// The run's end, whatever it was: the records of what the guest did, its output masked into the log, its
@@ -314,7 +319,7 @@ impl Sandbox {
         mut store: Store<GuestState>,
         permit: tokio::sync::OwnedSemaphorePermit,
         output: &[GuestOutput; 2],
-        outcome: Result<String, InvokeError>,
+        outcome: Result<Output, InvokeError>,
         [instantiate, guest]: [Duration; 2],
         returned: Instant,
     ) -> Run {
@@ -335,16 +340,23 @@ impl Sandbox {
         }
     }
 
-    fn check_response(&self, response: String) -> Result<String, InvokeError> {
-        let limit = self.limits.max_response_bytes;
-        if response.len() > limit {
-            return Err(LimitExceeded::ResponseSize { size: response.len(), limit }.into());
-        }
+    /// A handler-world guest's response: within the response limit, and JSON.
+    fn check_response(&self, response: String) -> Result<Output, InvokeError> {
+        check_response_size(response.len(), &self.limits)?;
         // Only the position is reported: serde's messages can quote the input, which may hold a secret.
         serde_json::from_str::<serde::de::IgnoredAny>(&response)
             .map_err(|e| InvokeError::InvalidResponse { line: e.line(), column: e.column() })?;
-        Ok(response)
+        Ok(Output::Json(response))
     }
+}
+
+/// A response of `size` bytes is within the response limit, or a [`LimitExceeded::ResponseSize`].
+pub(crate) fn check_response_size(size: usize, limits: &Limits) -> Result<(), InvokeError> {
+    let limit = limits.max_response_bytes;
+    if size > limit {
+        return Err(LimitExceeded::ResponseSize { size, limit }.into());
+    }
+    Ok(())
 }
 
 /// Builds an engine for `limits` and checks, compiles (or loads precompiled) and links `component` in it.
