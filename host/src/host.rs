@@ -149,6 +149,7 @@ impl Host {
         if backends.store.is_none() {
             checked.secrets.needs_no_store()?;
         }
+        checked.secrets.check_sealed_for(backends.kms.is_local_key())?;
         checked.http.router = router;
         let (limits, plaintext) = checked.sandbox();
         let sandbox = Sandbox::new(component, limits, plaintext)?;

@@ -105,6 +105,10 @@ impl KmsBackend for StubKms {
         }
         KmsBackend::decrypt(&self.key, request).await
     }
+
+    fn is_local_key(&self) -> bool {
+        true
+    }
 }
 
 /// What the stub host does with a request whose URL starts with a route's prefix.

@@ -126,12 +126,26 @@ fn bad_arguments_are_refused_with_exit_code_2() {
             "keyward: error: --source DB: DB is a guest env var (--env) too",
         ),
         (vec!["invoke", hello, "--key", &key, "--source", "DB=ssm:/db:0"], "--source DB: \"ssm:/db:0\": after the"),
+        // A secret pasted where its source or its {secret} placeholder goes is not echoed back.
+        (vec!["invoke", hello, "--key", &key, "--source", "DB=s3cr3t-XYZ"], "it is not a secret source (not shown"),
+        (
+            vec![
+                "invoke",
+                hello,
+                "--key",
+                &key,
+                "--inject",
+                "API=https://api.example.com Authorization: Bearer s3cr3t-XYZ",
+            ],
+            "a value of --inject is refused: the template must hold {secret} or {basic:USER} once",
+        ),
         (vec!["decrypt", "--key", &key, "%%%"], "not base64"),
         (vec!["lambda"], "AWS_LAMBDA_RUNTIME_API is not set"),
     ] {
         let out = keyward(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(expected), "{args:?}: expected {expected:?} in {}", stderr(&out));
+        assert!(!stderr(&out).contains("s3cr3t-XYZ"), "{args:?}: the secret is echoed: {}", stderr(&out));
     }
 }
 

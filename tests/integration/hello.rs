@@ -7,8 +7,7 @@ use serde_json::json;
 use crate::support::*;
 
 /// What the host answers a guest asking for a secret it does not have.
-const MISSING: &str =
-    "kms denied: \"PASSWORD\" is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it";
+const MISSING: &str = "kms denied: \"PASSWORD\" is not one of the guest's secrets: not a guest env var (KEYWARD_GUEST_ENV; keyward invoke --env), and no source names it (KEYWARD_SOURCE_<NAME>; --source)";
 
 #[tokio::test]
 async fn decrypts_its_secret_and_answers_with_a_fingerprint() {

@@ -217,6 +217,5 @@ fn keyward_serve_answers_a_real_client_and_stops_on_ctrl_c() {
     let failed = "GET /silent: guest returned an error: its wasi:http handler returned without setting its \
                   response-outparam (GuestError)";
     assert!(log.contains(failed), "{log}");
-    assert!(!log.contains("waiting for"), "every connection had ended: {log}");
     assert!(!log.contains("served-s3cret"), "{log}");
 }

@@ -17,16 +17,7 @@ fn a_new_guest_builds_and_its_test_passes() {
         assert!(project.join(file).exists(), "{file} is missing");
     }
 
-    // Same lockfile and target directory as this workspace, so the keyward it depends on is not built again.
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(workspace.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
-    let out = Command::new(env!("CARGO"))
-        .args(["test", "--release"])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", workspace.join("target"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "the scaffold's test failed:\n{}\n{}", stdout(&out), stderr(&out));
+    let out = cargo_test(&project);
     assert!(stdout(&out).contains("test answers_a_function_url_request ... ok"), "{}", stdout(&out));
 
     let again = keyward_cmd(&["new", "guests/my-guest"]).current_dir(&dir.0).output().unwrap();
@@ -73,16 +64,7 @@ fn a_new_http_guest_builds_and_its_test_passes() {
     let dir = TempDir::new("scaffold-http");
     let out = keyward_cmd(&["new", "my-http", "--world", "http"]).current_dir(&dir.0).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let project = dir.0.join("my-http");
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::fs::copy(workspace.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
-    let out = Command::new(env!("CARGO"))
-        .args(["test", "--release"])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", workspace.join("target"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "the scaffold's test failed:\n{}\n{}", stdout(&out), stderr(&out));
+    let out = cargo_test(&dir.0.join("my-http"));
     assert!(stdout(&out).contains("test answers_a_request ... ok"), "{}", stdout(&out));
 
     let js =
@@ -90,4 +72,19 @@ fn a_new_http_guest_builds_and_its_test_passes() {
     assert_eq!(js.status.code(), Some(2));
     assert!(stderr(&js).contains("keyward new scaffolds HTTP handlers in Rust only"), "{}", stderr(&js));
     assert!(!dir.0.join("my-js-http").exists());
+}
+
+/// `cargo test --release` in a scaffolded crate, which must pass: with this workspace's lockfile and target
+/// directory, so that the keyward it depends on is not built again.
+fn cargo_test(project: &std::path::Path) -> std::process::Output {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(workspace.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
+    let out = Command::new(env!("CARGO"))
+        .args(["test", "--release"])
+        .current_dir(project)
+        .env("CARGO_TARGET_DIR", workspace.join("target"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the scaffold's test failed:\n{}\n{}", stdout(&out), stderr(&out));
+    out
 }

@@ -112,10 +112,16 @@ async fn a_sealed_chain_is_a_key_handle_for_the_rust_and_javascript_signers() {
     assert!(error.contains(&altered), "{error}");
     // Not a sealed file at all (the plaintext, by mistake): the host is not built, and says so without the content.
     let error = sealed_host("signer", &key, &plain, "signer").unwrap_err().to_string();
-    assert!(error.contains("KEYWARD_SOURCE_SIGNING_KEY: not a keyward sealed file"), "{error}");
+    assert!(error.contains(&format!("KEYWARD_SOURCE_SIGNING_KEY: {plain}: not a keyward sealed file")), "{error}");
     assert!(!error.contains("BEGIN"), "{error}");
     let error = sealed_host("signer", &key, &dir.path("missing.sealed"), "signer").unwrap_err().to_string();
     assert!(error.contains("missing.sealed") && error.contains("No such file"), "{error}");
+}
+
+/// A sealed file as one sealed with KMS looks to `keyward package` (its data key a blob that is no local key's
+/// ciphertext): package checks the shape and the key's kind, not that KMS opens it.
+fn kms_sealed_copy() -> Vec<u8> {
+    keyward::secrets::sealed::seal(b"config", &[7; 32], b"\x01\x02\x02\x00 a KMS ciphertext blob").unwrap()
 }
 
 /// The command line: `keyward seal` and its refusals, `keyward invoke --source NAME=sealed:FILE`, and
@@ -133,7 +139,16 @@ fn keyward_seals_invokes_and_packages_sealed_files() {
     let piped = keyward_cmd(&["seal", "-", "--key", &key]).stdin(std::process::Stdio::null()).output().unwrap();
     assert_eq!(piped.status.code(), Some(2));
     assert!(stderr(&piped).contains("sealing stdin needs -o FILE"), "{}", stderr(&piped));
-    let refusals: [(&[&str], &str); 8] = [
+    let other_key = dir.path("other.key");
+    assert!(keyward(&["keygen", "--out", &other_key]).status.success());
+    let fifo = dir.path("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let refusals: [(&[&str], &str); 12] = [
+        // Another key file given as -o: it is no sealed file, so it is not replaced.
+        (&["seal", &plain, "--key", &key, "-o", &other_key], "exists and is not a sealed file: refusing to replace it"),
+        (&["seal", &plain, "--key", &key, "--context", "a=b,c=d"], "a pair with a comma or a brace cannot be stamped"),
+        (&["seal", &plain, "--key-id", "alias/a b"], "it is not one KMS key id, key ARN or alias"),
+        (&["seal", &plain, "--key-id", "arn:aws:s3:::bucket"], "it is not a KMS key ARN"),
         (
             &["seal", &plain],
             "the following required arguments were not provided: <--key <FILE>|--key-id <KEY>>; see `keyward seal --help`",
@@ -145,7 +160,10 @@ fn keyward_seals_invokes_and_packages_sealed_files() {
             "--context: function: {function_name} is a placeholder the host fills in, not a value; write in its place \
              the value of AWS_LAMBDA_FUNCTION_NAME on the function",
         ),
-        (&["seal", &plain, "--key", &key, "--context", "c={component}"], "use --bind-component COMPONENT"),
+        (
+            &["seal", &plain, "--key", &key, "--context", "c={component}"],
+            "bind the build with --bind-component instead",
+        ),
         (&["seal", &plain, "--key", &key, "-o", &plain], "is an input"),
         // Sealing over the key file would lose every file sealed under it.
         (&["seal", &plain, "--key", &key, "-o", &key], "is an input"),
@@ -158,6 +176,18 @@ fn keyward_seals_invokes_and_packages_sealed_files() {
         assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
         assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
     }
+    assert!(keyward::LocalKey::load(Path::new(&other_key)).is_ok(), "the key file refused as -o is intact");
+    // A FIFO is no sealed file: refused, not waited on.
+    let out = keyward(&[
+        "invoke",
+        &guest("probe").display().to_string(),
+        "--key",
+        &key,
+        "--source",
+        &format!("F=sealed:{fifo}"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is not a regular file"), "{}", stderr(&out));
     let big = dir.path("big");
     std::fs::write(&big, vec![b'x'; (1 << 20) + 1]).unwrap();
     let out = keyward(&["seal", &big, "--key", &key]);
@@ -189,12 +219,27 @@ fn keyward_seals_invokes_and_packages_sealed_files() {
         let folder = folder.display().to_string();
         keyward(&["package", "--component", &probe, "-o", &zip_path, "--bootstrap", &bootstrap, "--sealed", &folder])
     };
+    // Sealed with the local key: it would never open on Lambda, so it is not shipped.
+    let out = package(&folder);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("config.json.sealed was sealed with a local key"), "{}", stderr(&out));
+    std::fs::remove_file(folder.join("tls/config.json.sealed")).unwrap();
+    std::fs::write(folder.join("tls/config.json.sealed"), kms_sealed_copy()).unwrap();
     let out = package(&folder);
     assert!(out.status.success(), "{}", stderr(&out));
+    // The zip goes elsewhere than the folder whose every file ships.
+    let inside = folder.join("fn.zip").display().to_string();
+    let folder_arg = folder.display().to_string();
+    let out =
+        keyward(&["package", "--component", &probe, "-o", &inside, "--bootstrap", &bootstrap, "--sealed", &folder_arg]);
+    assert!(stderr(&out).contains("is inside --sealed"), "{}", stderr(&out));
+    // -o onto a key file is refused.
+    let out = keyward(&["package", "--component", &probe, "-o", &other_key, "--bootstrap", &bootstrap]);
+    assert!(stderr(&out).contains("exists and is not a zip: refusing to replace it"), "{}", stderr(&out));
     let mut archive = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
     let mut shipped = Vec::new();
     std::io::Read::read_to_end(&mut archive.by_name("sealed/tls/config.json.sealed").unwrap(), &mut shipped).unwrap();
-    assert_eq!(shipped, std::fs::read(&sealed).unwrap());
+    assert_eq!(shipped, std::fs::read(folder.join("tls/config.json.sealed")).unwrap());
     // A link to a folder is not followed (it could lead back into the folder), and says so.
     std::os::unix::fs::symlink(folder.join("tls"), folder.join("linked")).unwrap();
     let out = package(&folder);

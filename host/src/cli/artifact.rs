@@ -54,6 +54,7 @@ impl Target {
 impl Compile {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         refuse_overwriting_input(&self.component, &self.out)?;
+        refuse_overwriting_other(&self.out, "precompiled component (.cwasm)", b"\x7fELF")?;
         let compiled = compile(&self.component, &self.target.compile_target()?)?;
         write_whole(&self.out, &compiled)?;
         println!("compiled {} to {} ({} bytes)", self.component.display(), self.out.display(), compiled.len());
@@ -113,6 +114,20 @@ impl Package {
         };
         refuse_overwriting_input(&self.component, &self.out)?;
         refuse_overwriting_input(&bootstrap, &self.out)?;
+        refuse_overwriting_other(&self.out, "zip", b"PK\x03\x04")?;
+        if let Some(dir) = &self.sealed {
+            let parent = match self.out.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            let inside = matches!((parent.canonicalize(), dir.canonicalize()), (Ok(p), Ok(d)) if p.starts_with(&d));
+            anyhow::ensure!(
+                !inside,
+                "-o {} is inside --sealed {}, whose every file is shipped: write the zip elsewhere",
+                self.out.display(),
+                dir.display()
+            );
+        }
         let bootstrap_bytes =
             std::fs::read(&bootstrap).with_context(|| format!("cannot read bootstrap {}", bootstrap.display()))?;
         check_bootstrap(&bootstrap_bytes, triple).with_context(|| format!("bootstrap {}", bootstrap.display()))?;
@@ -228,10 +243,23 @@ fn sealed_files(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
                  --sealed); put the folder itself there",
                 path.display()
             );
+            // A name is a path in the zip and in KEYWARD_SOURCE_<NAME>: a control character (a line break) in it would
+            // break both, and every line keyward prints.
+            anyhow::ensure!(
+                !name.chars().any(char::is_control),
+                "{:?} has a control character in its name: rename it (it is a path in the package)",
+                path.display().to_string()
+            );
             let bytes = keyward::secrets::sealed::read_file(&path)?;
-            keyward::secrets::sealed::Sealed::parse(&bytes).map_err(|e| {
+            let sealed = keyward::secrets::sealed::Sealed::parse(&bytes).map_err(|e| {
                 anyhow::anyhow!("{}: {e}; --sealed ships only sealed files, never a plaintext", path.display())
             })?;
+            anyhow::ensure!(
+                !keyward::LocalKey::is_ciphertext(sealed.encrypted_data_key()),
+                "{} was sealed with a local key (keyward seal --key), which only keyward invoke opens: seal it with \
+                 --key-id KEY for the function's KMS key",
+                path.display()
+            );
             out.push((format!("sealed/{name}"), bytes));
         }
         Ok(())
@@ -278,6 +306,28 @@ pub(super) fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&temporary);
     }
     written.with_context(fail)
+}
+
+/// Refuses to replace an existing file `out` that is not of the kind written there (`magic` starts such files): a
+/// key file or a sealed file given as `-o` by mistake would be lost. An empty file may be replaced.
+///
+/// # Errors
+/// `out` exists, is not empty and does not start with `magic`.
+pub(super) fn refuse_overwriting_other(out: &Path, kind: &str, magic: &[u8]) -> anyhow::Result<()> {
+    // Only a regular file holds something to lose (a device such as /dev/null or /dev/full is written as asked).
+    if !std::fs::metadata(out).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let Ok(mut file) = std::fs::File::open(out) else { return Ok(()) };
+    let mut head = vec![0; magic.len()];
+    let read = std::io::Read::read(&mut file, &mut head).unwrap_or(0);
+    anyhow::ensure!(
+        read == 0 || head[..read] == magic[..read],
+        "-o {} exists and is not a {kind}: refusing to replace it (a key file, say, would be lost); remove it first or \
+         write elsewhere",
+        out.display()
+    );
+    Ok(())
 }
 
 /// Refuses `-o` naming an input (the component, the bootstrap), which the output would replace.

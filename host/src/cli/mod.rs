@@ -114,6 +114,20 @@ fn usage_error(error: &clap::Error) -> ExitCode {
         );
         return ExitCode::from(EXIT_BAD_INPUT);
     }
+    // So may a value of --source (a secret pasted instead of where it lives) or --inject (a token pasted in place of
+    // {secret}): the reason is given, never clap's echo of the value (--inject's validator quotes no template).
+    let invalid_value = matches!(error.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue);
+    if invalid_value && (arg.starts_with("--source") || arg.starts_with("--inject")) {
+        let reason = match arg.starts_with("--source") {
+            true => "is not of the form NAME=SOURCE with a non-empty NAME (not shown, in case it is a secret)".into(),
+            false => {
+                format!("is refused: {}", std::error::Error::source(error).map(ToString::to_string).unwrap_or_default())
+            }
+        };
+        let flag = arg.split(' ').next().unwrap_or_default();
+        eprintln!("keyward: error: a value of {flag} {}; see `{}`", keyward::error::one_line(&reason), help_hint());
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     // A stray argument is echoed only if it looks like a mistyped flag: a secret given without --plaintext (a PEM,
     // a password) must not land in a terminal's scrollback or a CI log.
     if error.kind() == ErrorKind::UnknownArgument {
@@ -121,8 +135,7 @@ fn usage_error(error: &clap::Error) -> ExitCode {
         let flag_like = stray.starts_with('-') && !stray.starts_with("---") && stray.len() <= 40;
         if !(flag_like && stray.chars().all(|c| c.is_ascii_graphic())) {
             eprintln!(
-                "keyward: error: an unexpected argument (not shown, in case it is a secret: give a secret with \
-                 --plaintext or on stdin); see `{}`",
+                "keyward: error: an unexpected argument (not shown, in case it is a secret); see `{}`",
                 help_hint()
             );
             return ExitCode::from(EXIT_BAD_INPUT);

@@ -43,49 +43,46 @@ impl Serve {
         let function_arn = format!("arn:aws:lambda:local:000000000000:function:{}", stem(&component));
         // stdout, as `wasmtime serve` says where it serves: a script may read the port picked for `:0`.
         println!("serving {component} on http://{address}/ (Ctrl-C stops)");
-        let mut connections = tokio::task::JoinSet::new();
+        // Each connection is watched: at Ctrl-C, idle ones close, and busy ones once their response is out.
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let stop = tokio::signal::ctrl_c();
         let mut stop = std::pin::pin!(stop);
         loop {
             let (stream, _) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
-                    // A connection that failed before it was accepted (reset, out of descriptors): the next one.
+                    // A connection that failed before it was accepted (reset, out of descriptors): the next one, after
+                    // a pause, so that a lasting failure does not spin.
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 },
                 _ = &mut stop => break,
             };
-            // Connections that ended are let go of, so that only open ones are held.
-            while connections.try_join_next().is_some() {}
             let (host, function_arn) = (host.clone(), function_arn.clone());
             let service = hyper::service::service_fn(move |request| {
                 let (host, function_arn) = (host.clone(), function_arn.clone());
                 async move { Ok::<_, std::convert::Infallible>(answer(&host, request, function_arn).await) }
             });
-            connections.spawn(async move {
-                let served =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                if let Err(e) = served {
+            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "connection ended");
                 }
             });
         }
-        // Requests in flight finish (each within its time limit); new ones are not taken.
+        // New connections are not taken; requests in flight finish, each within its time limit.
         drop(listener);
-        while connections.try_join_next().is_some() {}
-        if !connections.is_empty() {
-            eprintln!("keyward: stopping: waiting for {} connection(s) to finish", connections.len());
-        }
         let limit = host.limits().timeout + std::time::Duration::from_secs(1);
-        let _ = tokio::time::timeout(limit, async { while connections.join_next().await.is_some() {} }).await;
+        let _ = tokio::time::timeout(limit, graceful.shutdown()).await;
         Ok(())
     }
 }
 
-/// The component's response to one request, or the `500` of its failure (the error is logged, with -v).
+/// The component's response to one request, or the `500` of its failure (its error on stderr).
 async fn answer(host: &Host, request: http::Request<Incoming>, function_arn: String) -> http::Response<Full<Bytes>> {
     let (mut parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {

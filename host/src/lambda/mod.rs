@@ -90,6 +90,7 @@ pub async fn init(config: LambdaConfig) -> Result<Host, LambdaError> {
     let sdk_config = aws.sdk_config().await?;
     let kms = AwsKms::new(&sdk_config, kms)?;
     kms.check_secret_keys(&checked.secrets.settings.secrets)?;
+    checked.secrets.check_sealed_for(false)?;
     let mut backends = Backends::from(Arc::new(kms));
     // Only a function with secrets kept by a service pays for those clients.
     if checked.secrets.settings.sources.iter().any(|(_, source)| source.needs_store()) {

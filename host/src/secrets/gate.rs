@@ -610,6 +610,23 @@ mod tests {
         );
     }
 
+    /// A file sealed with a local key is refused by a host on KMS at start (and one sealed with KMS by a local key's):
+    /// it would fail every invocation.
+    #[test]
+    fn a_sealed_file_of_the_other_key_service_is_refused_at_start() {
+        let key = Arc::new(LocalKey::generate().unwrap());
+        let path = sealed_file(&key, b"x", &EncryptionContext::new());
+        let settings = SecretsSettings {
+            sources: vec![("CERT".into(), SecretSource::Sealed(path.clone()))],
+            ..SecretsSettings::default()
+        };
+        let checked = settings.check(&Vec::new().into()).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(checked.check_sealed_for(true).is_ok());
+        let error = checked.check_sealed_for(false).unwrap_err().to_string();
+        assert!(error.starts_with("KEYWARD_SOURCE_CERT: the file was sealed with a local key"), "{error}");
+    }
+
     /// Two names for one sealed file, its path spelled two ways, one of them injected: the guest is denied the
     /// other too, and told which injected secret it is.
     #[tokio::test]

@@ -95,6 +95,11 @@ impl LocalKey {
         Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(bytes)), id }
     }
 
+    /// Whether `ciphertext` is one of a local key's (it begins as they do), not a KMS ciphertext blob.
+    pub fn is_ciphertext(ciphertext: &[u8]) -> bool {
+        ciphertext.starts_with(MAGIC)
+    }
+
     /// Reads a key file.
     ///
     /// # Errors
@@ -222,6 +227,10 @@ impl KmsBackend for LocalKey {
     async fn decrypt(&self, request: DecryptRequest<'_>) -> Result<Decrypted, KmsError> {
         let plaintext = LocalKey::decrypt(self, request.ciphertext, request.context)?;
         Ok(Decrypted { plaintext, key_id: format!("local:{}", self.id()) })
+    }
+
+    fn is_local_key(&self) -> bool {
+        true
     }
 }
 

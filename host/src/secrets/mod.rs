@@ -151,4 +151,10 @@ pub trait KmsBackend: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// A [`KmsError`] of the kind that matches the failure.
     async fn decrypt(&self, request: DecryptRequest<'_>) -> Result<Decrypted, KmsError>;
+
+    /// Whether this is a local key (its ciphertexts are [`LocalKey`]'s), not KMS: a host refuses at start a sealed
+    /// file its key service cannot open.
+    fn is_local_key(&self) -> bool {
+        false
+    }
 }

@@ -56,7 +56,8 @@ pub enum SealedError {
     NotSealed,
     /// A version or suite this host does not know.
     #[error(
-        "sealed file version {version}, suite {suite} is not one this host reads (version 1, suite 1): upgrade keyward"
+        "sealed file version {version}, suite {suite} is not one this host reads (version 1, suite 1): a newer keyward \
+         wrote it, or it is damaged (seal it again)"
     )]
     Unsupported {
         /// The version byte.
@@ -200,6 +201,12 @@ pub fn random_data_key() -> Result<Zeroizing<[u8; DATA_KEY_LEN]>, SealedError> {
 pub fn read_file(path: &Path) -> Result<Vec<u8>, SealedError> {
     let shown = path.display();
     let io = |e: std::io::Error| SealedError::Io(format!("{shown}: {e}"));
+    // Checked before opening: opening a FIFO waits for a writer, forever.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(SealedError::Io(format!(
+            "{shown} is not a regular file: a sealed file is one `keyward seal` wrote"
+        )));
+    }
     let file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     if len > MAX_SEALED_FILE_LEN as u64 {
@@ -261,7 +268,8 @@ mod tests {
         newer[4] = 2;
         assert_eq!(
             Sealed::parse(&newer).unwrap_err().to_string(),
-            "sealed file version 2, suite 1 is not one this host reads (version 1, suite 1): upgrade keyward"
+            "sealed file version 2, suite 1 is not one this host reads (version 1, suite 1): a newer keyward wrote it, or \
+             it is damaged (seal it again)"
         );
         let cases: [(&[u8], &str); 4] = [
             (b"kwsf\x01", "malformed sealed file: cut short in its header"),

@@ -189,8 +189,8 @@ impl SecretsSettings {
         }
         for (name, _) in &self.sources {
             if !is_name(name) {
-                let reason = "the name after KEYWARD_SOURCE_ is the one the guest asks for: letters, digits and _, \
-                              not beginning with a digit";
+                let reason = "a source's name is the one the guest asks for: letters, digits and _, not beginning \
+                              with a digit";
                 return Err(SettingError::new(format!("{SOURCE}{name}"), reason));
             }
         }
@@ -279,6 +279,25 @@ impl CheckedSecrets {
         }
     }
 
+    /// Whether the key service opens every sealed file: a local key opens only files sealed with a local key
+    /// (`keyward seal --key`), KMS only files sealed with KMS (`--key-id`); found at start, not at first use.
+    ///
+    /// # Errors
+    /// The first sealed source of the other kind, naming its variable.
+    pub(crate) fn check_sealed_for(&self, local_key: bool) -> Result<(), SettingError> {
+        let Some((name, sealed_locally)) = self.table.sealed_with().find(|(_, local)| *local != local_key) else {
+            return Ok(());
+        };
+        let reason = if sealed_locally {
+            "the file was sealed with a local key (keyward seal --key), which only keyward invoke opens: seal it with \
+             --key-id KEY for KMS"
+        } else {
+            "the file was sealed with a KMS data key (keyward seal --key-id), which a local key cannot open: seal a \
+             copy with --key FILE to run it locally"
+        };
+        Err(SettingError::new(format!("{SOURCE}{name}"), reason))
+    }
+
     /// Binds the secret `name` to injection into requests to `origin`: its ciphertext is the host's alone from
     /// now on (`kms.decrypt` and `keys` on it are `denied`). Returns where it lives.
     ///
@@ -358,7 +377,7 @@ pub fn stamped_context(pairs: Vec<Pair>, bind_component: Option<&Path>) -> Resul
             pairs.iter().find(|(key, value)| key.contains(placeholder) || value.contains(placeholder))
         {
             let instead = match var {
-                "" => "use --bind-component COMPONENT".to_string(),
+                "" => "bind the build with --bind-component instead".to_string(),
                 var => format!("write in its place the value of {var} on the function"),
             };
             let reason = format!("{key}: {placeholder} is a placeholder the host fills in, not a value; {instead}");
@@ -377,6 +396,26 @@ pub fn stamped_context(pairs: Vec<Pair>, bind_component: Option<&Path>) -> Resul
         pairs.push((COMPONENT_KEY.into(), digest.to_string()));
     }
     EncryptionContext::from_pairs(pairs).map_err(|e| SettingError::new("--context", e.to_string()))
+}
+
+/// Checks that the host can stamp `pairs` as they are (`keyward seal`'s, `keyward invoke`'s): KEYWARD_KMS_CONTEXT
+/// splits its pairs at commas and reads `{...}` as a placeholder, so a value with either could never be stamped on
+/// Lambda, and a file sealed under it would open only locally.
+///
+/// # Errors
+/// The first pair with a comma or a brace.
+#[cfg(feature = "cli")]
+pub fn check_stampable(pairs: &[Pair]) -> Result<(), SettingError> {
+    match pairs.iter().find(|Pair(key, value)| key.contains(['{', '}', ',']) || value.contains(['{', '}', ','])) {
+        None => Ok(()),
+        Some(Pair(key, _)) => Err(SettingError::new(
+            "--context",
+            format!(
+                "{key}: a pair with a comma or a brace cannot be stamped on Lambda (the stamped context's variable is \
+                 split at commas, and {{...}} in it is a placeholder): leave them out"
+            ),
+        )),
+    }
 }
 
 /// `keyward invoke`'s flags for secrets.
@@ -412,8 +451,11 @@ impl SecretFlags {
             let source = source.parse().map_err(|e| SettingError::new(format!("--source {name}"), e))?;
             Ok((name, source))
         });
+        // Placeholders are named first (their message says what to write instead), then what no host can stamp.
+        let stamped = stamped_context(self.context.clone(), self.bind_component.then_some(component))?;
+        check_stampable(&self.context)?;
         Ok(SecretsSettings {
-            stamped_context: stamped_context(self.context, self.bind_component.then_some(component))?,
+            stamped_context: stamped,
             max_decrypt_calls: self.max_decrypt_calls,
             sources: sources.collect::<Result<_, SettingError>>()?,
             ..SecretsSettings::default()

@@ -176,6 +176,18 @@ impl std::str::FromStr for SecretSource {
             if id.is_empty() {
                 return Err(format!("{shown:?} names no secret: give secretsmanager:<name or ARN>"));
             }
+            if id.starts_with("arn:") && !is_arn(id, "secretsmanager", ":secret:") {
+                return Err(format!(
+                    "{shown:?} is not a Secrets Manager secret ARN: one reads \
+                     arn:<partition>:secretsmanager:<region>:<account>:secret:<name>"
+                ));
+            }
+            // `name@AWSPREVIOUS#key` reads as the secret `name@AWSPREVIOUS`: the key comes first.
+            if json_key.is_some() && ["@AWSCURRENT", "@AWSPREVIOUS", "@AWSPENDING"].iter().any(|s| id.ends_with(s)) {
+                return Err(format!(
+                    "{shown:?}: write the JSON key before the stage (secretsmanager:<name>#<key>@<stage>)"
+                ));
+            }
             // Secrets Manager's own limits: a name or ARN of at most 2048 characters, these characters only.
             if id.len() > 2048 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "/_+=.@-:".contains(c)) {
                 return Err(format!(
@@ -213,8 +225,12 @@ impl std::str::FromStr for SecretSource {
         if let Some(rest) = text.strip_prefix(PARAMETER) {
             // An ARN's own colons come before `parameter/`; a selector's after it.
             let (head, tail) = match rest.find(":parameter/") {
-                Some(at) if rest.starts_with("arn:") => rest.split_at(at + ":parameter/".len()),
-                None if rest.starts_with("arn:") => {
+                Some(at)
+                    if rest.starts_with("arn:") && is_arn(&rest[..at + ":parameter/".len()], "ssm", ":parameter/") =>
+                {
+                    rest.split_at(at + ":parameter/".len())
+                }
+                _ if rest.starts_with("arn:") => {
                     return Err(format!(
                         "{shown:?} is not an SSM parameter ARN: one reads \
                          arn:<partition>:ssm:<region>:<account>:parameter/<name>"
@@ -250,10 +266,10 @@ impl std::str::FromStr for SecretSource {
             }
             return Ok(Self::Sealed(PathBuf::from(path)));
         }
-        Err(format!(
-            "{shown:?} is not a secret source: give secretsmanager:<name or ARN>[#<json key>][@<stage or version id>], \
-             ssm:<parameter name>[:<version or label>] or sealed:<path>"
-        ))
+        // Not quoted back: with none of the prefixes, it may be a secret pasted instead of where it lives.
+        Err("it is not a secret source (not shown, in case it is a secret): give secretsmanager:<name or ARN>\
+             [#<json key>][@<stage or version id>], ssm:<parameter name>[:<version or label>] or sealed:<path>"
+            .into())
     }
 }
 
@@ -266,7 +282,9 @@ fn check_parameter_selector(selector: &str) -> Result<(), String> {
     }
     let digits = selector.strip_prefix('-').unwrap_or(selector);
     if digits.chars().all(|c| c.is_ascii_digit()) {
-        let first = selector.strip_prefix('-').is_none() && !selector.starts_with('0');
+        // Parameter Store keeps at most 100 versions of a parameter; a u64 holds any it numbers them by.
+        let first =
+            selector.strip_prefix('-').is_none() && !selector.starts_with('0') && selector.parse::<u64>().is_ok();
         return if first { Ok(()) } else { Err(format!("{ONE}; versions count from 1, and {selector} is none")) };
     }
     let reserved = ["aws", "ssm"].iter().any(|p| selector.get(..3).is_some_and(|head| head.eq_ignore_ascii_case(p)));
@@ -280,6 +298,15 @@ fn check_parameter_selector(selector: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether `arn` begins as an ARN of `service` whose resource part starts with `resource` does:
+/// `arn:<partition>:<service>:<region>:<account><resource>`, region and account not empty.
+fn is_arn(arn: &str, service: &str, resource: &str) -> bool {
+    let Some(at) = arn.find(resource) else { return false };
+    let parts: Vec<&str> = arn[..at].split(':').collect();
+    matches!(parts.as_slice(), ["arn", partition, s, region, account]
+        if !partition.is_empty() && *s == service && !region.is_empty() && !account.is_empty())
 }
 
 /// Whether `text` is a UUID (8-4-4-4-12 hex digits), the shape of a Secrets Manager version id.
@@ -333,7 +360,8 @@ impl Unnamed {
         let name = crate::error::bounded(name, 64);
         match self {
             Self::NotAVariable => format!(
-                "{name:?} is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it"
+                "{name:?} is not one of the guest's secrets: not a guest env var (KEYWARD_GUEST_ENV; keyward invoke \
+                 --env), and no source names it (KEYWARD_SOURCE_<NAME>; --source)"
             ),
             Self::NotASecret(why) => format!("env var {name} is not base64: {why}"),
         }
@@ -353,6 +381,8 @@ pub(crate) struct SecretTable {
     /// The SHA-256 of each sealed file's encrypted data key, by the file's path, as read when the table was made:
     /// the data key is a ciphertext with settings of its own (its name's), found by these bytes.
     sealed: HashMap<PathBuf, [u8; 32]>,
+    /// Each sealed source's name, and whether its data key is a local key's ciphertext (else KMS's).
+    sealed_with: Vec<(String, bool)>,
 }
 
 impl SecretTable {
@@ -391,8 +421,15 @@ impl SecretTable {
                 // first invocation.
                 let key = super::sealed::read_file(path)
                     .and_then(|bytes| Ok(super::sealed::Sealed::parse(&bytes)?.encrypted_data_key().to_vec()))
-                    .map_err(|e| SettingError::new(format!("{SOURCE}{name}"), e.to_string()))?;
+                    .map_err(|e| match e {
+                        // A read error names the file already.
+                        super::sealed::SealedError::Io(_) => {
+                            SettingError::new(format!("{SOURCE}{name}"), e.to_string())
+                        }
+                        e => SettingError::new(format!("{SOURCE}{name}"), format!("{}: {e}", path.display())),
+                    })?;
                 table.sealed.insert(path.clone(), Sha256::digest(&key).into());
+                table.sealed_with.push((name.clone(), super::LocalKey::is_ciphertext(&key)));
                 encrypted_data_keys.push((name, key));
             }
         }
@@ -488,6 +525,11 @@ impl SecretTable {
     /// Where the stored secret `source` is injected, if the host injects it.
     pub(crate) fn injected_into(&self, source: &SecretSource) -> Option<&InjectedInto> {
         self.injected.get(&source.identity()?)
+    }
+
+    /// Each sealed source's name, and whether it was sealed with a local key (else with KMS).
+    pub(crate) fn sealed_with(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.sealed_with.iter().map(|(name, local)| (name.as_str(), *local))
     }
 
     /// The SHA-256 of the encrypted data key the sealed file at `path` held when the table was made.
@@ -592,7 +634,7 @@ mod tests {
     #[test]
     fn a_malformed_source_is_refused_saying_what_a_source_is() {
         for (text, says) in [
-            ("vault:db", "is not a secret source: give secretsmanager:"),
+            ("vault:db", "it is not a secret source (not shown, in case it is a secret): give secretsmanager:"),
             ("secretsmanager:", "names no secret"),
             ("secretsmanager:#key", "names no secret"),
             ("secretsmanager:db#", "empty JSON key"),
@@ -607,6 +649,15 @@ mod tests {
             ("ssm:/a:1x", "a label is at most 100 letters"),
             ("ssm:/a:AWSlive", "not starting with a digit, aws or ssm"),
             ("ssm:/a//b", "no empty level"),
+            ("ssm:/a:99999999999999999999", "versions count from 1"),
+            ("ssm:arn:aws:kms:us-east-1:123456789012:parameter/x", "is not an SSM parameter ARN"),
+            ("ssm:arn:aws:ssm:::parameter/x", "is not an SSM parameter ARN"),
+            ("secretsmanager:arn:", "is not a Secrets Manager secret ARN"),
+            (
+                "secretsmanager:arn:aws:secretsmanager:us-east-1:123456789012:prod/db",
+                "is not a Secrets Manager secret ARN",
+            ),
+            ("secretsmanager:prod/db@AWSPREVIOUS#password", "write the JSON key before the stage"),
             (
                 "ssm:arn:aws:ssm:eu-west-1:123456789012:db",
                 "one reads arn:<partition>:ssm:<region>:<account>:parameter/",

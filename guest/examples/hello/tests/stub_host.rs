@@ -7,8 +7,7 @@ use keyward::testing::{StubError, StubHost};
 use serde_json::json;
 
 /// What the host answers a guest asking for a secret it does not have.
-const MISSING: &str =
-    "kms denied: \"PASSWORD\" is not one of the guest's secrets: not a guest env var, and no KEYWARD_SOURCE_ names it";
+const MISSING: &str = "kms denied: \"PASSWORD\" is not one of the guest's secrets: not a guest env var (KEYWARD_GUEST_ENV; keyward invoke --env), and no source names it (KEYWARD_SOURCE_<NAME>; --source)";
 
 const COMPONENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../target/wasm32-wasip2/release/hello.wasm");
 

@@ -123,19 +123,26 @@ impl FromStr for Origin {
 
     /// `[http://|https://]host[:port]`, with `*.` before a name for its subdomains.
     fn from_str(entry: &str) -> Result<Self, String> {
+        // A URL with a user, a password, a path or a query is not quoted back: any of them may hold a secret.
+        if entry.contains(',') {
+            return Err("an entry is a list: give one origin per entry (repeat --allow-outbound)".into());
+        }
+        let authority_of = |rest: &str| rest.strip_suffix('/').unwrap_or(rest).to_string();
+        let rest = entry.split_once("://").map_or(entry, |(_, rest)| rest);
+        if authority_of(rest).contains(['/', '?', '#', '@']) || rest.chars().any(char::is_whitespace) {
+            return Err(
+                "an entry is not an origin (not shown: a user, password, path or query in it may be a secret): \
+                        give the scheme, host and port only"
+                    .into(),
+            );
+        }
         let (scheme, rest) = match entry.split_once("://") {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (Scheme::Https, rest),
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (Scheme::Http, rest),
             Some((other, _)) => return Err(format!("{entry:?}: the scheme {other:?} is neither http nor https")),
             None => (Scheme::Https, entry),
         };
-        if entry.contains(',') {
-            return Err(format!("{entry:?} is a list: give one origin per entry (repeat --allow-outbound)"));
-        }
         let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
-            return Err(format!("{entry:?} is not an origin: give the scheme, host and port only (no path or user)"));
-        }
         let (host, port) = split_port(authority).map_err(|why| format!("{entry:?}: {why}"))?;
         let port = port.unwrap_or(scheme.default_port());
         let host = match host.strip_prefix("*.") {
@@ -266,7 +273,7 @@ impl FromStr for Injection {
         }
         let (name, template) = header.trim_start().split_once(':').ok_or_else(|| shape.to_string())?;
         let header = http::HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("{:?} is not a header name", name.trim()))?;
+            .map_err(|_| "the header name before ':' is not an HTTP token (RFC 9110 §5.1)".to_string())?;
         if NOT_INJECTABLE.contains(&header.as_str()) {
             return Err(format!("{header} frames the request and is set by the client, not injected"));
         }
@@ -274,7 +281,8 @@ impl FromStr for Injection {
         let (prefix, placeholder, suffix) = split_template(template)?;
         for text in [prefix, suffix] {
             if http::HeaderValue::from_str(text).is_err() {
-                return Err(format!("the template {template:?} holds characters a header value may not"));
+                // The template is not quoted back: a token pasted in place of {secret} would be echoed.
+                return Err("the template holds characters a header value may not".into());
             }
         }
         Ok(Self { origin, header, prefix: prefix.into(), placeholder, suffix: suffix.into() })
@@ -284,7 +292,9 @@ impl FromStr for Injection {
 /// The template's text around its one placeholder.
 fn split_template(template: &str) -> Result<(&str, Placeholder, &str), String> {
     let placeholders = template.matches('{').count();
-    let none = || format!("the template {template:?} must hold {{secret}} or {{basic:USER}} once");
+    // Not quoted back: a token pasted in place of {secret} would be echoed.
+    let none =
+        || "the template must hold {secret} or {basic:USER} once (it is not shown: it may hold a secret)".to_string();
     if placeholders != 1 {
         return Err(none());
     }
@@ -492,8 +502,8 @@ mod tests {
     fn entries_that_are_not_origins_are_refused_with_why() {
         for (entry, why) in [
             ("ftp://example.com", "neither http nor https"),
-            ("https://example.com/v1", "no path or user"),
-            ("https://user@example.com", "no path or user"),
+            ("https://example.com/v1", "not shown: a user, password, path or query"),
+            ("https://user@example.com", "not shown: a user, password, path or query"),
             ("https://example.com:0", "not a number from 1 to 65535"),
             ("https://example.com:99999", "not a number from 1 to 65535"),
             ("https://*.127.0.0.1", "an IP address has no subdomains"),
@@ -501,13 +511,18 @@ mod tests {
             ("https://2130706433", "non-standard form"),
             ("https://0x7f.1", "non-standard form"),
             ("https://127.1", "non-standard form"),
-            ("https://exa mple.com", "no path or user"),
+            ("https://exa mple.com", "not shown: a user, password, path or query"),
             ("https://[::1", "not a host name"),
             ("https://*.com", "name the domain"),
             ("https://a.com,https://b.com", "one origin per entry"),
+            // A password or a token in a URL is not quoted back.
+            ("https://u:s3cr3t@api.example.com", "not shown"),
+            ("https://api.example.com/?token=s3cr3t", "not shown"),
+            ("ftp://u:s3cr3t@api.example.com", "not shown"),
         ] {
             let error = entry.parse::<Origin>().unwrap_err();
             assert!(error.contains(why), "{entry}: {error}");
+            assert!(!error.contains("s3cr3t"), "{entry}: {error}");
         }
     }
 
@@ -538,7 +553,7 @@ mod tests {
             ("https://api.example.com Authorization: {secret} {secret}", "once"),
             ("https://api.example.com Authorization: {token}", "once"),
             ("https://api.example.com Host: {secret}", "set by the client"),
-            ("https://api.example.com Bad Header: {secret}", "not a header name"),
+            ("https://api.example.com Bad Header: {secret}", "is not an HTTP token"),
             ("https://api.example.com", "write it as"),
             ("https://api.example.com X: {basic:a:b}", "holds no ':'"),
             ("https://api.example.com X: a\u{7f}{secret}", "header value may not"),
