@@ -79,6 +79,7 @@ fn main() {
     };
     let hello = cwasm("hello");
     let hello_js = cwasm("hello-js");
+    let http_hello = cwasm("http_hello");
     let probe = cwasm("probe");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -195,8 +196,17 @@ fn main() {
     let less_kms = |times: &[Duration]| times.iter().map(|t| t.saturating_sub(kms_call)).collect::<Vec<_>>();
     let (native_cold, keyward_cold, js_cold, egress_cold) =
         (less_kms(&native.cold), less_kms(&keyward.cold), less_kms(&keyward_js.cold), less_kms(&keyward_egress.cold));
+    // http-hello does hello's work (its secret through kms, a SHA-256, a JSON body) in the HTTP world, handed a
+    // Function URL event.
+    let function_url = json!({
+        "version": "2.0", "rawPath": "/", "rawQueryString": "", "headers": {"host": "x.lambda-url.us-east-1.on.aws"},
+        "requestContext": {"http": {"method": "GET", "path": "/", "sourceIp": "127.0.0.1"}, "requestId": "r"},
+        "isBase64Encoded": false
+    })
+    .to_string();
     let in_process =
-        [("hello", &hello), ("hello-js", &hello_js)].map(|(guest, cwasm)| (guest, phases(&runtime, cwasm)));
+        [("hello", &hello, "{}"), ("hello-js", &hello_js, "{}"), ("http-hello", &http_hello, function_url.as_str())]
+            .map(|(guest, cwasm, event)| (guest, phases(&runtime, cwasm, event)));
 
     let mut table = Table::default();
     table.pair("cold start, spawn to first response, median", &native.cold, &keyward.cold, 50, "", |_, _| true);
@@ -310,6 +320,18 @@ fn main() {
         mib(keyward_js.rss_kib << 10),
         "≤ 40 MB",
         keyward_js.rss_kib << 10 <= 40_000_000,
+    );
+    // A warm invocation's whole cost in process (instance, handle, response path) in either world.
+    let total = |phases: &[Vec<Duration>; 4]| -> Vec<Duration> {
+        (0..phases[0].len()).map(|i| phases[0][i] + phases[1][i] + phases[2][i]).collect()
+    };
+    table.pair(
+        "warm invocation in process, median: hello (left), http-hello (the HTTP world, a Function URL event)",
+        &total(&in_process[0].1),
+        &total(&in_process[2].1),
+        50,
+        "≤ 1.1×",
+        |handler, http| http <= 1.1 * handler,
     );
     for (guest, phases) in in_process {
         let [instantiate, guest_call, response, teardown] = phases;
@@ -542,7 +564,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// In process, with a local key: each invocation's instantiate, guest and response-path time, and the teardown
 /// of its instance (timed apart, as Lambda mode does it after the response).
-fn phases(runtime: &tokio::runtime::Runtime, cwasm: &Path) -> [Vec<Duration>; 4] {
+fn phases(runtime: &tokio::runtime::Runtime, cwasm: &Path, event: &str) -> [Vec<Duration>; 4] {
     let key = Arc::new(LocalKey::generate().unwrap());
     let context = EncryptionContext::from_pairs([("function", "hello")]).unwrap();
     let ciphertext = key.encrypt(b"bench-secret", &context).unwrap();
@@ -555,7 +577,7 @@ fn phases(runtime: &tokio::runtime::Runtime, cwasm: &Path) -> [Vec<Duration>; 4]
     let mut phases: [Vec<Duration>; 4] = Default::default();
     runtime.block_on(async {
         for i in 0..IN_PROCESS_RUNS + 10 {
-            let invocation = host.invoke("{}", InvocationContext::local("arn:bench")).await;
+            let invocation = host.invoke(event, InvocationContext::local("arn:bench")).await;
             invocation.result.as_ref().unwrap();
             let started = Instant::now();
             drop(invocation.instance);
