@@ -63,6 +63,15 @@ use crate::secrets::{
 };
 use crate::{EncryptionContext, Host, HostError, HostSettings, Invocation, InvocationContext, InvokeError, Limits};
 
+/// Runs `call` to its end on a runtime of its own: the blocking calls' way in.
+fn block_on<T>(call: impl Future<Output = Result<T, StubError>>) -> Result<T, StubError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StubError::Stub(format!("cannot start a runtime: {e}")))?;
+    runtime.block_on(call)
+}
+
 /// The function ARN stub invocations are told.
 const STUB_ARN: &str = "arn:aws:lambda:local:000000000000:function:stub";
 
@@ -354,11 +363,7 @@ impl StubHost {
     /// # Errors
     /// [`StubError::Invoke`] for a guest error, trap or limit; [`StubError::Host`] if the host cannot be built.
     pub fn invoke(&self, event: serde_json::Value) -> Result<serde_json::Value, StubError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StubError::Stub(format!("cannot start a runtime: {e}")))?;
-        runtime.block_on(self.invoke_async(event))
+        block_on(self.invoke_async(event))
     }
 
     /// [`invoke`](StubHost::invoke), for async tests.
@@ -390,11 +395,7 @@ impl StubHost {
     /// [`StubHost::request_raw`]'s [`Invocation::failure_answer`]); [`StubError::Host`] if the host cannot be built;
     /// [`StubError::Stub`] for a URI that cannot be made absolute.
     pub fn request(&self, request: http::Request<impl Into<Bytes>>) -> Result<http::Response<Bytes>, StubError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StubError::Stub(format!("cannot start a runtime: {e}")))?;
-        runtime.block_on(async { Ok(self.request_raw(request).await?.result?) })
+        block_on(async { Ok(self.request_raw(request).await?.result?) })
     }
 
     /// [`request`](StubHost::request), returning everything the host saw.

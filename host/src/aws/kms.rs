@@ -53,6 +53,7 @@ impl AwsKmsSettings {
         if self.key_ids.is_empty() {
             return Err(AwsError::NoKey);
         }
+        check_key_ids(KEY_ID, &self.key_ids)?;
         if let Some(endpoint) = &self.endpoint {
             if crate::address::has_user_info(endpoint) {
                 return Err(AwsError::EndpointCredentials);
@@ -63,6 +64,41 @@ impl AwsKmsSettings {
         }
         Ok(())
     }
+}
+
+/// Checks a KMS key as KMS takes a `KeyId`: a key id, a key ARN, `alias/NAME` or an alias ARN. Not blank; at most
+/// 2048 visible ASCII characters (KMS's limit), no comma (a list's); an ARN of KMS, with a region and an account,
+/// for a key or an alias with a name.
+///
+/// # Errors
+/// Why it is none of them, in words that do not quote it.
+pub fn check_key_id(key_id: &str) -> Result<(), String> {
+    if key_id.trim().is_empty() {
+        return Err("it is empty: name the KMS key (an id, a key ARN, alias/NAME or an alias ARN)".into());
+    }
+    if key_id.len() > 2048 || !key_id.chars().all(|c| c.is_ascii_graphic()) || key_id.contains(',') {
+        return Err("it is not one KMS key id, key ARN or alias (at most 2048 characters, no spaces or commas)".into());
+    }
+    let arn_ok = |arn: &str| {
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        matches!(parts.as_slice(), ["arn", partition, "kms", region, account, resource]
+            if !partition.is_empty() && !region.is_empty() && !account.is_empty()
+                && resource.strip_prefix("key/").or(resource.strip_prefix("alias/")).is_some_and(|r| !r.is_empty()))
+    };
+    if (key_id.starts_with("arn:") && !arn_ok(key_id)) || key_id == "alias/" {
+        return Err(
+            "it is not a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<id>), alias ARN or alias/NAME".into(),
+        );
+    }
+    Ok(())
+}
+
+/// [`check_key_id`] for each key `variable` names.
+fn check_key_ids(variable: &str, key_ids: &[String]) -> Result<(), AwsError> {
+    for key_id in key_ids {
+        check_key_id(key_id).map_err(|reason| AwsError::KeyId { variable: variable.to_string(), reason })?;
+    }
+    Ok(())
 }
 
 /// A data key from [`AwsKms::generate_data_key`]. `Debug` shows the key ARN only.
@@ -97,10 +133,10 @@ impl AwsKms {
     /// endpoint.
     ///
     /// # Errors
-    /// An [`AwsError`] when no key is given, the endpoint is not an http(s) URL, a key's ARN names another region,
-    /// or the shared configuration fails.
+    /// An [`AwsError`] when no key is given, a key is in a form KMS does not take, the endpoint is not an http(s)
+    /// URL, a key's ARN names another region, or the shared configuration fails.
     pub async fn from_env(aws: &AwsSettings, settings: AwsKmsSettings) -> Result<Self, AwsError> {
-        // Checked before the configuration is loaded: a bad endpoint is named even where no region is set.
+        // Checked before the configuration is loaded: a bad key or endpoint is named even where no region is set.
         settings.check()?;
         Self::checked(&aws.sdk_config().await?, settings)
     }
@@ -128,10 +164,12 @@ impl AwsKms {
     /// Checks, as for [`AwsKms::from_env`]'s own keys, the keys each secret allows (`KEYWARD_SECRET_KEY_<NAME>`).
     ///
     /// # Errors
-    /// [`AwsError::KeyInAnotherRegion`], naming the secret's variable.
+    /// [`AwsError::KeyId`] or [`AwsError::KeyInAnotherRegion`], naming the secret's variable.
     pub fn check_secret_keys(&self, secrets: &[(String, SecretSettings)]) -> Result<(), AwsError> {
         for (name, settings) in secrets {
-            self.check_key_regions(&format!("{SECRET_KEY}{name}"), &settings.key_ids)?;
+            let variable = format!("{SECRET_KEY}{name}");
+            check_key_ids(&variable, &settings.key_ids)?;
+            self.check_key_regions(&variable, &settings.key_ids)?;
         }
         Ok(())
     }
@@ -551,6 +589,25 @@ mod tests {
         // A password in the URL would be in every KMS error: refused, and not repeated.
         let err = AwsKms::from_env(&aws, config("http://admin:s3cretpw@127.0.0.1:1")).await.unwrap_err().to_string();
         assert!(err.contains("holds a user name or password") && !err.contains("s3cretpw"), "{err}");
+    }
+
+    /// Every way a key is named, Lambda mode's variables and `seal --key-id` alike: KMS's forms taken, others refused
+    /// before any call, without quoting them.
+    #[test]
+    fn keys_are_named_in_a_form_kms_takes() {
+        for good in ["1234abcd-12ab-34cd-56ef-1234567890ab", "mrk-1234", "alias/app", "arn:aws:kms:us-east-1:1:key/k"] {
+            assert_eq!(check_key_id(good), Ok(()), "{good}");
+        }
+        assert_eq!(check_key_id("arn:aws-cn:kms:cn-north-1:123456789012:alias/app"), Ok(()));
+        for bad in
+            ["", " ", "alias/a b", "a,b", "alias/", "arn:aws:s3:::bucket", "arn:aws:kms::1:key/k", "arn:aws:kms:r:1:x"]
+        {
+            assert!(check_key_id(bad).is_err(), "{bad:?}");
+        }
+        let settings =
+            AwsKmsSettings { key_ids: vec!["alias/app".into(), "arn:aws:s3:::bucket".into()], endpoint: None };
+        let error = settings.check().unwrap_err().to_string();
+        assert!(error.starts_with("KEYWARD_KMS_KEY_ID: it is not a KMS key ARN"), "{error}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 
-pub use kms::{AwsKms, AwsKmsSettings, DataKey};
+pub use kms::{AwsKms, AwsKmsSettings, DataKey, check_key_id};
 pub use store::AwsSecretStore;
 
 use crate::error::{bounded, root_cause};
@@ -200,6 +200,14 @@ pub enum AwsError {
     /// The region is not a region name.
     #[error("AWS_REGION: {0:?} is not a region name such as eu-west-1")]
     Region(String),
+    /// A key is named in a form KMS does not take.
+    #[error("{variable}: {reason}")]
+    KeyId {
+        /// The variable that names the key.
+        variable: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A key named by ARN is in another region than the one KMS is called in.
     #[error(
         "{variable}: names a key in {key_region} ({key_id}), but KMS is called in {region}: a KMS key is used in its \

@@ -50,6 +50,12 @@ pub(crate) struct GuestArgs {
 }
 
 impl GuestArgs {
+    /// The local function ARN the guest is told, named after the component file.
+    pub(crate) fn function_arn(&self) -> String {
+        let name = self.component.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("arn:aws:lambda:local:000000000000:function:{name}")
+    }
+
     /// The host of these arguments: the component loaded, secrets opened with the key file (and, for secrets kept
     /// by a service, the environment's AWS credentials, region and endpoints).
     pub(crate) async fn host(self) -> anyhow::Result<Host> {
@@ -78,10 +84,7 @@ impl GuestArgs {
 impl Invoke {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let event = self.read_event()?;
-        let arn = self.function_arn.clone().unwrap_or_else(|| {
-            let name = self.guest.component.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            format!("arn:aws:lambda:local:000000000000:function:{name}")
-        });
+        let arn = self.function_arn.clone().unwrap_or_else(|| self.guest.function_arn());
         let host = self.guest.host().await?;
         let invocation = host.invoke(&event, InvocationContext::local(arn)).await;
         let response = invocation.result.map_err(|e| match e {

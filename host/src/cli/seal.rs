@@ -27,7 +27,7 @@ pub(crate) struct Seal {
     key: Option<PathBuf>,
     /// Seal with this KMS key (id, ARN or alias): the data key comes from GenerateDataKey, with the AWS credentials
     /// and region of the environment (KEYWARD_KMS_ENDPOINT, AWS_ENDPOINT_URL_KMS and AWS_ENDPOINT_URL are followed).
-    #[arg(long, value_name = "KEY", value_parser = parse_key_id)]
+    #[arg(long, value_name = "KEY", value_parser = |id: &str| keyward::aws::check_key_id(id).map(|()| id.to_string()))]
     key_id: Option<String>,
     /// An encryption context pair the file is bound to (repeatable): the pairs the host stamps
     /// (KEYWARD_KMS_CONTEXT, with its placeholders filled in, e.g. `function=<function name>`).
@@ -60,10 +60,7 @@ impl Seal {
         }
         refuse_overwriting_other(&out, "sealed file", b"kwsf")?;
         let plaintext = read_plaintext(&self.file, stdin)?;
-        // Placeholders are named first (their message says what to write instead), then what no host can stamp.
-        let context =
-            keyward::secrets::settings::stamped_context(self.context.clone(), self.bind_component.as_deref())?;
-        keyward::secrets::settings::check_stampable(&self.context)?;
+        let context = keyward::secrets::settings::stampable_context(self.context, self.bind_component.as_deref())?;
         let (bytes, key) = match (&self.key, &self.key_id) {
             (Some(key), _) => {
                 let key = LocalKey::load(key)?;
@@ -83,30 +80,6 @@ impl Seal {
         );
         Ok(())
     }
-}
-
-/// A KMS key id, key ARN, alias name or alias ARN, as KMS takes one: not blank, one of them (no spaces, no comma of a
-/// list), at most 2048 characters (KMS's limit for a KeyId).
-fn parse_key_id(text: &str) -> Result<String, String> {
-    if text.trim().is_empty() {
-        return Err("it is empty: name the KMS key (an id, a key ARN, alias/NAME or an alias ARN)".into());
-    }
-    if text.len() > 2048 || !text.chars().all(|c| c.is_ascii_graphic()) || text.contains(',') {
-        return Err("it is not one KMS key id, key ARN or alias (at most 2048 characters, no spaces or commas)".into());
-    }
-    // An ARN is of KMS, with a region and an account, for a key or an alias; an alias has a name.
-    let arn_ok = |arn: &str| {
-        let parts: Vec<&str> = arn.splitn(6, ':').collect();
-        matches!(parts.as_slice(), ["arn", partition, "kms", region, account, resource]
-            if !partition.is_empty() && !region.is_empty() && !account.is_empty()
-                && resource.strip_prefix("key/").or(resource.strip_prefix("alias/")).is_some_and(|r| !r.is_empty()))
-    };
-    if (text.starts_with("arn:") && !arn_ok(text)) || text == "alias/" {
-        return Err(
-            "it is not a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<id>), alias ARN or alias/NAME".into(),
-        );
-    }
-    Ok(text.to_string())
 }
 
 /// The file's bytes, refused past 1 MiB before more is read.

@@ -30,6 +30,7 @@ const MAX_REQUEST_BODY: usize = 6 * 1024 * 1024;
 impl Serve {
     pub(crate) async fn run(self) -> anyhow::Result<()> {
         let component = self.guest.component.display().to_string();
+        let function_arn = self.guest.function_arn();
         let host = Arc::new(self.guest.host().await?);
         anyhow::ensure!(
             host.world() == keyward::sandbox::World::Http,
@@ -40,7 +41,6 @@ impl Serve {
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))?;
         let address = listener.local_addr().context("cannot read the address listened on")?;
-        let function_arn = format!("arn:aws:lambda:local:000000000000:function:{}", stem(&component));
         // stdout, as `wasmtime serve` says where it serves: a script may read the port picked for `:0`.
         println!("serving {component} on http://{address}/ (Ctrl-C stops)");
         // Each connection is watched: at Ctrl-C, idle ones close, and busy ones once their response is out.
@@ -124,9 +124,4 @@ fn plain(status: http::StatusCode, text: String) -> http::Response<Full<Bytes>> 
         .headers_mut()
         .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     response
-}
-
-/// The file name of `path` without its extension.
-fn stem(path: &str) -> String {
-    std::path::Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }

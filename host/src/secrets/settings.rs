@@ -398,14 +398,23 @@ pub fn stamped_context(pairs: Vec<Pair>, bind_component: Option<&Path>) -> Resul
     EncryptionContext::from_pairs(pairs).map_err(|e| SettingError::new("--context", e.to_string()))
 }
 
-/// Checks that the host can stamp `pairs` as they are (`keyward seal`'s, `keyward invoke`'s): KEYWARD_KMS_CONTEXT
-/// splits its pairs at commas and reads `{...}` as a placeholder, so a value with either could never be stamped on
+/// [`stamped_context`], for the context a host stamps (`keyward seal`'s, `keyward invoke`'s): KEYWARD_KMS_CONTEXT
+/// splits its pairs at commas and reads `{...}` as a placeholder, so a pair with either could never be stamped on
 /// Lambda, and a file sealed under it would open only locally.
 ///
 /// # Errors
-/// The first pair with a comma or a brace.
+/// As [`stamped_context`]; then the first pair with a comma or a brace.
 #[cfg(feature = "cli")]
-pub fn check_stampable(pairs: &[Pair]) -> Result<(), SettingError> {
+pub fn stampable_context(pairs: Vec<Pair>, bind_component: Option<&Path>) -> Result<EncryptionContext, SettingError> {
+    // Placeholders are named first (their message says what to write instead), then what no host can stamp.
+    let context = stamped_context(pairs.clone(), bind_component)?;
+    check_stampable(&pairs)?;
+    Ok(context)
+}
+
+/// The first pair with a comma or a brace, refused.
+#[cfg(feature = "cli")]
+fn check_stampable(pairs: &[Pair]) -> Result<(), SettingError> {
     match pairs.iter().find(|Pair(key, value)| key.contains(['{', '}', ',']) || value.contains(['{', '}', ','])) {
         None => Ok(()),
         Some(Pair(key, _)) => Err(SettingError::new(
@@ -434,7 +443,8 @@ pub struct SecretFlags {
     max_decrypt_calls: u32,
     /// Where the secret NAME lives, as KEYWARD_SOURCE_<NAME> says it (repeatable):
     /// `secretsmanager:<name or ARN>[#<json key>][@<stage or version id>]`, `ssm:<name>[:<version or label>]`, or
-    /// `sealed:<file>` (a file made by `keyward seal`, opened with --key or KMS). Fetched with the AWS credentials and region of the environment (AWS_ENDPOINT_URL_SECRETS_MANAGER,
+    /// `sealed:<file>` (a file made by `keyward seal --key`, opened with --key). Fetched with the AWS credentials
+    /// and region of the environment (AWS_ENDPOINT_URL_SECRETS_MANAGER,
     /// AWS_ENDPOINT_URL_SSM and AWS_ENDPOINT_URL are followed).
     #[arg(long = "source", value_name = "NAME=SOURCE")]
     sources: Vec<Pair>,
@@ -451,11 +461,8 @@ impl SecretFlags {
             let source = source.parse().map_err(|e| SettingError::new(format!("--source {name}"), e))?;
             Ok((name, source))
         });
-        // Placeholders are named first (their message says what to write instead), then what no host can stamp.
-        let stamped = stamped_context(self.context.clone(), self.bind_component.then_some(component))?;
-        check_stampable(&self.context)?;
         Ok(SecretsSettings {
-            stamped_context: stamped,
+            stamped_context: stampable_context(self.context, self.bind_component.then_some(component))?,
             max_decrypt_calls: self.max_decrypt_calls,
             sources: sources.collect::<Result<_, SettingError>>()?,
             ..SecretsSettings::default()
